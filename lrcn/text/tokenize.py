@@ -14,8 +14,36 @@ from nltk.tokenize import TreebankWordTokenizer
 # coco-caption's pycocoevalcap/tokenizer/ptbtokenizer.py PUNCTUATIONS, plus the raw brackets that
 # nltk leaves as they are where Java writes -LRB- and friends.
 PUNCTUATION = frozenset(
-    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--",
-     "...", ";", "(", ")", "{", "}", "[", "]", "-lrb-", "-rrb-", "-lcb-", "-rcb-", '"']
+    [
+        "''",
+        "'",
+        "``",
+        "`",
+        "-LRB-",
+        "-RRB-",
+        "-LCB-",
+        "-RCB-",
+        ".",
+        "?",
+        "!",
+        ",",
+        ":",
+        "-",
+        "--",
+        "...",
+        ";",
+        "(",
+        ")",
+        "{",
+        "}",
+        "[",
+        "]",
+        "-lrb-",
+        "-rrb-",
+        "-lcb-",
+        "-rcb-",
+        '"',
+    ]
 )
 
 

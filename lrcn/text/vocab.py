@@ -76,7 +76,9 @@ class Vocabulary:
     def from_dict(cls, data: dict) -> Vocabulary:
         itos = data.get("itos") if isinstance(data, dict) else None
         if not isinstance(itos, list) or list(itos[: len(SPECIALS)]) != list(SPECIALS):
-            raise ValueError("not an lrcn vocabulary (expected {'itos': ['<pad>', '<start>', ...]})")
+            raise ValueError(
+                "not an lrcn vocabulary (expected {'itos': ['<pad>', '<start>', ...]})"
+            )
         return cls(itos[len(SPECIALS) :])
 
     def save(self, path: str | os.PathLike) -> None:
@@ -92,4 +94,6 @@ class Vocabulary:
         except FileNotFoundError:
             raise LrcnError(f"{path}: vocabulary file not found; check the path.") from None
         except (ValueError, UnicodeDecodeError) as exc:
-            raise LrcnError(f"{path}: not a valid vocabulary JSON ({exc}); rebuild it by training.") from None
+            raise LrcnError(
+                f"{path}: not a valid vocabulary JSON ({exc}); rebuild it by training."
+            ) from None

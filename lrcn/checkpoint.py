@@ -1,0 +1,139 @@
+"""Checkpoints: state_dicts + config + vocabulary/labels + training state, never pickled modules.
+
+Saving is atomic (temporary file, then rename). Loading uses ``torch.load(weights_only=True)``, so
+a file carrying pickled code is refused before any of it runs.
+"""
+
+from __future__ import annotations
+
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lrcn.errors import LrcnError
+from lrcn.io import atomic_path
+
+FORMAT = "lrcn-checkpoint/1"
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the training loop draws from, in a form ``weights_only`` loading accepts."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [
+            np_state[0],
+            np_state[1].tolist(),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
+        "python": list(random.getstate()[1]) + [random.getstate()[0]],
+        "python_gauss": random.getstate()[2],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    *py_state, version = state["python"]
+    random.setstate((version, tuple(py_state), state.get("python_gauss")))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (state_dicts, plain containers) atomically, stamped with the format."""
+    payload = {"format": FORMAT, **payload}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]:
+    """Load an lrcn checkpoint safely.
+
+    Args:
+        path: the ``.pt`` file (or a run directory: its ``checkpoints/best.pt``, else ``last.pt``).
+        task: when given, the checkpoint must be for this task.
+
+    Raises:
+        LrcnError: missing, truncated or foreign file; pickled code; a checkpoint of another task.
+    """
+    path = resolve_checkpoint_path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = (
+            str(exc).splitlines()[0][:160]
+            if "Weights only load failed" not in str(exc)
+            else "pickled objects"
+        )
+        raise LrcnError(
+            f"{path}: refused to load: the file holds {reason} that could run code when unpickled; "
+            "only lrcn checkpoints (plain state_dicts) are accepted."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise LrcnError(
+            f"{path}: not a readable checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]}); "
+            "it may be truncated — use another checkpoint (checkpoints/last.pt or best.pt)."
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise LrcnError(
+            f"{path}: not an lrcn checkpoint (no '{FORMAT}' stamp); pass a file written by `lrcn train`."
+        )
+    if task is not None and payload.get("task") != task:
+        raise LrcnError(
+            f"{path}: this checkpoint is for task `{payload.get('task')}`, not `{task}`; use a {task} checkpoint."
+        )
+    return payload
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        for name in ("checkpoints/best.pt", "checkpoints/last.pt", "best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise LrcnError(
+            f"{path}: no checkpoints/best.pt or checkpoints/last.pt in this folder; pass a .pt file."
+        )
+    if not path.is_file():
+        raise LrcnError(f"{path}: checkpoint not found; pass a .pt file or a run directory.")
+    return path
+
+
+def load_state_dict_checked(
+    module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path
+) -> None:
+    """``load_state_dict`` that names the mismatch (vocabulary size, layer shapes) in one sentence."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        detail = "; ".join(
+            part
+            for part in (
+                f"shape mismatch: {', '.join(shapes[:3])}" if shapes else "",
+                f"missing: {', '.join(missing[:3])}" if missing else "",
+                f"unexpected: {', '.join(unexpected[:3])}" if unexpected else "",
+            )
+            if part
+        )
+        raise LrcnError(
+            f"{path}: the weights do not fit this model ({detail}); use a checkpoint of the same config and vocabulary."
+        )
+    module.load_state_dict(state)

@@ -1,0 +1,255 @@
+"""``lrcn <command>``: parse arguments, load config, call the library. Nothing else lives here.
+
+Errors a user can cause print one sentence (no traceback) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from lrcn.errors import LrcnError
+
+METRIC_ORDER = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "accuracy")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lrcn", description="CNN + LSTM: activity recognition, image and video description."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a config")
+    p.add_argument("-c", "--config", help="YAML config (configs/*.yaml)")
+    p.add_argument("--run-dir", help="output folder (default: runs/<config>-<time>)")
+    p.add_argument(
+        "--resume", metavar="RUN", help="continue the run in this folder from checkpoints/last.pt"
+    )
+    p.add_argument(
+        "--no-test",
+        action="store_true",
+        help="do not evaluate best.pt on the test split at the end",
+    )
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=2")
+
+    p = sub.add_parser("evaluate", help="score a checkpoint on a split")
+    p.add_argument("--checkpoint", required=True, help=".pt file or run folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--beam-size", type=int)
+    p.add_argument("--out-dir", help="default: <run>/eval")
+    p.add_argument(
+        "overrides", nargs="*", help="key=value overrides of the saved config (eval.*, data.*)"
+    )
+
+    p = sub.add_parser("caption", help="caption images, videos or frame folders")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--beam-size", type=int)
+
+    p = sub.add_parser("classify", help="label videos or frame folders with an activity model")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--checkpoint", required=True)
+
+    p = sub.add_parser(
+        "extract-features", help="fill the feature store with a frozen encoder's features"
+    )
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument(
+        "--split", action="append", help="split(s) to extract (default: train, val, test)"
+    )
+    p.add_argument("overrides", nargs="*")
+
+    p = sub.add_parser("score", help="coco-caption metrics of a results file")
+    p.add_argument("--annotations", required=True, help="COCO captions JSON (images, annotations)")
+    p.add_argument(
+        "--results", required=True, help='COCO results JSON: [{"image_id": ..., "caption": ...}]'
+    )
+    p.add_argument("--metrics", default="bleu,meteor,rouge,cider")
+    p.add_argument("--tokenizer", default="auto", choices=("auto", "ptb", "python"))
+
+    p = sub.add_parser("prepare", help="turn a dataset's native files into manifests")
+    p.add_argument("dataset")
+    p.add_argument("--root", required=True, help="the dataset's folder")
+    p.add_argument("--out", required=True, help="manifest folder to write")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="reader option, e.g. split=1",
+    )
+
+    p = sub.add_parser("report", help="an HTML page of an evaluation: images, captions, scores")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", help="default: <run>/eval/<split>_report.html")
+    return parser
+
+
+def _print_metrics(metrics: dict) -> None:
+    rows = [(k, metrics[k]) for k in METRIC_ORDER if isinstance(metrics.get(k), float)]
+    for prefix in ("reference_loo_", "baseline_"):
+        rows += [
+            (f"{prefix}{k}", metrics[f"{prefix}{k}"])
+            for k in METRIC_ORDER
+            if isinstance(metrics.get(f"{prefix}{k}"), float)
+        ]
+    width = max((len(k) for k, _ in rows), default=0)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value:.4f}")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from lrcn.config import load_config
+    from lrcn.engine import fit
+    from lrcn.predict import evaluate
+
+    if args.resume:
+        if args.config or args.overrides:
+            raise LrcnError(
+                "--resume continues a run with its saved config; drop -c and the overrides."
+            )
+        run_dir = Path(args.resume)
+        summary = fit(None, run_dir, resume=True)  # type: ignore[arg-type]
+    else:
+        if not args.config:
+            raise LrcnError(
+                "lrcn train needs -c CONFIG (e.g. configs/shapes.yaml) or --resume RUN."
+            )
+        cfg = load_config(args.config, args.overrides)
+        run_dir = Path(
+            args.run_dir or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+        if (run_dir / "checkpoints" / "last.pt").exists():
+            raise LrcnError(
+                f"{run_dir}: already holds a run; pass --resume {run_dir} or another --run-dir."
+            )
+        summary = fit(cfg, run_dir)
+    print(
+        f"run: {run_dir}  epochs: {summary['epochs']}  best val {summary['monitor']}: {summary['best']}"
+    )
+    from lrcn import distributed
+
+    if not args.no_test and distributed.is_main():
+        metrics = evaluate(run_dir)
+        print(f"test ({metrics['items']} items, written to {run_dir / 'eval'}):")
+        _print_metrics(metrics)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from lrcn.predict import evaluate
+
+    metrics = evaluate(
+        args.checkpoint,
+        split=args.split,
+        beam_size=args.beam_size,
+        overrides=args.overrides,
+        out_dir=args.out_dir,
+    )
+    _print_metrics(metrics)
+    return 0
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    from lrcn.predict import caption_files
+
+    for path, caption in caption_files(args.checkpoint, args.paths, args.beam_size):
+        print(f"{path}\t{caption}")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from lrcn.predict import classify_files
+
+    for path, label, probability in classify_files(args.checkpoint, args.paths):
+        print(f"{path}\t{label}\t{probability:.4f}")
+    return 0
+
+
+def cmd_extract_features(args: argparse.Namespace) -> int:
+    from lrcn.config import load_config
+    from lrcn.data.features import extract_features
+
+    cfg = load_config(args.config, args.overrides)
+    for split in args.split or ["train", "val", "test"]:
+        info = extract_features(cfg, split)
+        print(f"{split}: {info['rows']} rows ({info['new']} new) in {info['path']}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from lrcn.metrics import score_files
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    print(
+        json.dumps(
+            score_files(args.annotations, args.results, metrics=metrics, tokenizer=args.tokenizer),
+            indent=2,
+        )
+    )
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from lrcn.config import parse_override
+    from lrcn.data.formats import prepare
+
+    options = dict(parse_override(o) for o in args.option)
+    counts = prepare(args.dataset, args.root, args.out, **options)
+    print(" ".join(f"{split}: {n}" for split, n in counts.items()) + f"  -> {args.out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from lrcn.report import write_report
+
+    path = write_report(args.run_dir, split=args.split, out=args.out)
+    print(path)
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "caption": cmd_caption,
+    "classify": cmd_classify,
+    "extract-features": cmd_extract_features,
+    "score": cmd_score,
+    "prepare": cmd_prepare,
+    "report": cmd_report,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    from lrcn.engine import StopRequested
+
+    try:
+        return COMMANDS[args.command](args)
+    except LrcnError as exc:
+        print(f"lrcn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except StopRequested as exc:
+        print(
+            f"lrcn {args.command}: stopped by {exc}; a checkpoint was saved — continue with `lrcn train --resume RUN`.",
+            file=sys.stderr,
+        )
+        return 130
+    except KeyboardInterrupt:
+        print(f"lrcn {args.command}: interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""Configuration: nested dataclasses loaded from YAML, with dotted ``key=value`` overrides.
+
+Unknown keys and wrong types are errors that name the key, the file and the valid choices, so a
+typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lrcn.errors import LrcnError
+
+TASKS = ("caption", "video_caption", "activity")
+
+
+@dataclass
+class DataConfig:
+    """Where examples come from and how they are shaped."""
+
+    dataset: str = "shapes"  # shapes | moving_shapes | moving_line | manifest
+    manifest: str | None = None  # folder with <split>.jsonl (from `lrcn prepare`)
+    image_size: int = 64  # input side in pixels (square)
+    num_frames: int = 16  # frames per video clip
+    frame_sampling: str = "uniform"  # uniform | clips (video)
+    train_size: int = 8000  # synthetic datasets only
+    val_size: int = 500
+    test_size: int = 500
+    seed: int = 0  # synthetic data generation
+    variant: str = "classic"  # moving_line: classic | square4
+    min_word_count: int = 1
+    max_caption_length: int = 24  # tokens, <start>/<end> excluded; longer captions are cut
+    num_workers: int = 0
+    on_error: str = "raise"  # raise | skip: what to do with an unreadable image/video
+    features: str | None = None  # feature store folder; set to train on cached CNN features
+
+
+@dataclass
+class EncoderConfig:
+    """The CNN and, for video, how its per-frame features are combined."""
+
+    name: str = "small_cnn"  # see lrcn.models.encoders.available_encoders()
+    weights: str = "none"  # none | imagenet | path/to/state_dict.pt
+    freeze: bool = False  # True: the CNN is not trained (no gradients, eval-mode BatchNorm)
+    feature_dim: int = 256  # small_cnn only: size of its last hidden layer
+    temporal: str = "mean"  # video: mean | lstm (S2VT-style temporal LSTM)
+    temporal_hidden_dim: int = 512
+
+
+@dataclass
+class DecoderConfig:
+    """The caption LSTM."""
+
+    variant: str = "show_tell"
+    embed_dim: int = 256
+    hidden_dim: int = 512
+    num_layers: int = 1
+    dropout: float = 0.0
+
+
+@dataclass
+class ClassifierConfig:
+    """The activity-recognition LSTM head."""
+
+    hidden_dim: int = 256
+    num_layers: int = 1
+    dropout: float = 0.0
+    prediction: str = "mean"  # mean (LRCN: average per-frame predictions) | last
+    num_outputs: int = 0  # 0: one per class; 1: a single sigmoid output (binary, Keras seed)
+    clip_length: int = 16  # clip-level evaluation of long videos
+    clip_stride: int = 8
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adamw"  # adamw | adam
+    lr: float = 2e-3
+    encoder_lr: float = 1e-4  # fine-tuned pretrained CNNs
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-8
+    grad_clip: float = 5.0  # 0 disables
+    scheduler: str = "cosine"  # cosine | step | none
+    warmup_steps: int = 0
+    init: str = "pytorch"  # pytorch | keras (glorot/orthogonal/forget-bias 1, as Keras does)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision on CUDA only
+    grad_accum_steps: int = 1
+    monitor: str = "auto"  # metric for best.pt / early stopping; auto: Bleu_4 or accuracy
+    early_stopping_patience: int = 0  # epochs without improvement; 0 disables
+    checkpoint_every_steps: int = 0  # 0: epoch ends only
+    log_every_steps: int = 20
+    val_max_items: int = 0  # 0: the whole validation split
+    progress: bool = True  # tqdm bars
+
+
+@dataclass
+class EvalConfig:
+    """Decoding and scoring."""
+
+    split: str = "test"
+    beam_size: int = 1
+    max_length: int = 24
+    length_penalty: float = 0.0  # beam: score / length**penalty
+    batch_size: int = 128
+    metrics: list[str] = field(default_factory=lambda: ["bleu", "cider", "rouge", "meteor"])
+    tokenizer: str = "auto"  # auto | ptb | python
+    reference_points: bool = True  # leave-one-out reference and fixed-caption baseline
+
+
+@dataclass
+class Config:
+    """One experiment."""
+
+    task: str = "caption"  # caption | video_caption | activity
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _valid_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = prefix + f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            keys.extend(_valid_keys(hints[f.name], name + "."))
+        else:
+            keys.append(name)
+    return keys
+
+
+def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the field's annotation; ints are accepted for floats."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, source)
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            if isinstance(value, str):  # "bleu,cider" from the command line
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            else:
+                _type_error(value, "a list", key, source)
+        return [_coerce(v, args[0], key, source) for v in value]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        _type_error(value, "true or false", key, source)
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        _type_error(value, "an integer", key, source)
+    if annotation is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        _type_error(value, "a number", key, source)
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        _type_error(value, "a string", key, source)
+    return value
+
+
+def _type_error(value: Any, expected: str, key: str, source: str) -> typing.NoReturn:
+    raise LrcnError(f"{source}: `{key}` must be {expected}, got {value!r}; fix the value.")
+
+
+def _apply(obj: Any, data: dict[str, Any], source: str, prefix: str = "") -> None:
+    if not isinstance(data, dict):
+        raise LrcnError(f"{source}: `{prefix.rstrip('.') or 'top level'}` must be a mapping.")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        dotted = prefix + str(key)
+        if key not in names:
+            valid = ", ".join(_valid_keys(type(obj), prefix))
+            raise LrcnError(f"{source}: unknown config key `{dotted}`; valid keys are: {valid}.")
+        if dataclasses.is_dataclass(hints[key]):
+            _apply(getattr(obj, key), value, source, dotted + ".")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], dotted, source))
+
+
+def _validate(cfg: Config, source: str) -> None:
+    choices = {
+        "task": (cfg.task, TASKS),
+        "data.dataset": (cfg.data.dataset, ("shapes", "moving_shapes", "moving_line", "manifest")),
+        "data.frame_sampling": (cfg.data.frame_sampling, ("uniform", "clips")),
+        "data.on_error": (cfg.data.on_error, ("raise", "skip")),
+        "encoder.temporal": (cfg.encoder.temporal, ("mean", "lstm")),
+        "decoder.variant": (cfg.decoder.variant, ("show_tell", "lrcn1u", "lrcn2f")),
+        "classifier.prediction": (cfg.classifier.prediction, ("mean", "last")),
+        "train.optimizer": (cfg.train.optimizer, ("adamw", "adam")),
+        "train.scheduler": (cfg.train.scheduler, ("cosine", "step", "none")),
+        "train.init": (cfg.train.init, ("pytorch", "keras")),
+        "eval.tokenizer": (cfg.eval.tokenizer, ("auto", "ptb", "python")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise LrcnError(f"{source}: `{key}` is {value!r}; choose one of {', '.join(allowed)}.")
+    positive = {
+        "train.epochs": cfg.train.epochs,
+        "train.batch_size": cfg.train.batch_size,
+        "train.grad_accum_steps": cfg.train.grad_accum_steps,
+        "eval.beam_size": cfg.eval.beam_size,
+        "eval.max_length": cfg.eval.max_length,
+        "data.image_size": cfg.data.image_size,
+        "data.num_frames": cfg.data.num_frames,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise LrcnError(f"{source}: `{key}` must be at least 1, got {value}.")
+    if cfg.data.dataset == "manifest" and not cfg.data.manifest:
+        raise LrcnError(
+            f"{source}: `data.dataset: manifest` needs `data.manifest` (a folder made by `lrcn prepare`)."
+        )
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.epochs=2"`` -> ``("train.epochs", 2)``; values are parsed as YAML scalars."""
+    if "=" not in text:
+        raise LrcnError(f"override `{text}` is not of the form key=value (e.g. train.epochs=2).")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _nest(key: str, value: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    cursor = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Build a validated ``Config`` from a nested dict (e.g. the one stored in a checkpoint)."""
+    cfg = Config()
+    _apply(cfg, data or {}, source)
+    _validate(cfg, source)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config and apply dotted overrides.
+
+    Args:
+        path: YAML file, or None for the defaults.
+        overrides: ``["train.epochs=2", "data.image_size=32"]``.
+
+    Raises:
+        LrcnError: missing file, bad YAML, unknown key (the message lists the valid keys), wrong type.
+    """
+    cfg = Config()
+    source = str(path) if path else "defaults"
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise LrcnError(
+                f"{path}: config file not found; pass an existing YAML file (see configs/)."
+            ) from None
+        except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
+            raise LrcnError(
+                f"{path}: cannot read the config ({exc.__class__.__name__}); pass a YAML file."
+            ) from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise LrcnError(f"{path}{where}: not valid YAML; fix the syntax there.") from None
+        _apply(cfg, data, source)
+    valid_keys = _valid_keys(Config)
+    for text in overrides or []:
+        key, value = parse_override(text)
+        if key not in valid_keys and not any(k.startswith(key + ".") for k in valid_keys):
+            raise LrcnError(
+                f"override `{text}`: unknown config key `{key}`; valid keys are: {', '.join(valid_keys)}."
+            )
+        _apply(cfg, _nest(key, value), f"override `{text}`")
+    _validate(cfg, source)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from lrcn.io import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

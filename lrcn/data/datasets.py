@@ -1,0 +1,229 @@
+"""Datasets over the embedded generators and over manifests, and their collate functions.
+
+Captioning items carry an image (or clip) with *all* its captions: the collate function stacks the
+pixels once and lists every caption with the index of its image (``owner``), so the CNN runs once
+per image rather than once per caption.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lrcn.errors import LrcnError
+from lrcn.text.tokenize import tokenize
+from lrcn.text.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Example:
+    """One image or clip: ``pixels`` (3, H, W) / (T, 3, H, W), or cached ``features``."""
+
+    id: str
+    captions: list[str]
+    pixels: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+    label: int | None = None
+
+
+class Source:
+    """An indexable collection of examples (synthetic generator, manifest, feature store)."""
+
+    is_video = False
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def example(self, index: int) -> Example:
+        raise NotImplementedError
+
+    def captions(self, index: int) -> list[str]:
+        """References of item ``index`` without loading pixels (override when cheaper)."""
+        return self.example(index).captions
+
+    def item_id(self, index: int) -> str:
+        return self.example(index).id
+
+
+class CaptionTrainDataset(Dataset):
+    """Items for teacher forcing: pixels (or features) plus up to ``captions_per_item`` encoded captions.
+
+    When an item has more captions than ``captions_per_item`` (MSVD clips have ~40), a different
+    subset is drawn each epoch, deterministically from (seed, epoch, index).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        vocab: Vocabulary,
+        max_caption_length: int,
+        captions_per_item: int = 5,
+        seed: int = 0,
+        on_error: str = "raise",
+    ) -> None:
+        self.source, self.vocab = source, vocab
+        self.max_caption_length, self.captions_per_item = max_caption_length, captions_per_item
+        self.seed, self.epoch, self.on_error = seed, 0, on_error
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict | None:
+        try:
+            example = self.source.example(index)
+        except LrcnError as exc:
+            if self.on_error == "skip":
+                return {"skipped": str(exc)}
+            raise
+        captions = example.captions
+        if len(captions) > self.captions_per_item:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            captions = [
+                captions[i]
+                for i in sorted(rng.choice(len(captions), self.captions_per_item, replace=False))
+            ]
+        token_ids = [
+            torch.tensor(
+                self.vocab.encode(tokenize(c)[: self.max_caption_length]), dtype=torch.long
+            )
+            for c in captions
+        ]
+        return {"example": example, "token_ids": token_ids}
+
+
+class CaptionEvalDataset(Dataset):
+    """Items for decoding and scoring: pixels (or features) and the raw reference captions."""
+
+    def __init__(self, source: Source, on_error: str = "raise", max_items: int = 0) -> None:
+        self.source, self.on_error = source, on_error
+        self.size = min(len(source), max_items) if max_items > 0 else len(source)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            return {"example": self.source.example(index)}
+        except LrcnError as exc:
+            if self.on_error == "skip":
+                return {"skipped": str(exc)}
+            raise
+
+
+def _stack_inputs(examples: Sequence[Example], is_video: bool) -> dict[str, torch.Tensor]:
+    if examples[0].features is not None:
+        return {
+            "features": torch.stack([e.features for e in examples]).float()
+        }  # (B, D) or (B, T, D)
+    key = "frames" if is_video else "images"
+    return {key: torch.stack([e.pixels for e in examples])}  # (B, [T,] 3, H, W)
+
+
+def make_caption_collate(is_video: bool, pad_id: int = 0) -> Callable[[list[dict]], dict]:
+    """Collate for CaptionTrainDataset: inputs (B, ...), tokens (N, L), lengths (N,), owner (N,)."""
+
+    def collate(items: list[dict]) -> dict:
+        skipped = [it["skipped"] for it in items if "skipped" in it]
+        items = [it for it in items if "skipped" not in it]
+        batch: dict = {"skipped": skipped}
+        if not items:
+            return batch
+        examples = [it["example"] for it in items]
+        batch.update(_stack_inputs(examples, is_video))
+        seqs = [(i, t) for i, it in enumerate(items) for t in it["token_ids"]]
+        lengths = torch.tensor([len(t) for _, t in seqs], dtype=torch.long)
+        tokens = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)
+        for row, (_, t) in enumerate(seqs):
+            tokens[row, : len(t)] = t
+        batch.update(
+            tokens=tokens,
+            lengths=lengths,
+            owner=torch.tensor([i for i, _ in seqs], dtype=torch.long),
+        )
+        batch["size"] = len(examples)
+        return batch
+
+    return collate
+
+
+def make_eval_collate(is_video: bool) -> Callable[[list[dict]], dict]:
+    """Collate for CaptionEvalDataset: inputs, ``ids`` and ``references`` (lists of strings)."""
+
+    def collate(items: list[dict]) -> dict:
+        skipped = [it["skipped"] for it in items if "skipped" in it]
+        examples = [it["example"] for it in items if "skipped" not in it]
+        batch: dict = {
+            "skipped": skipped,
+            "ids": [e.id for e in examples],
+            "references": [e.captions for e in examples],
+        }
+        if examples:
+            batch.update(_stack_inputs(examples, is_video))
+            if examples[0].label is not None:
+                batch["label"] = torch.tensor([e.label for e in examples], dtype=torch.long)
+        batch["size"] = len(examples)
+        return batch
+
+    return collate
+
+
+def build_vocabulary(source: Source, min_count: int, max_caption_length: int) -> Vocabulary:
+    """Vocabulary from a training source's captions only."""
+    return Vocabulary.build(
+        (tokenize(c)[:max_caption_length] for i in range(len(source)) for c in source.captions(i)),
+        min_count,
+    )
+
+
+def most_frequent_caption(source: Source) -> str:
+    """The most frequent (tokenized) training caption: the fixed-caption baseline's output."""
+    counts: dict[str, int] = {}
+    for i in range(len(source)):
+        for c in source.captions(i):
+            key = " ".join(tokenize(c))
+            counts[key] = counts.get(key, 0) + 1
+    return max(sorted(counts), key=lambda k: counts[k]) if counts else ""
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Shuffled indices that depend only on (seed, epoch): resumable mid-epoch and rank-aware.
+
+    Each of ``world_size`` ranks takes every ``world_size``-th index of the shared permutation
+    (padded by wrapping so ranks get equal counts); ``start`` skips the first items on resume.
+    """
+
+    def __init__(
+        self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        per_rank = -(-self.size // self.world_size)
+        order += order[: per_rank * self.world_size - self.size]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self):
+        return iter(self.indices()[self.start :])
+
+    def __len__(self) -> int:
+        return len(self.indices()) - self.start

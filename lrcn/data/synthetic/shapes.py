@@ -1,0 +1,231 @@
+"""Embedded **shapes** captioning data: images of one to three coloured shapes, five captions each.
+
+Every image is drawn on the fly from ``(seed, split, index)``, so the dataset needs no download or
+storage and is identical on every machine. Captions come from varied templates (synonyms, word
+order, spatial relations, optional sizes) so that the five references disagree the way human ones
+do, which keeps BLEU honest: a model must name the right colours and shapes, in a sensible order, to
+score near the leave-one-out reference ceiling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SPLITS = {"train": 0, "val": 1, "test": 2}
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (50, 90, 235),
+    "yellow": (235, 215, 40),
+    "purple": (160, 60, 210),
+    "white": (235, 235, 235),
+}
+SHAPES = ("circle", "square", "triangle")
+SIZES = ("small", "large")
+
+# (word, probability) choices a caption writer makes independently for every caption.
+SHAPE_WORDS = {
+    "circle": (("circle", 0.7), ("ball", 0.3)),
+    "square": (("square", 0.7), ("box", 0.3)),
+    "triangle": (("triangle", 1.0),),
+}
+SIZE_WORDS = {"small": (("small", 0.6), ("little", 0.4)), "large": (("large", 0.5), ("big", 0.5))}
+SIZE_MENTION_PROB = 0.4
+
+
+@dataclass(frozen=True)
+class ShapeObject:
+    """One drawn object: centre (x, y) and radius in pixels of the image it belongs to."""
+
+    shape: str
+    colour: str
+    size: str
+    x: float
+    y: float
+    radius: float
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, obj: ShapeObject, rgb: tuple[int, int, int]) -> None:
+    """Draw one object onto a PIL canvas."""
+    x, y, r = obj.x, obj.y, obj.radius
+    if obj.shape == "circle":
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=rgb)
+    elif obj.shape == "square":
+        s = r * 0.88  # same visual area as the circle, roughly
+        draw.rectangle([x - s, y - s, x + s, y + s], fill=rgb)
+    elif obj.shape == "triangle":
+        draw.polygon([(x, y - r), (x - r, y + r * 0.8), (x + r, y + r * 0.8)], fill=rgb)
+    else:
+        raise ValueError(f"unknown shape {obj.shape!r}")
+
+
+def render_scene(
+    objects: list[ShapeObject],
+    size: int,
+    background: int = 0,
+    rng: np.random.Generator | None = None,
+) -> Image.Image:
+    """Draw objects on a dark background; with ``rng``, colours jitter and pixel noise is added."""
+    image = Image.new("RGB", (size, size), (background,) * 3)
+    draw = ImageDraw.Draw(image)
+    for obj in objects:
+        rgb = COLOURS[obj.colour]
+        if rng is not None:
+            rgb = tuple(int(np.clip(c + rng.integers(-20, 21), 0, 255)) for c in rgb)
+        draw_shape(draw, obj, rgb)
+    if rng is not None:
+        pixels = np.asarray(image, dtype=np.int16)
+        pixels = pixels + rng.integers(-8, 9, size=pixels.shape, dtype=np.int16)
+        image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    return image
+
+
+def sample_scene(rng: np.random.Generator, size: int, max_objects: int = 3) -> list[ShapeObject]:
+    """One to ``max_objects`` non-overlapping objects with distinct (colour, shape) pairs."""
+    count = int(rng.choice(np.arange(1, max_objects + 1), p=_count_probs(max_objects)))
+    objects: list[ShapeObject] = []
+    used: set[tuple[str, str]] = set()
+    while len(objects) < count:
+        shape = SHAPES[rng.integers(len(SHAPES))]
+        colour = list(COLOURS)[rng.integers(len(COLOURS))]
+        if (colour, shape) in used:
+            continue
+        size_name = SIZES[rng.integers(len(SIZES))]
+        radius = size * (0.09 if size_name == "small" else 0.17) * rng.uniform(0.9, 1.1)
+        for _ in range(100):
+            x, y = rng.uniform(radius + 1, size - radius - 1, size=2)
+            if all(np.hypot(x - o.x, y - o.y) > radius + o.radius + 2 for o in objects):
+                objects.append(
+                    ShapeObject(shape, colour, size_name, float(x), float(y), float(radius))
+                )
+                used.add((colour, shape))
+                break
+        else:  # no room left: keep the scene with fewer objects
+            break
+    return objects
+
+
+def _count_probs(max_objects: int) -> np.ndarray:
+    probs = np.array([0.4, 0.35, 0.25][:max_objects])
+    return probs / probs.sum()
+
+
+def _pick(rng: np.random.Generator, choices: tuple[tuple[str, float], ...]) -> str:
+    words, probs = zip(*choices)
+    return words[int(rng.choice(len(words), p=np.array(probs) / sum(probs)))]
+
+
+def _phrase(obj: ShapeObject, rng: np.random.Generator) -> str:
+    words = []
+    if rng.random() < SIZE_MENTION_PROB:
+        words.append(_pick(rng, SIZE_WORDS[obj.size]))
+    words += [obj.colour, _pick(rng, SHAPE_WORDS[obj.shape])]
+    return "a " + " ".join(words)
+
+
+def _region(obj: ShapeObject, size: int) -> str:
+    third = size / 3
+    row = ("top", "middle", "bottom")[min(int(obj.y // third), 2)]
+    col = ("left", "center", "right")[min(int(obj.x // third), 2)]
+    if row == "middle" and col == "center":
+        return "center"
+    if row == "middle":
+        return f"middle {col}"
+    return f"{row} {col}" if col != "center" else row
+
+
+def _templates(objects: list[ShapeObject], size: int) -> list:
+    """Caption templates for a scene: functions of a phrase maker ``p(obj)``."""
+    by_x = sorted(objects, key=lambda o: o.x)
+    if len(objects) == 1:
+        (a,) = objects
+        region = _region(a, size)
+        return [
+            lambda p: f"{p(a)}.",
+            lambda p: f"there is {p(a)}.",
+            lambda p: f"{p(a)} on a black background.",
+            lambda p: f"an image of {p(a)}.",
+            lambda p: f"{p(a)} in the {region}.",
+        ]
+    if len(objects) == 2:
+        a, b = by_x
+        templates = [
+            lambda p: f"{p(a)} and {p(b)}.",
+            lambda p: f"{p(a)} next to {p(b)}.",
+            lambda p: f"{p(a)} to the left of {p(b)}.",
+            lambda p: f"{p(b)} to the right of {p(a)}.",
+            lambda p: f"two shapes: {p(a)} and {p(b)}.",
+        ]
+        top, bottom = sorted(objects, key=lambda o: o.y)
+        if bottom.y - top.y > size * 0.25:
+            templates += [
+                lambda p: f"{p(top)} above {p(bottom)}.",
+                lambda p: f"{p(bottom)} below {p(top)}.",
+            ]
+        return templates
+    a, b, c = by_x[:3]
+    return [
+        lambda p: f"{p(a)}, {p(b)} and {p(c)}.",
+        lambda p: f"three shapes: {p(a)}, {p(b)} and {p(c)}.",
+        lambda p: f"{p(a)}, {p(b)} and {p(c)} from left to right.",
+        lambda p: f"there are three shapes: {p(a)}, {p(b)} and {p(c)}.",
+        lambda p: f"{p(a)} and {p(b)} to the left of {p(c)}.",
+        lambda p: f"{p(c)}, {p(b)} and {p(a)} from right to left.",
+    ]
+
+
+def describe(
+    objects: list[ShapeObject], size: int, rng: np.random.Generator, count: int = 5
+) -> list[str]:
+    """``count`` captions of a scene, from distinct templates where there are enough."""
+    templates = _templates(objects, size)
+    replace = count > len(templates)
+    order = rng.choice(len(templates), size=count, replace=replace)
+    return [templates[i](lambda o: _phrase(o, rng)) for i in order]
+
+
+class ShapesCaptions:
+    """Deterministic shapes captioning split: ``item(i)`` -> (PIL image, five captions, objects).
+
+    Args:
+        split: ``train``, ``val`` or ``test`` (disjoint random streams).
+        num_items: images in the split.
+        seed: the dataset seed; the same seed gives the same images and captions everywhere.
+        image_size: side of the square image in pixels.
+    """
+
+    captions_per_item = 5
+
+    def __init__(self, split: str, num_items: int, seed: int = 0, image_size: int = 64) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {tuple(SPLITS)}, got {split!r}")
+        self.split, self.num_items, self.seed, self.image_size = split, num_items, seed, image_size
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, SPLITS[self.split], index])
+
+    def item(self, index: int) -> tuple[Image.Image, list[str], list[ShapeObject]]:
+        if not 0 <= index < self.num_items:
+            raise IndexError(index)
+        rng = self.rng(index)
+        objects = sample_scene(rng, self.image_size)
+        captions = describe(objects, self.image_size, rng, self.captions_per_item)
+        image = render_scene(objects, self.image_size, rng=rng)
+        return image, captions, objects
+
+    def captions(self, index: int) -> list[str]:
+        """The item's captions without drawing its image (vocabulary building)."""
+        rng = self.rng(index)
+        return describe(
+            sample_scene(rng, self.image_size), self.image_size, rng, self.captions_per_item
+        )
+
+    def item_id(self, index: int) -> str:
+        return f"shapes-{self.split}-{index:06d}"

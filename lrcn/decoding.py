@@ -1,0 +1,193 @@
+"""Caption decoding as free functions over a decoder's ``init_state`` / ``step`` / ``reorder_state``.
+
+All functions decode a whole batch at once: beam search keeps (B * k) beams in one tensor, so
+decoding 64 images is one call with no Python loop over images.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from lrcn.models.decoder import State
+
+
+class StepDecoder(Protocol):
+    def init_state(self, features: torch.Tensor) -> State: ...
+
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]: ...
+
+    def reorder_state(self, state: State, index: torch.Tensor) -> State: ...
+
+
+def _trim(sequences: torch.Tensor, end_id: int) -> list[list[int]]:
+    """Cut each row at its first ``<end>`` (excluded)."""
+    out = []
+    for row in sequences.tolist():
+        out.append(row[: row.index(end_id)] if end_id in row else row)
+    return out
+
+
+@torch.no_grad()
+def greedy(
+    decoder: StepDecoder, features: torch.Tensor, max_length: int, start_id: int, end_id: int
+) -> list[list[int]]:
+    """Most likely next token at every step.
+
+    Args:
+        features: (B, D) visual features.
+        max_length: most words per caption (``<end>`` excluded).
+
+    Returns:
+        B token-id lists without ``<start>``/``<end>``.
+    """
+    B = features.shape[0]
+    state = decoder.init_state(features)
+    tokens = torch.full((B,), start_id, dtype=torch.long, device=features.device)
+    done = torch.zeros(B, dtype=torch.bool, device=features.device)
+    out = torch.full((B, max_length), end_id, dtype=torch.long, device=features.device)
+    for t in range(max_length):
+        log_probs, state = decoder.step(tokens, state)  # (B, V)
+        tokens = log_probs.argmax(dim=-1)
+        tokens = torch.where(done, torch.full_like(tokens, end_id), tokens)
+        out[:, t] = tokens
+        done |= tokens == end_id
+        if bool(done.all()):
+            break
+    return _trim(out, end_id)
+
+
+@torch.no_grad()
+def beam_search(
+    decoder: StepDecoder,
+    features: torch.Tensor,
+    beam_size: int,
+    max_length: int,
+    start_id: int,
+    end_id: int,
+    length_penalty: float = 0.0,
+) -> list[list[int]]:
+    """Batched beam search over (B * k) beams.
+
+    A finished beam keeps its score and is extended only by ``<end>`` at no cost (so an ``<end>``
+    is never repeated in the output). The best beam per image is chosen by
+    ``log_prob / length ** length_penalty`` (0: raw sum; 1: per-word average). With
+    ``beam_size == 1`` this is exactly greedy decoding.
+
+    Args:
+        features: (B, D) visual features.
+
+    Returns:
+        B token-id lists without ``<start>``/``<end>``.
+    """
+    if beam_size == 1:
+        return greedy(decoder, features, max_length, start_id, end_id)
+    B, k, device = features.shape[0], beam_size, features.device
+    state = decoder.init_state(features.repeat_interleave(k, dim=0))  # (B*k, ...)
+    tokens = torch.full((B * k,), start_id, dtype=torch.long, device=device)
+    scores = torch.zeros(B, k, device=device)
+    scores[:, 1:] = float(
+        "-inf"
+    )  # all beams start identical: keep one until the first step fans out
+    finished = torch.zeros(B, k, dtype=torch.bool, device=device)
+    lengths = torch.zeros(B, k, device=device)
+    history = torch.full((B, k, max_length), end_id, dtype=torch.long, device=device)
+    base = (torch.arange(B, device=device) * k).unsqueeze(1)  # (B, 1)
+    for t in range(max_length):
+        log_probs, state = decoder.step(tokens, state)  # (B*k, V)
+        V = log_probs.shape[-1]
+        log_probs = log_probs.view(B, k, V)
+        # finished beams: only <end>, at zero cost
+        frozen = torch.full_like(log_probs, float("-inf"))
+        frozen[..., end_id] = 0.0
+        log_probs = torch.where(finished.unsqueeze(-1), frozen, log_probs)
+        candidates = (scores.unsqueeze(-1) + log_probs).view(B, k * V)  # (B, k*V)
+        scores, flat = candidates.topk(k, dim=-1)  # (B, k)
+        beam_index, tokens_bk = flat // V, flat % V  # (B, k) each
+        history = history.gather(1, beam_index.unsqueeze(-1).expand(-1, -1, max_length))
+        history[:, :, t] = tokens_bk
+        was_finished = finished.gather(1, beam_index)
+        lengths = lengths.gather(1, beam_index) + (~was_finished).float()
+        finished = was_finished | (tokens_bk == end_id)
+        state = decoder.reorder_state(state, (base + beam_index).view(-1))
+        tokens = tokens_bk.view(-1)
+        if bool(finished.all()):
+            break
+    final = scores / lengths.clamp(min=1) ** length_penalty if length_penalty else scores
+    best = final.argmax(dim=-1)  # (B,)
+    return _trim(history[torch.arange(B, device=device), best], end_id)
+
+
+@torch.no_grad()
+def sample(
+    decoder: StepDecoder,
+    features: torch.Tensor,
+    max_length: int,
+    start_id: int,
+    end_id: int,
+    temperature: float = 1.0,
+    num_samples: int = 1,
+    generator: torch.Generator | None = None,
+) -> tuple[list[list[list[int]]], torch.Tensor]:
+    """Temperature sampling, ``num_samples`` captions per image, all in one batch.
+
+    Returns:
+        (captions, log_probs): captions[b][n] is a token list; log_probs (B, num_samples) holds each
+        sample's total log-probability under the model at temperature 1 (for best-of-N).
+        As ``temperature`` -> 0 this becomes greedy decoding.
+    """
+    B, N, device = features.shape[0], num_samples, features.device
+    state = decoder.init_state(features.repeat_interleave(N, dim=0))
+    tokens = torch.full((B * N,), start_id, dtype=torch.long, device=device)
+    done = torch.zeros(B * N, dtype=torch.bool, device=device)
+    total = torch.zeros(B * N, device=device)
+    out = torch.full((B * N, max_length), end_id, dtype=torch.long, device=device)
+    for t in range(max_length):
+        log_probs, state = decoder.step(tokens, state)  # (B*N, V)
+        if temperature <= 1e-6:
+            tokens = log_probs.argmax(dim=-1)
+        else:
+            probs = torch.softmax(log_probs / temperature, dim=-1)
+            tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        tokens = torch.where(done, torch.full_like(tokens, end_id), tokens)
+        total += torch.where(
+            done, torch.zeros_like(total), log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1)
+        )
+        out[:, t] = tokens
+        done |= tokens == end_id
+        if bool(done.all()):
+            break
+    captions = _trim(out, end_id)
+    return [captions[b * N : (b + 1) * N] for b in range(B)], total.view(B, N)
+
+
+def best_of_n(
+    decoder: StepDecoder,
+    features: torch.Tensor,
+    max_length: int,
+    start_id: int,
+    end_id: int,
+    num_samples: int = 5,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> list[list[int]]:
+    """Sample ``num_samples`` captions per image and keep the most probable one."""
+    captions, log_probs = sample(
+        decoder, features, max_length, start_id, end_id, temperature, num_samples, generator
+    )
+    best = log_probs.argmax(dim=1).tolist()
+    return [captions[b][best[b]] for b in range(len(captions))]
+
+
+def decode(
+    decoder: StepDecoder,
+    features: torch.Tensor,
+    max_length: int,
+    start_id: int,
+    end_id: int,
+    beam_size: int = 1,
+    length_penalty: float = 0.0,
+) -> list[list[int]]:
+    """Greedy for ``beam_size == 1``, else batched beam search."""
+    return beam_search(decoder, features, beam_size, max_length, start_id, end_id, length_penalty)

@@ -1,0 +1,617 @@
+"""Training and evaluation loops: ``train_one_epoch``, ``evaluate_*`` and ``fit``.
+
+Runs are exactly resumable: the data order depends only on (seed, epoch), checkpoints hold the
+position inside the epoch and every RNG state, and SIGINT/SIGTERM save a checkpoint before exiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lrcn import distributed
+from lrcn.checkpoint import (
+    load_checkpoint,
+    load_state_dict_checked,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from lrcn.config import Config, config_from_dict, save_config
+from lrcn.data.datasets import (
+    CaptionEvalDataset,
+    CaptionTrainDataset,
+    EpochSampler,
+    build_vocabulary,
+    make_caption_collate,
+    make_eval_collate,
+    most_frequent_caption,
+)
+from lrcn.errors import LrcnError
+from lrcn.text.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0  # the epoch in progress (or next to start)
+    step: int = 0  # optimizer steps so far
+    batch_in_epoch: int = 0  # batches of `epoch` already trained
+    best: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+
+
+class StopRequested(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint has been written."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LrcnError(
+            f"train.device={name} but no CUDA GPU is visible; use train.device=cpu or auto."
+        )
+    return device
+
+
+def move_batch(batch: dict, device: torch.device) -> dict:
+    """Tensors to ``device`` (non-blocking from pinned memory on CUDA)."""
+    non_blocking = device.type == "cuda"
+    return {
+        k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v
+        for k, v in batch.items()
+    }
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bfloat16/float16 autocast on CUDA when enabled; a no-op on CPU (exact, reproducible)."""
+    if enabled and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return nullcontext()
+
+
+def _progress(iterable: Iterable, enabled: bool, **kwargs: Any) -> Iterable:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, dynamic_ncols=True, leave=False, **kwargs)
+
+
+def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW (or Adam); a fine-tuned pretrained encoder gets ``train.encoder_lr``."""
+    encoder = getattr(model, "encoder", None)
+    encoder_params = (
+        [p for p in encoder.parameters() if p.requires_grad] if encoder is not None else []
+    )
+    encoder_ids = {id(p) for p in encoder_params}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
+    pretrained = cfg.encoder.weights not in ("none", "")
+    groups = [{"params": rest, "lr": cfg.train.lr}]
+    if encoder_params:
+        groups.append(
+            {"params": encoder_params, "lr": cfg.train.encoder_lr if pretrained else cfg.train.lr}
+        )
+    cls = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=cfg.train.lr, eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: Config, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    warmup = cfg.train.warmup_steps
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if cfg.train.scheduler == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
+        if cfg.train.scheduler == "step":
+            return 0.1 ** int(3 * step / max(1, total_steps))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    state: TrainState,
+    device: torch.device,
+    grad_clip: float = 0.0,
+    amp: bool = False,
+    grad_accum_steps: int = 1,
+    on_step: Callable[[TrainState, float], None] | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """One pass over ``loader`` (which already skips the batches trained before a resume).
+
+    Every batch is a dict the model's ``loss(batch)`` understands. ``on_step`` runs after each
+    optimizer step (logging, step checkpoints, stop requests).
+
+    Returns:
+        ``{"loss": mean training loss, "items": examples seen, "seconds": wall time}``.
+    """
+    model.train()
+    total, count, items, start = 0.0, 0, 0, time.perf_counter()
+    bar = _progress(loader, progress, desc=f"epoch {state.epoch + 1}")
+    for batch in bar:
+        skipped = batch.pop("skipped", [])
+        if skipped:
+            state.skipped += len(skipped)
+            for message in skipped:
+                log.warning("skipped: %s", message)
+        if batch.get("size", 1) == 0:
+            state.batch_in_epoch += 1
+            continue
+        batch = move_batch(batch, device)
+        with autocast(device, amp):
+            loss = (
+                model.loss(batch)
+                if not isinstance(model, nn.parallel.DistributedDataParallel)
+                else model(batch)
+            )
+        if not torch.isfinite(loss):
+            raise LrcnError(
+                f"the training loss became {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
+                "the last good checkpoint is kept — lower train.lr or enable train.grad_clip."
+            )
+        (loss / grad_accum_steps).backward()
+        state.batch_in_epoch += 1
+        if state.batch_in_epoch % grad_accum_steps == 0 or state.batch_in_epoch == len(
+            loader
+        ) + _start(loader):
+            if grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            state.step += 1
+        value = loss.item()
+        total += value
+        count += 1
+        items += int(batch.get("size", 0)) or next(
+            v.shape[0] for v in batch.values() if torch.is_tensor(v)
+        )
+        if progress and hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{value:.3f}")
+        if on_step is not None:
+            on_step(state, value)
+    return {"loss": total / max(count, 1), "items": items, "seconds": time.perf_counter() - start}
+
+
+def _start(loader: DataLoader) -> int:
+    sampler = loader.batch_sampler.sampler if loader.batch_sampler is not None else None
+    return getattr(sampler, "start", 0) // max(loader.batch_size or 1, 1)
+
+
+# ---- evaluation ------------------------------------------------------------------------------
+@torch.no_grad()
+def generate_captions(
+    model: nn.Module,
+    loader: DataLoader,
+    vocab: Vocabulary,
+    device: torch.device,
+    beam_size: int = 1,
+    max_length: int = 24,
+    length_penalty: float = 0.0,
+    progress: bool = False,
+) -> tuple[dict[str, str], dict[str, list[str]], int]:
+    """Decode every item of an eval loader.
+
+    Returns:
+        (hypotheses {id: caption}, references {id: [captions]}, number of skipped items).
+    """
+    from lrcn.decoding import decode
+
+    model.eval()
+    hypotheses: dict[str, str] = {}
+    references: dict[str, list[str]] = {}
+    skipped = 0
+    for batch in _progress(loader, progress, desc="decoding"):
+        skipped += len(batch.pop("skipped", []))
+        if batch["size"] == 0:
+            continue
+        ids, refs = batch.pop("ids"), batch.pop("references")
+        batch = move_batch(batch, device)
+        features = model.encode(batch)
+        token_ids = decode(
+            model.decoder,
+            features,
+            max_length,
+            vocab.start_id,
+            vocab.end_id,
+            beam_size,
+            length_penalty,
+        )
+        for item_id, tokens, item_refs in zip(ids, token_ids, refs):
+            hypotheses[item_id] = " ".join(vocab.decode(tokens))
+            references[item_id] = item_refs
+    return hypotheses, references, skipped
+
+
+def score_captions(
+    hypotheses: dict[str, str],
+    references: dict[str, list[str]],
+    metrics: list[str],
+    tokenizer: str,
+) -> dict[str, Any]:
+    from lrcn.metrics import score
+
+    return score(references, hypotheses, metrics=metrics, tokenizer=tokenizer)
+
+
+@torch.no_grad()
+def evaluate_classifier(
+    model: nn.Module, loader: DataLoader, device: torch.device, class_names: list[str]
+) -> dict[str, Any]:
+    """Clip accuracy (one prediction per item) and per-item predictions."""
+    model.eval()
+    correct, total = 0, 0
+    predictions = []
+    for batch in loader:
+        batch.pop("skipped", None)
+        batch = move_batch(batch, device)
+        proba = model.predict_proba(batch["frames"])  # (B, C)
+        pred = proba.argmax(dim=1)
+        correct += int((pred == batch["label"]).sum())
+        total += int(batch["label"].numel())
+        for p, y, pr in zip(
+            pred.tolist(), batch["label"].tolist(), proba.max(dim=1).values.tolist()
+        ):
+            predictions.append(
+                {"label": class_names[y], "predicted": class_names[p], "probability": pr}
+            )
+    return {"accuracy": correct / max(total, 1), "items": total, "predictions": predictions}
+
+
+# ---- fit -------------------------------------------------------------------------------------
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag checked between steps (so the checkpoint is consistent)."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.requested is not None:  # second signal: give up at once
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _loader(
+    dataset, batch_size: int, collate, sampler=None, num_workers: int = 0, device=None
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        collate_fn=collate,
+        num_workers=num_workers,
+        pin_memory=device is not None and device.type == "cuda",
+        persistent_workers=False,
+    )
+
+
+class Run:
+    """Everything ``fit`` needs for one task: data, model, evaluation; built from a config."""
+
+    def __init__(
+        self, cfg: Config, run_dir: Path, device: torch.device, vocab: Vocabulary | None = None
+    ) -> None:
+        from lrcn import build
+
+        self.cfg, self.run_dir, self.device = cfg, run_dir, device
+        self.task = cfg.task
+        self.vocab = vocab
+        self.labels: list[str] | None = None
+        self.baseline_caption = ""
+        rank, world = distributed.rank(), distributed.world_size()
+        if self.task == "activity":
+            self.train_data, self.labels = build.build_activity_dataset(cfg, "train")
+            self.val_data, _ = build.build_activity_dataset(cfg, "val")
+            self.collate = None
+            self.model = build.build_model(cfg, num_classes=len(self.labels))
+        else:
+            train_source = build.build_source(cfg, "train")
+            if self.vocab is None:
+                self.vocab = build_vocabulary(
+                    train_source, cfg.data.min_word_count, cfg.data.max_caption_length
+                )
+            self.baseline_caption = (
+                most_frequent_caption(train_source) if cfg.eval.reference_points else ""
+            )
+            self.train_data = CaptionTrainDataset(
+                train_source,
+                self.vocab,
+                cfg.data.max_caption_length,
+                seed=cfg.train.seed,
+                on_error=cfg.data.on_error,
+            )
+            self.collate = make_caption_collate(train_source.is_video)
+            self.val_data = CaptionEvalDataset(
+                build.build_source(cfg, "val"),
+                on_error=cfg.data.on_error,
+                max_items=cfg.train.val_max_items,
+            )
+            self.val_collate = make_eval_collate(train_source.is_video)
+            self.model = build.build_model(cfg, vocab_size=len(self.vocab))
+        self.model.to(device)
+        self.sampler = EpochSampler(
+            len(self.train_data), cfg.train.seed, rank=rank, world_size=world
+        )
+        self.monitor = (
+            cfg.train.monitor
+            if cfg.train.monitor != "auto"
+            else ("accuracy" if self.task == "activity" else "Bleu_4")
+        )
+
+    def train_loader(self) -> DataLoader:
+        return _loader(
+            self.train_data,
+            self.cfg.train.batch_size,
+            self.collate,
+            self.sampler,
+            self.cfg.data.num_workers,
+            self.device,
+        )
+
+    def validate(self) -> dict[str, Any]:
+        if self.task == "activity":
+            loader = _loader(
+                self.val_data,
+                self.cfg.eval.batch_size,
+                None,
+                None,
+                self.cfg.data.num_workers,
+                self.device,
+            )
+            result = evaluate_classifier(self.model, loader, self.device, self.labels)
+            return {"accuracy": result["accuracy"]}
+        loader = _loader(
+            self.val_data,
+            self.cfg.eval.batch_size,
+            self.val_collate,
+            None,
+            self.cfg.data.num_workers,
+            self.device,
+        )
+        hyps, refs, _ = generate_captions(
+            self.model, loader, self.vocab, self.device, 1, self.cfg.eval.max_length
+        )
+        metrics = score_captions(hyps, refs, ["bleu", "cider"], "python")
+        metrics["samples"] = [
+            {"id": k, "caption": hyps[k], "reference": refs[k][0]} for k in list(hyps)[:4]
+        ]
+        return metrics
+
+
+def fit(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Train as configured, writing ``config.yaml``, ``vocab.json``, checkpoints and TensorBoard logs.
+
+    Args:
+        cfg: the experiment.
+        run_dir: output folder (created).
+        resume: continue from ``run_dir/checkpoints/last.pt`` with its optimizer, scheduler, data
+            position and RNG states (the run's saved config is used; ``cfg`` is ignored).
+
+    Returns:
+        Summary: final epoch, best validation metric, history, paths.
+    """
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    payload = None
+    if resume:
+        last = ckpt_dir / "last.pt"
+        if not last.is_file():
+            raise LrcnError(
+                f"{run_dir}: nothing to resume (no checkpoints/last.pt); start with `lrcn train -c CONFIG --run-dir {run_dir}`."
+            )
+        payload = load_checkpoint(last)
+        cfg = config_from_dict(payload["config"], f"{last} (saved config)")
+    distributed.setup()
+    is_main = distributed.is_main()
+    device = distributed.device_for(resolve_device(cfg.train.device))
+    _seed_everything(cfg.train.seed)
+    vocab = Vocabulary.from_dict(payload["vocab"]) if payload and payload.get("vocab") else None
+    run = Run(cfg, run_dir, device, vocab)
+    model = run.model
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        if run.vocab is not None:
+            run.vocab.save(run_dir / "vocab.json")
+    optimizer = build_optimizer(model, cfg)
+    per_epoch = math.ceil(len(run.sampler) / cfg.train.batch_size)
+    scheduler = build_scheduler(
+        optimizer, cfg, per_epoch * cfg.train.epochs // cfg.train.grad_accum_steps
+    )
+    state = TrainState()
+    if payload is not None:
+        load_state_dict_checked(model, payload["model"], ckpt_dir / "last.pt")
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        state = TrainState(**payload["train_state"])
+        restore_rng_state(payload["rng"])
+        log.info(
+            "resumed from %s at epoch %d, step %d",
+            ckpt_dir / "last.pt",
+            state.epoch + 1,
+            state.step,
+        )
+    train_model = distributed.wrap(model, device)
+    writer = _writer(run_dir) if is_main else None
+
+    def checkpoint(name: str) -> None:
+        if not is_main:
+            return
+        save_checkpoint(
+            ckpt_dir / name,
+            {
+                "task": cfg.task,
+                "config": cfg.to_dict(),
+                "vocab": run.vocab.to_dict() if run.vocab is not None else None,
+                "labels": run.labels,
+                "baseline_caption": run.baseline_caption,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "train_state": asdict(state),
+                "rng": rng_state(),
+            },
+        )
+
+    with _StopFlag() as stop:
+
+        def on_step(st: TrainState, loss: float) -> None:
+            if writer is not None and st.step % max(cfg.train.log_every_steps, 1) == 0:
+                writer.add_scalar("train/loss", loss, st.step)
+                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], st.step)
+            every = cfg.train.checkpoint_every_steps
+            if (
+                every
+                and st.step % every == 0
+                and st.batch_in_epoch % cfg.train.grad_accum_steps == 0
+            ):
+                checkpoint("last.pt")
+            if stop.requested:
+                checkpoint("last.pt")
+                raise StopRequested(stop.requested)
+
+        try:
+            while state.epoch < cfg.train.epochs:
+                run.sampler.set_epoch(
+                    state.epoch, start=state.batch_in_epoch * cfg.train.batch_size
+                )
+                if hasattr(run.train_data, "set_epoch"):
+                    run.train_data.set_epoch(state.epoch)
+                stats = train_one_epoch(
+                    train_model, run.train_loader(), optimizer, scheduler, state, device,
+                    cfg.train.grad_clip, cfg.train.amp, cfg.train.grad_accum_steps, on_step,
+                    cfg.train.progress and is_main,
+                )  # fmt: skip
+                state.epoch += 1
+                state.batch_in_epoch = 0
+                record: dict[str, Any] = {
+                    "epoch": state.epoch,
+                    "train_loss": stats["loss"],
+                    "seconds": stats["seconds"],
+                }
+                if is_main:
+                    val = run.validate()
+                    samples = val.pop("samples", [])
+                    record.update(
+                        {f"val_{k}": v for k, v in val.items() if isinstance(v, int | float)}
+                    )
+                    value = val.get(run.monitor)
+                    improved = value is not None and (state.best is None or value > state.best)
+                    if improved:
+                        state.best, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+                    else:
+                        state.bad_epochs += 1
+                    state.history.append(record)
+                    _log_epoch(writer, record, samples, state.epoch)
+                    log.info(
+                        "epoch %d: %s",
+                        state.epoch,
+                        ", ".join(
+                            f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)
+                        ),
+                    )
+                    checkpoint("last.pt")
+                    if improved:
+                        checkpoint("best.pt")
+                if (
+                    cfg.train.early_stopping_patience
+                    and state.bad_epochs >= cfg.train.early_stopping_patience
+                ):
+                    log.info(
+                        "early stopping: no %s improvement for %d epochs",
+                        run.monitor,
+                        state.bad_epochs,
+                    )
+                    break
+                distributed.barrier()
+        finally:
+            if writer is not None:
+                writer.close()
+    if state.skipped:
+        log.warning("%d unreadable items were skipped (data.on_error=skip)", state.skipped)
+    distributed.barrier()
+    return {
+        "run_dir": str(run_dir),
+        "epochs": state.epoch,
+        "steps": state.step,
+        "best": state.best,
+        "best_epoch": state.best_epoch,
+        "monitor": run.monitor,
+        "history": state.history,
+        "skipped": state.skipped,
+    }
+
+
+def _writer(run_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but a broken install must not stop training
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def _log_epoch(writer, record: dict[str, Any], samples: list[dict], epoch: int) -> None:
+    if writer is None:
+        return
+    for key, value in record.items():
+        if key != "epoch" and isinstance(value, int | float):
+            writer.add_scalar(f"epoch/{key}", value, epoch)
+    if samples:
+        text = "\n\n".join(
+            f"**{s['id']}**: {s['caption']}  \n_reference_: {s['reference']}" for s in samples
+        )
+        writer.add_text("val/captions", text, epoch)

@@ -1,0 +1,97 @@
+"""Captioners: a CNN (per image, or per frame through TimeDistributed) in front of the LSTM decoder.
+
+``ImageCaptioner`` and ``VideoCaptioner`` differ only in how pixels become one visual feature;
+the decoder, decoding functions and metrics are the same objects for both.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lrcn.models.decoder import LSTMDecoder
+from lrcn.models.encoders import Encoder
+
+
+class MeanPool(nn.Module):
+    """Average frame features (Venugopalan et al., "Translating Videos to Natural Language")."""
+
+    def __init__(self, feature_dim: int) -> None:
+        super().__init__()
+        self.output_dim = feature_dim
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features.mean(dim=1)  # (B, T, D) -> (B, D)
+
+
+class TemporalLSTM(nn.Module):
+    """An LSTM over frame features whose last output summarises the clip (S2VT-style encoder)."""
+
+    def __init__(self, feature_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(feature_dim, hidden_dim, batch_first=True)
+        self.output_dim = hidden_dim
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(features)  # (B, T, D) -> (B, T, H)
+        return out[:, -1]  # (B, H)
+
+
+class Captioner(nn.Module):
+    """Encoder + decoder with the loss and decoding hooks the engine and ``lrcn.decoding`` use.
+
+    Batches are dicts: ``images`` (B, 3, H, W) or ``frames`` (B, T, 3, H, W) or ``features``
+    (B, D) / (B, T, D) from a feature store; ``tokens`` (N, L); ``lengths`` (N,); ``owner`` (N,)
+    mapping each caption to its image (an image's captions share one CNN pass).
+    """
+
+    is_video = False
+
+    def __init__(
+        self, encoder: Encoder, decoder: LSTMDecoder, temporal: nn.Module | None = None
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.temporal = temporal
+        self.decoder = decoder
+
+    def encode_features(self, features: torch.Tensor) -> torch.Tensor:
+        """CNN features -> the decoder's visual feature: (B, D) for images, (B, T, D) -> (B, D') for video."""
+        return features if self.temporal is None else self.temporal(features)
+
+    def cnn_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels -> CNN features: (B, 3, H, W) -> (B, D), or (B, T, 3, H, W) -> (B, T, D)."""
+        if pixels.dim() == 5:
+            B, T = pixels.shape[:2]
+            return self.encoder(pixels.reshape(B * T, *pixels.shape[2:])).reshape(B, T, -1)
+        return self.encoder(pixels)
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The visual feature (B, D') from whichever input the batch holds."""
+        if "features" in batch:
+            return self.encode_features(batch["features"])
+        pixels = batch["frames"] if "frames" in batch else batch["images"]
+        return self.encode_features(self.cnn_features(pixels))
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean cross-entropy per target token (teacher forcing)."""
+        visual = self.encode(batch)  # (B, D)
+        if "owner" in batch:
+            visual = visual.index_select(0, batch["owner"])  # (N, D): one row per caption
+        tokens, lengths = batch["tokens"], batch["lengths"]
+        hidden = self.decoder.hidden_states(visual, tokens, lengths)  # (N, L-1, H)
+        targets = tokens[:, 1:]  # (N, L-1)
+        mask = targets != self.decoder.embed.padding_idx
+        logits = self.decoder.out(hidden[mask])  # (tokens, V): no logits for padding
+        return F.cross_entropy(logits.float(), targets[mask])
+
+
+class ImageCaptioner(Captioner):
+    """Show and Tell: CNN last hidden layer -> LSTM first input."""
+
+
+class VideoCaptioner(Captioner):
+    """LRCN video description: TimeDistributed(CNN) over frames -> mean pool or LSTM -> decoder."""
+
+    is_video = True

@@ -1,0 +1,155 @@
+"""The caption LSTM shared by image and video captioners.
+
+Three wirings share one embedding, one output projection and one ``step()``:
+
+- ``show_tell`` (Vinyals et al.): the projected visual feature is the LSTM's first input; the
+  words follow. The visual feature is seen once.
+- ``lrcn1u`` (Donahue et al., LRCN1u): one LSTM whose input at every step is the word embedding
+  concatenated with the projected visual feature.
+- ``lrcn2f`` (LRCN2f, the paper's best captioner): a first LSTM over words only, a second LSTM over
+  the first one's output concatenated with the visual feature.
+
+``forward`` is teacher forcing over packed sequences; ``init_state`` + ``step`` decode one token at a
+time for greedy, beam and sampling decoders (``lrcn.decoding``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+State = dict[str, torch.Tensor]
+VARIANTS = ("show_tell", "lrcn1u", "lrcn2f")
+
+
+class LSTMDecoder(nn.Module):
+    """Word embedding -> LSTM(s) -> vocabulary logits, conditioned on a visual feature.
+
+    Args:
+        vocab_size: number of tokens including the four specials.
+        feature_dim: size of the visual feature (CNN last hidden layer or temporal encoder output).
+        embed_dim: word (and projected visual) embedding size.
+        hidden_dim: LSTM hidden size.
+        num_layers: stacked layers per LSTM.
+        dropout: on embeddings and LSTM outputs (and between stacked layers).
+        variant: ``show_tell``, ``lrcn1u`` or ``lrcn2f``.
+        pad_id: padding token id (its embedding stays zero).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        feature_dim: int,
+        embed_dim: int = 256,
+        hidden_dim: int = 512,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        variant: str = "show_tell",
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"decoder variant must be one of {VARIANTS}, got {variant!r}")
+        self.vocab_size, self.variant, self.hidden_dim = vocab_size, variant, hidden_dim
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.visual_proj = nn.Linear(feature_dim, embed_dim)
+        self.dropout = nn.Dropout(dropout)
+        inter = dropout if num_layers > 1 else 0.0
+        word_input = embed_dim if variant in ("show_tell", "lrcn2f") else 2 * embed_dim
+        self.lstm = nn.LSTM(word_input, hidden_dim, num_layers, batch_first=True, dropout=inter)
+        self.lstm2 = (
+            nn.LSTM(hidden_dim + embed_dim, hidden_dim, num_layers, batch_first=True, dropout=inter)
+            if variant == "lrcn2f"
+            else None
+        )
+        self.out = nn.Linear(hidden_dim, vocab_size)
+
+    # ---- teacher forcing -------------------------------------------------------------------
+    def hidden_states(
+        self, features: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """LSTM outputs that predict ``tokens[:, 1:]``.
+
+        Args:
+            features: (B, D) visual features.
+            tokens: (B, L) ``<start> w1 ... <end> <pad>...``.
+            lengths: (B,) tokens per row including ``<start>`` and ``<end>``.
+
+        Returns:
+            (B, L - 1, H): row b, position t is the state that predicts ``tokens[b, t + 1]``.
+        """
+        B, L = tokens.shape
+        visual = self.dropout(self.visual_proj(features))  # (B, E)
+        words = self.dropout(self.embed(tokens[:, :-1]))  # (B, L-1, E)
+        steps = lengths.cpu() - 1  # inputs per row: <start> .. last word
+        if self.variant == "show_tell":
+            inputs = torch.cat([visual.unsqueeze(1), words], dim=1)  # (B, L, E): image first
+            out = self._run(self.lstm, inputs, steps + 1, L)[
+                :, 1:
+            ]  # (B, L-1, H); image step predicts nothing
+        elif self.variant == "lrcn1u":
+            inputs = torch.cat(
+                [words, visual.unsqueeze(1).expand(-1, L - 1, -1)], dim=2
+            )  # (B, L-1, 2E)
+            out = self._run(self.lstm, inputs, steps, L - 1)
+        else:
+            first = self.dropout(self._run(self.lstm, words, steps, L - 1))  # (B, L-1, H)
+            inputs = torch.cat(
+                [first, visual.unsqueeze(1).expand(-1, L - 1, -1)], dim=2
+            )  # (B, L-1, H+E)
+            out = self._run(self.lstm2, inputs, steps, L - 1)
+        return self.dropout(out)
+
+    @staticmethod
+    def _run(
+        lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor, total: int
+    ) -> torch.Tensor:
+        packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = lstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=total)
+        return out  # (B, total, H), zeros past each length
+
+    def forward(
+        self, features: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """Teacher-forced logits (B, L - 1, V) for targets ``tokens[:, 1:]``."""
+        return self.out(self.hidden_states(features, tokens, lengths))
+
+    # ---- step-by-step decoding ---------------------------------------------------------------
+    def init_state(self, features: torch.Tensor) -> State:
+        """Decoder state before the first word (``<start>``) is fed, for features (B, D)."""
+        visual = self.visual_proj(features)  # (B, E)
+        if self.variant == "show_tell":
+            _, (h, c) = self.lstm(visual.unsqueeze(1))  # the image is the first input
+            return {"h": h, "c": c}
+        zeros = visual.new_zeros(self.lstm.num_layers, features.shape[0], self.hidden_dim)
+        state = {"h": zeros, "c": zeros, "visual": visual}
+        if self.lstm2 is not None:
+            state.update(h2=zeros, c2=zeros)
+        return state
+
+    def step_hidden(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Feed one token per row: tokens (B,) -> top LSTM output (B, H) and the new state."""
+        word = self.embed(tokens).unsqueeze(1)  # (B, 1, E)
+        if self.variant == "show_tell":
+            out, (h, c) = self.lstm(word, (state["h"], state["c"]))
+            return out[:, 0], {"h": h, "c": c}
+        visual = state["visual"].unsqueeze(1)  # (B, 1, E)
+        if self.variant == "lrcn1u":
+            out, (h, c) = self.lstm(torch.cat([word, visual], dim=2), (state["h"], state["c"]))
+            return out[:, 0], {"h": h, "c": c, "visual": state["visual"]}
+        first, (h, c) = self.lstm(word, (state["h"], state["c"]))
+        out, (h2, c2) = self.lstm2(torch.cat([first, visual], dim=2), (state["h2"], state["c2"]))
+        return out[:, 0], {"h": h, "c": c, "h2": h2, "c2": c2, "visual": state["visual"]}
+
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Feed one token per row: tokens (B,) -> log-probabilities (B, V) of the next token."""
+        out, state = self.step_hidden(tokens, state)
+        return torch.log_softmax(self.out(out).float(), dim=-1), state
+
+    @staticmethod
+    def reorder_state(state: State, index: torch.Tensor) -> State:
+        """Select (or repeat) rows of a state: beam search's bookkeeping. index: (B',) long."""
+        # LSTM states are (num_layers, B, H); the visual feature is (B, E).
+        return {k: v.index_select(0 if k == "visual" else 1, index) for k, v in state.items()}

@@ -1,0 +1,244 @@
+"""CNN encoders: a small registry returning each network's last hidden layer as a feature vector.
+
+``create_encoder(name, weights=..., freeze=...)`` gives an ``Encoder`` mapping images
+(B, 3, H, W) -> features (B, D): torchvision backbones (their pooled penultimate layer),
+EfficientNet-Lite0 with ImageNet weights that install offline, and small CNNs for the embedded
+datasets. Each entry also names the input normalisation its weights expect.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lrcn.errors import LrcnError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HALF = (0.5, 0.5, 0.5)
+
+
+class Encoder(nn.Module):
+    """A CNN trunk with a known feature size; optionally frozen.
+
+    A frozen encoder has no trainable parameters and stays in eval mode (BatchNorm statistics and
+    dropout fixed) even while the rest of the model trains.
+    """
+
+    def __init__(self, trunk: nn.Module, feature_dim: int, name: str, freeze: bool = False) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.feature_dim = feature_dim
+        self.name = name
+        self.frozen = freeze
+        if freeze:
+            for p in self.trunk.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> Encoder:
+        super().train(mode and not self.frozen)
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.trunk(images)  # (B, 3, H, W) -> (B, D)
+
+
+class SmallCNN(nn.Module):
+    """Four conv blocks and a fully connected layer, for the embedded toy datasets.
+
+    The spatial map is flattened, not globally pooled, so the feature keeps *where* things are
+    (needed for captions such as "to the left of").
+    """
+
+    def __init__(
+        self,
+        feature_dim: int = 256,
+        image_size: int = 64,
+        channels: tuple[int, ...] = (16, 32, 64, 64),
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 3
+        for out_ch in channels:
+            layers += [
+                nn.Conv2d(in_ch, out_ch, 3, padding=1),
+                nn.BatchNorm2d(out_ch),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            in_ch = out_ch
+        self.features = nn.Sequential(*layers)
+        side = max(image_size // 2 ** len(channels), 1)
+        self.fc = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_ch * side * side, feature_dim), nn.ReLU(inplace=True)
+        )
+        self.image_size = image_size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
+            raise ValueError(
+                f"small_cnn was built for {self.image_size}x{self.image_size} images, got "
+                f"{tuple(images.shape[-2:])}; set data.image_size to match"
+            )
+        return self.fc(self.features(images))  # (B, 3, S, S) -> (B, C, S/16, S/16) -> (B, D)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    builder: Callable[..., tuple[nn.Module, int]]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    pretrained: bool  # has an `imagenet` weights option
+
+
+def _small_cnn(
+    weights: str, feature_dim: int = 256, image_size: int = 64, **_: object
+) -> tuple[nn.Module, int]:
+    if weights not in ("none", ""):
+        raise LrcnError("encoder small_cnn has no pretrained weights; set encoder.weights=none.")
+    return SmallCNN(feature_dim=feature_dim, image_size=image_size), feature_dim
+
+
+def _torchvision_weights_error(name: str, exc: BaseException) -> LrcnError:
+    from torchvision.models import get_model_weights
+
+    url = get_model_weights(name).DEFAULT.url
+    torch_home = os.environ.get(
+        "TORCH_HOME", os.path.join(os.path.expanduser("~"), ".cache", "torch")
+    )
+    target = Path(torch_home) / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+    return LrcnError(
+        f"could not download the ImageNet weights for {name} ({exc.__class__.__name__}; offline?): "
+        f"place {url.rsplit('/', 1)[-1]} at {target} (TORCH_HOME={torch_home}) "
+        f"or pass encoder.weights=/path/to/{name}.pth."
+    )
+
+
+def _torchvision(
+    name: str, head: Callable[[nn.Module], tuple[nn.Module, int]]
+) -> Callable[..., tuple[nn.Module, int]]:
+    def build(weights: str, **_: object) -> tuple[nn.Module, int]:
+        import torchvision
+
+        if weights == "imagenet":
+            try:
+                net = torchvision.models.get_model(name, weights="DEFAULT")
+            except (OSError, urllib.error.URLError, RuntimeError) as exc:
+                raise _torchvision_weights_error(name, exc) from None
+        else:
+            net = torchvision.models.get_model(name, weights=None)
+            if weights not in ("none", ""):
+                _load_local(net, weights, name)
+        return head(net)
+
+    return build
+
+
+def _load_local(net: nn.Module, path: str, name: str) -> None:
+    file = Path(path)
+    if not file.is_file():
+        raise LrcnError(
+            f"{file}: encoder weights file not found; pass an existing file or encoder.weights=imagenet|none."
+        )
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (
+        Exception
+    ) as exc:  # corrupt file or pickled code: both are refused without running anything
+        raise LrcnError(
+            f"{file}: not a loadable state_dict for {name} ({exc.__class__.__name__}); re-save it with torch.save(model.state_dict())."
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).splitlines()[0][:200]
+        raise LrcnError(
+            f"{file}: its keys or shapes do not match {name} ({first}); pass weights saved from {name}."
+        ) from None
+
+
+def _resnet_head(net: nn.Module) -> tuple[nn.Module, int]:
+    dim = net.fc.in_features
+    net.fc = nn.Identity()  # pooled penultimate layer
+    return net, dim
+
+
+def _vgg_head(net: nn.Module) -> tuple[nn.Module, int]:
+    net.classifier = net.classifier[:-1]  # up to fc7 (+ReLU, dropout): 4096-d
+    return net, 4096
+
+
+def _mobilenet_v3_head(net: nn.Module) -> tuple[nn.Module, int]:
+    dim = net.classifier[-1].in_features
+    net.classifier = net.classifier[:-1]
+    return net, dim
+
+
+def _efficientnet_lite0(weights: str, **_: object) -> tuple[nn.Module, int]:
+    from lrcn.models.efficientnet import efficientnet_lite0_features
+
+    return efficientnet_lite0_features(weights=None if weights in ("none", "") else weights)
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    "small_cnn": EncoderSpec(_small_cnn, HALF, HALF, pretrained=False),
+    **{
+        name: EncoderSpec(
+            _torchvision(name, _resnet_head), IMAGENET_MEAN, IMAGENET_STD, pretrained=True
+        )
+        for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+    },
+    "vgg16": EncoderSpec(
+        _torchvision("vgg16", _vgg_head), IMAGENET_MEAN, IMAGENET_STD, pretrained=True
+    ),
+    "mobilenet_v3_large": EncoderSpec(
+        _torchvision("mobilenet_v3_large", _mobilenet_v3_head),
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        pretrained=True,
+    ),
+}
+
+
+def register_encoder(name: str, spec: EncoderSpec) -> None:
+    """Add an encoder to the registry (e.g. from a plugin or a test)."""
+    ENCODERS[name] = spec
+
+
+def available_encoders() -> list[str]:
+    return sorted(ENCODERS)
+
+
+def encoder_spec(name: str) -> EncoderSpec:
+    if name not in ENCODERS:
+        raise LrcnError(
+            f"unknown encoder `{name}`; choose one of {', '.join(available_encoders())}."
+        )
+    return ENCODERS[name]
+
+
+def create_encoder(
+    name: str, weights: str = "none", freeze: bool = False, **options: object
+) -> Encoder:
+    """Build an encoder from the registry.
+
+    Args:
+        name: registry name, e.g. ``resnet50`` or ``small_cnn``.
+        weights: ``none``, ``imagenet`` (offline: fails with a sentence saying where to put the
+            file) or a path to a local state_dict.
+        freeze: no gradients, eval-mode BatchNorm.
+        options: builder options (``feature_dim``, ``image_size`` for ``small_cnn``).
+    """
+    spec = encoder_spec(name)
+    if weights == "imagenet" and not spec.pretrained:
+        raise LrcnError(f"encoder {name} has no ImageNet weights; set encoder.weights=none.")
+    trunk, dim = spec.builder(weights=weights, **options)
+    return Encoder(trunk, dim, name, freeze=freeze)
