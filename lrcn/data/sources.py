@@ -110,3 +110,41 @@ class ManifestVideoSource(ManifestImageSource):
             pixels=pixels,
             label=record.get("label"),
         )
+
+
+class MovingShapesSource(Source):
+    """The embedded moving-shapes video captioning split."""
+
+    is_video = True
+
+    def __init__(
+        self,
+        split: str,
+        size: int,
+        seed: int,
+        image_size: int,
+        num_frames: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        from lrcn.data.synthetic.moving_shapes import MovingShapesCaptions
+
+        self.data = MovingShapesCaptions(
+            split, size, seed=seed, image_size=image_size, num_frames=num_frames
+        )
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def example(self, index: int) -> Example:
+        frames, captions, _ = self.data.item(index)
+        pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, S, S)
+        return Example(self.data.item_id(index), captions, pixels=(pixels - self.mean) / self.std)
+
+    def captions(self, index: int) -> list[str]:
+        return self.data.captions(index)
+
+    def item_id(self, index: int) -> str:
+        return self.data.item_id(index)

@@ -40,6 +40,7 @@ class Encoder(nn.Module):
         if freeze:
             for p in self.trunk.parameters():
                 p.requires_grad_(False)
+        self.train(True)  # applies the frozen eval mode now
 
     def train(self, mode: bool = True) -> Encoder:
         super().train(mode and not self.frozen)
@@ -199,6 +200,9 @@ ENCODERS: dict[str, EncoderSpec] = {
     "vgg16": EncoderSpec(
         _torchvision("vgg16", _vgg_head), IMAGENET_MEAN, IMAGENET_STD, pretrained=True
     ),
+    "efficientnet_lite0": EncoderSpec(
+        _efficientnet_lite0, (127 / 255,) * 3, (128 / 255,) * 3, pretrained=True
+    ),  # TF-Lite preprocessing: (x - 127) / 128
     "mobilenet_v3_large": EncoderSpec(
         _torchvision("mobilenet_v3_large", _mobilenet_v3_head),
         IMAGENET_MEAN,
