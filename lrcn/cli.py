@@ -76,13 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--root", required=True, help="the dataset's folder")
     p.add_argument("--out", required=True, help="manifest folder to write")
-    p.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="reader option, e.g. split=1",
-    )
+    p.add_argument("options", nargs="*", metavar="KEY=VALUE", help="reader options, e.g. split=1 check_files=true")
 
     p = sub.add_parser("report", help="an HTML page of an evaluation: images, captions, scores")
     p.add_argument("run_dir")
@@ -200,7 +194,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from lrcn.config import parse_override
     from lrcn.data.formats import prepare
 
-    options = dict(parse_override(o) for o in args.option)
+    options = dict(parse_override(o) for o in args.options)
     counts = prepare(args.dataset, args.root, args.out, **options)
     print(" ".join(f"{split}: {n}" for split, n in counts.items()) + f"  -> {args.out}")
     return 0

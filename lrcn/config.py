@@ -39,6 +39,7 @@ class DataConfig:
     num_workers: int = 0
     on_error: str = "raise"  # raise | skip: what to do with an unreadable image/video
     features: str | None = None  # feature store folder; set to train on cached CNN features
+    features_dtype: str = "float16"  # float16 | float32 rows in the feature store
 
 
 @dataclass
@@ -173,6 +174,11 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
     if annotation is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         _type_error(value, "a number", key, source)
     if annotation is str:
         if isinstance(value, str):
@@ -209,6 +215,7 @@ def _validate(cfg: Config, source: str) -> None:
         "data.dataset": (cfg.data.dataset, ("shapes", "moving_shapes", "moving_line", "manifest")),
         "data.frame_sampling": (cfg.data.frame_sampling, ("uniform", "clips")),
         "data.on_error": (cfg.data.on_error, ("raise", "skip")),
+        "data.features_dtype": (cfg.data.features_dtype, ("float16", "float32")),
         "encoder.temporal": (cfg.encoder.temporal, ("mean", "lstm")),
         "decoder.variant": (cfg.decoder.variant, ("show_tell", "lrcn1u", "lrcn2f")),
         "classifier.prediction": (cfg.classifier.prediction, ("mean", "last")),
@@ -308,6 +315,19 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             )
         _apply(cfg, _nest(key, value), f"override `{text}`")
     _validate(cfg, source)
+    return cfg
+
+
+def load_config_over(cfg: Config, overrides: list[str]) -> Config:
+    """Apply dotted overrides to an existing config (e.g. one saved in a checkpoint)."""
+    cfg = config_from_dict(cfg.to_dict())
+    valid_keys = _valid_keys(Config)
+    for text in overrides:
+        key, value = parse_override(text)
+        if key not in valid_keys:
+            raise LrcnError(f"override `{text}`: unknown config key `{key}`; valid keys are: {', '.join(valid_keys)}.")
+        _apply(cfg, _nest(key, value), f"override `{text}`")
+    _validate(cfg, "overrides")
     return cfg
 
 

@@ -28,7 +28,7 @@ from lrcn.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from lrcn.config import Config, config_from_dict, save_config
+from lrcn.config import Config, config_from_dict, load_config_over, save_config
 from lrcn.data.datasets import (
     CaptionEvalDataset,
     CaptionTrainDataset,
@@ -432,7 +432,7 @@ class Run:
         return metrics
 
 
-def fit(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def fit(cfg: Config | None, run_dir: str | Path, resume: bool = False, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train as configured, writing ``config.yaml``, ``vocab.json``, checkpoints and TensorBoard logs.
 
     Args:
@@ -440,6 +440,8 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any
         run_dir: output folder (created).
         resume: continue from ``run_dir/checkpoints/last.pt`` with its optimizer, scheduler, data
             position and RNG states (the run's saved config is used; ``cfg`` is ignored).
+        overrides: with ``resume``, ``key=value`` changes to the saved config, e.g.
+            ``train.epochs=20`` to train longer.
 
     Returns:
         Summary: final epoch, best validation metric, history, paths.
@@ -455,6 +457,8 @@ def fit(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict[str, Any
             )
         payload = load_checkpoint(last)
         cfg = config_from_dict(payload["config"], f"{last} (saved config)")
+        if overrides:
+            cfg = load_config_over(cfg, overrides)
     distributed.setup()
     is_main = distributed.is_main()
     device = distributed.device_for(resolve_device(cfg.train.device))

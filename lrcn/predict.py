@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lrcn.checkpoint import load_checkpoint, load_state_dict_checked, resolve_checkpoint_path
-from lrcn.config import Config, _apply, _nest, _validate, config_from_dict, parse_override
+from lrcn.config import Config, config_from_dict, load_config_over
 from lrcn.errors import LrcnError
 from lrcn.io import write_json_atomic
 from lrcn.text.vocab import Vocabulary
@@ -40,11 +40,7 @@ def load_model(
 
     path = resolve_checkpoint_path(checkpoint)
     payload = load_checkpoint(path, task=task)
-    cfg = config_from_dict(payload["config"], f"{path} (saved config)")
-    for text in overrides or []:
-        key, value = parse_override(text)
-        _apply(cfg, _nest(key, value), f"override `{text}`")
-    _validate(cfg, f"{path} (saved config)")
+    cfg = load_config_over(config_from_dict(payload["config"], f"{path} (saved config)"), overrides or [])
     # pretrained weights are inside the checkpoint: do not fetch them again
     cfg.encoder.weights = "none"
     if cfg.task == "activity":

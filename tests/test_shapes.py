@@ -1,0 +1,42 @@
+import numpy as np
+
+from lrcn.data.synthetic.moving_shapes import MovingShapesCaptions
+from lrcn.data.synthetic.shapes import COLOURS, ShapesCaptions
+
+
+def test_shapes_are_deterministic_by_seed():
+    a, b, c = ShapesCaptions("train", 5, seed=1), ShapesCaptions("train", 5, seed=1), ShapesCaptions("train", 5, seed=2)
+    for i in range(5):
+        ia, ca, _ = a.item(i)
+        ib, cb, _ = b.item(i)
+        assert ca == cb and np.array_equal(np.asarray(ia), np.asarray(ib))
+        assert a.captions(i) == ca  # captions without drawing agree
+    assert any(a.item(i)[1] != c.item(i)[1] for i in range(5))
+    assert ShapesCaptions("train", 3).item(0)[1] != ShapesCaptions("test", 3).item(0)[1]
+
+
+def test_captions_name_every_object_and_references_disagree():
+    data = ShapesCaptions("train", 50, image_size=64)
+    distinct = 0
+    for i in range(50):
+        image, captions, objects = data.item(i)
+        assert image.size == (64, 64) and len(captions) == 5 and 1 <= len(objects) <= 3
+        for caption in captions:
+            for obj in objects:
+                assert obj.colour in caption
+        distinct += len(set(captions)) > 1
+        # each object's colour is visible near its centre
+        pixels = np.asarray(image).astype(int)
+        for obj in objects:
+            centre = pixels[int(obj.y), int(obj.x)]
+            assert np.abs(centre - np.array(COLOURS[obj.colour])).max() < 40
+    assert distinct >= 45
+
+
+def test_moving_shapes_clips():
+    data = MovingShapesCaptions("val", 4, image_size=32, num_frames=6)
+    frames, captions, movers = data.item(0)
+    assert frames.shape == (6, 32, 32, 3) and frames.dtype == np.uint8
+    assert len(captions) == 5 and all(m.colour in c for m in movers for c in captions)
+    assert data.captions(0) == captions
+    assert not np.array_equal(frames[0], frames[-1])  # something moves
