@@ -38,9 +38,11 @@ def build_source(cfg: Config, split: str) -> Source:
     """The captioning examples of one split (image or video)."""
     mean, std = normalisation(cfg)
     if cfg.data.features:
-        from lrcn.data.features import FeatureSource
+        from lrcn.data.features import FeatureSource, store_header
 
-        return FeatureSource(cfg.data.features, split, build_source_raw(cfg, split))
+        return FeatureSource(
+            cfg.data.features, split, build_source_raw(cfg, split), expected=store_header(cfg)
+        )
     return build_source_raw(cfg, split)
 
 
@@ -175,6 +177,7 @@ def build_classifier(cfg: Config, num_classes: int) -> nn.Module:
         num_layers=cfg.classifier.num_layers,
         dropout=cfg.classifier.dropout,
         prediction=cfg.classifier.prediction,
+        single_bias=cfg.classifier.single_bias,
     )
 
 

@@ -8,9 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
+
+# OpenMP threads that spin while waiting make a busy CPU many times slower (measured 4x-7x on a
+# loaded 2-core machine); passive waiting costs little when the machine is idle. Must precede torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from lrcn.errors import LrcnError
 
@@ -76,7 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--root", required=True, help="the dataset's folder")
     p.add_argument("--out", required=True, help="manifest folder to write")
-    p.add_argument("options", nargs="*", metavar="KEY=VALUE", help="reader options, e.g. split=1 check_files=true")
+    p.add_argument(
+        "options",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="reader options, e.g. split=1 check_files=true",
+    )
 
     p = sub.add_parser("report", help="an HTML page of an evaluation: images, captions, scores")
     p.add_argument("run_dir")
@@ -129,6 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     from lrcn import distributed
 
+    distributed.cleanup()
     if not args.no_test and distributed.is_main():
         metrics = evaluate(run_dir)
         print(f"test ({metrics['items']} items, written to {run_dir / 'eval'}):")

@@ -74,6 +74,7 @@ class ClassifierConfig:
     dropout: float = 0.0
     prediction: str = "mean"  # mean (LRCN: average per-frame predictions) | last
     num_outputs: int = 0  # 0: one per class; 1: a single sigmoid output (binary, Keras seed)
+    single_bias: bool = False  # one LSTM bias per gate, as Keras (exact Keras parameter counts)
     clip_length: int = 16  # clip-level evaluation of long videos
     clip_stride: int = 8
 
@@ -325,7 +326,9 @@ def load_config_over(cfg: Config, overrides: list[str]) -> Config:
     for text in overrides:
         key, value = parse_override(text)
         if key not in valid_keys:
-            raise LrcnError(f"override `{text}`: unknown config key `{key}`; valid keys are: {', '.join(valid_keys)}.")
+            raise LrcnError(
+                f"override `{text}`: unknown config key `{key}`; valid keys are: {', '.join(valid_keys)}."
+            )
         _apply(cfg, _nest(key, value), f"override `{text}`")
     _validate(cfg, "overrides")
     return cfg

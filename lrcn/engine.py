@@ -157,6 +157,7 @@ def train_one_epoch(
     """
     model.train()
     total, count, items, start = 0.0, 0, 0, time.perf_counter()
+    last_batch = _start(loader) + len(loader)  # an accumulation cycle always closes at the epoch's end
     bar = _progress(loader, progress, desc=f"epoch {state.epoch + 1}")
     for batch in bar:
         skipped = batch.pop("skipped", [])
@@ -181,9 +182,7 @@ def train_one_epoch(
             )
         (loss / grad_accum_steps).backward()
         state.batch_in_epoch += 1
-        if state.batch_in_epoch % grad_accum_steps == 0 or state.batch_in_epoch == len(
-            loader
-        ) + _start(loader):
+        if state.batch_in_epoch % grad_accum_steps == 0 or state.batch_in_epoch == last_batch:
             if grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
@@ -336,6 +335,9 @@ def _loader(
         num_workers=num_workers,
         pin_memory=device is not None and device.type == "cuda",
         persistent_workers=False,
+        # its own generator: creating an iterator must not draw from the global RNG, or a resumed run's
+        # dropout masks would differ from an uninterrupted one's
+        generator=torch.Generator().manual_seed(0),
     )
 
 
@@ -383,8 +385,17 @@ class Run:
             self.val_collate = make_eval_collate(train_source.is_video)
             self.model = build.build_model(cfg, vocab_size=len(self.vocab))
         self.model.to(device)
+        if cfg.train.batch_size % world:
+            raise LrcnError(
+                f"train.batch_size={cfg.train.batch_size} is the global batch and must divide by the {world} processes."
+            )
+        self.batch_size = cfg.train.batch_size // world  # per process; train.batch_size is global
         self.sampler = EpochSampler(
-            len(self.train_data), cfg.train.seed, rank=rank, world_size=world
+            len(self.train_data),
+            cfg.train.seed,
+            rank=rank,
+            world_size=world,
+            batch_size=self.batch_size,
         )
         self.monitor = (
             cfg.train.monitor
@@ -395,7 +406,7 @@ class Run:
     def train_loader(self) -> DataLoader:
         return _loader(
             self.train_data,
-            self.cfg.train.batch_size,
+            self.batch_size,
             self.collate,
             self.sampler,
             self.cfg.data.num_workers,
@@ -432,7 +443,12 @@ class Run:
         return metrics
 
 
-def fit(cfg: Config | None, run_dir: str | Path, resume: bool = False, overrides: list[str] | None = None) -> dict[str, Any]:
+def fit(
+    cfg: Config | None,
+    run_dir: str | Path,
+    resume: bool = False,
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
     """Train as configured, writing ``config.yaml``, ``vocab.json``, checkpoints and TensorBoard logs.
 
     Args:
@@ -472,7 +488,7 @@ def fit(cfg: Config | None, run_dir: str | Path, resume: bool = False, overrides
         if run.vocab is not None:
             run.vocab.save(run_dir / "vocab.json")
     optimizer = build_optimizer(model, cfg)
-    per_epoch = math.ceil(len(run.sampler) / cfg.train.batch_size)
+    per_epoch = math.ceil(len(run.sampler) / run.batch_size)
     scheduler = build_scheduler(
         optimizer, cfg, per_epoch * cfg.train.epochs // cfg.train.grad_accum_steps
     )
@@ -531,7 +547,7 @@ def fit(cfg: Config | None, run_dir: str | Path, resume: bool = False, overrides
         try:
             while state.epoch < cfg.train.epochs:
                 run.sampler.set_epoch(
-                    state.epoch, start=state.batch_in_epoch * cfg.train.batch_size
+                    state.epoch, start=state.batch_in_epoch * run.batch_size
                 )
                 if hasattr(run.train_data, "set_epoch"):
                     run.train_data.set_epoch(state.epoch)

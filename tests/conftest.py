@@ -11,9 +11,16 @@ import pytest
 # Libraries write into $HOME (torch hub, keras, matplotlib, ipython): point them at a temporary folder
 # before anything imports them.
 _CACHE = Path(tempfile.mkdtemp(prefix="lrcn-test-home-"))
-for var, sub in (("TORCH_HOME", "torch"), ("KERAS_HOME", "keras"), ("MPLCONFIGDIR", "mpl"), ("IPYTHONDIR", "ipython"), ("XDG_CACHE_HOME", "cache")):
+for var, sub in (
+    ("TORCH_HOME", "torch"),
+    ("KERAS_HOME", "keras"),
+    ("MPLCONFIGDIR", "mpl"),
+    ("IPYTHONDIR", "ipython"),
+    ("XDG_CACHE_HOME", "cache"),
+):
     os.environ.setdefault(var, str(_CACHE / sub))
 os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see lrcn/cli.py
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

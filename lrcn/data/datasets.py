@@ -198,15 +198,23 @@ def most_frequent_caption(source: Source) -> str:
 class EpochSampler(torch.utils.data.Sampler[int]):
     """Shuffled indices that depend only on (seed, epoch): resumable mid-epoch and rank-aware.
 
-    Each of ``world_size`` ranks takes every ``world_size``-th index of the shared permutation
-    (padded by wrapping so ranks get equal counts); ``start`` skips the first items on resume.
+    The permutation is cut into global batches of ``batch_size * world_size`` items; rank ``r`` takes
+    the ``r``-th slice of each, so N processes see exactly the global batches one process with
+    ``batch_size * N`` would (the last global batch is padded by wrapping so ranks stay equal).
+    ``start`` (in this rank's items) skips what was trained before a resume.
     """
 
     def __init__(
-        self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1
+        self,
+        size: int,
+        seed: int,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        batch_size: int = 1,
     ) -> None:
         self.size, self.seed, self.shuffle = size, seed, shuffle
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -218,9 +226,16 @@ class EpochSampler(torch.utils.data.Sampler[int]):
             order = torch.randperm(self.size, generator=g).tolist()
         else:
             order = list(range(self.size))
-        per_rank = -(-self.size // self.world_size)
-        order += order[: per_rank * self.world_size - self.size]
-        return order[self.rank :: self.world_size]
+        if self.world_size == 1:
+            return order
+        chunk = self.batch_size * self.world_size
+        padded = -(-self.size // chunk) * chunk
+        order += (order * (padded // max(self.size, 1) + 1))[: padded - self.size]
+        mine = []
+        for begin in range(0, padded, chunk):
+            lo = begin + self.rank * self.batch_size
+            mine.extend(order[lo : lo + self.batch_size])
+        return mine
 
     def __iter__(self):
         return iter(self.indices()[self.start :])

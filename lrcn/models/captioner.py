@@ -12,6 +12,7 @@ from torch import nn
 
 from lrcn.models.decoder import LSTMDecoder
 from lrcn.models.encoders import Encoder
+from lrcn.models.time_distributed import TimeDistributed
 
 
 class MeanPool(nn.Module):
@@ -63,8 +64,9 @@ class Captioner(nn.Module):
     def cnn_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels -> CNN features: (B, 3, H, W) -> (B, D), or (B, T, 3, H, W) -> (B, T, D)."""
         if pixels.dim() == 5:
-            B, T = pixels.shape[:2]
-            return self.encoder(pixels.reshape(B * T, *pixels.shape[2:])).reshape(B, T, -1)
+            return TimeDistributed(self.encoder)(
+                pixels
+            )  # (B*T, 3, H, W) through the CNN, then (B, T, D)
         return self.encoder(pixels)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -53,7 +53,9 @@ class LSTMDecoder(nn.Module):
             raise ValueError(f"decoder variant must be one of {VARIANTS}, got {variant!r}")
         self.vocab_size, self.variant, self.hidden_dim = vocab_size, variant, hidden_dim
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        self.visual_proj = nn.Linear(feature_dim, embed_dim)
+        # LayerNorm: CNN features range widely in scale (pooled ReLU outputs, up to ~10^2); unnormalised,
+        # they saturate the LSTM gates at the first step and the model learns to ignore the image.
+        self.visual_proj = nn.Sequential(nn.Linear(feature_dim, embed_dim), nn.LayerNorm(embed_dim))
         self.dropout = nn.Dropout(dropout)
         inter = dropout if num_layers > 1 else 0.0
         word_input = embed_dim if variant in ("show_tell", "lrcn2f") else 2 * embed_dim

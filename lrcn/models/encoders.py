@@ -77,7 +77,10 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         side = max(image_size // 2 ** len(channels), 1)
         self.fc = nn.Sequential(
-            nn.Flatten(), nn.Linear(in_ch * side * side, feature_dim), nn.ReLU(inplace=True)
+            nn.Flatten(),
+            nn.Linear(in_ch * side * side, feature_dim),
+            nn.BatchNorm1d(feature_dim),  # keeps the LSTM's first input out of saturation
+            nn.ReLU(inplace=True),
         )
         self.image_size = image_size
 

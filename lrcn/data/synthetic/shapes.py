@@ -147,8 +147,8 @@ def _templates(objects: list[ShapeObject], size: int) -> list:
         return [
             lambda p: f"{p(a)}.",
             lambda p: f"there is {p(a)}.",
-            lambda p: f"{p(a)} on a black background.",
-            lambda p: f"an image of {p(a)}.",
+            lambda p: f"a single {p(a)[2:]}.",
+            lambda p: f"only {p(a)}.",
             lambda p: f"{p(a)} in the {region}.",
         ]
     if len(objects) == 2:
