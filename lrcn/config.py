@@ -103,6 +103,15 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # 0: epoch ends only
     log_every_steps: int = 20
     val_max_items: int = 0  # 0: the whole validation split
+    init_from: str | None = (
+        None  # checkpoint whose weights start this run (e.g. SCST after cross-entropy)
+    )
+    scheduled_sampling_max: float = (
+        0.0  # probability of feeding the model's own word, reached after the ramp
+    )
+    scheduled_sampling_ramp_epochs: int = 5  # linear ramp from 0 over this many epochs
+    scst: bool = False  # self-critical sequence training (reward CIDEr-D, greedy baseline)
+    scst_samples: int = 5  # sampled captions per image
     progress: bool = True  # tqdm bars
 
 

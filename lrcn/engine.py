@@ -146,6 +146,7 @@ def train_one_epoch(
     grad_accum_steps: int = 1,
     on_step: Callable[[TrainState, float], None] | None = None,
     progress: bool = True,
+    loss_fn: Callable[[nn.Module, dict], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader`` (which already skips the batches trained before a resume).
 
@@ -157,7 +158,9 @@ def train_one_epoch(
     """
     model.train()
     total, count, items, start = 0.0, 0, 0, time.perf_counter()
-    last_batch = _start(loader) + len(loader)  # an accumulation cycle always closes at the epoch's end
+    last_batch = _start(loader) + len(
+        loader
+    )  # an accumulation cycle always closes at the epoch's end
     bar = _progress(loader, progress, desc=f"epoch {state.epoch + 1}")
     for batch in bar:
         skipped = batch.pop("skipped", [])
@@ -170,11 +173,12 @@ def train_one_epoch(
             continue
         batch = move_batch(batch, device)
         with autocast(device, amp):
-            loss = (
-                model.loss(batch)
-                if not isinstance(model, nn.parallel.DistributedDataParallel)
-                else model(batch)
-            )
+            if loss_fn is not None:
+                loss = loss_fn(model, batch)
+            elif isinstance(model, nn.parallel.DistributedDataParallel):
+                loss = model(batch)
+            else:
+                loss = model.loss(batch)
         if not torch.isfinite(loss):
             raise LrcnError(
                 f"the training loss became {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
@@ -480,8 +484,23 @@ def fit(
     device = distributed.device_for(resolve_device(cfg.train.device))
     _seed_everything(cfg.train.seed)
     vocab = Vocabulary.from_dict(payload["vocab"]) if payload and payload.get("vocab") else None
+    init_payload = None
+    if payload is None and cfg.train.init_from:
+        init_payload = load_checkpoint(cfg.train.init_from, task=cfg.task)
+        if init_payload.get("vocab"):
+            vocab = Vocabulary.from_dict(
+                init_payload["vocab"]
+            )  # the weights only fit their own vocabulary
     run = Run(cfg, run_dir, device, vocab)
     model = run.model
+    if init_payload is not None:
+        load_state_dict_checked(model, init_payload["model"], cfg.train.init_from)
+        log.info("initialised from %s", cfg.train.init_from)
+    loss_fn = None
+    if cfg.train.scst:
+        from lrcn.scst import SelfCriticalLoss
+
+        loss_fn = SelfCriticalLoss.from_run(run)
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
@@ -546,15 +565,21 @@ def fit(
 
         try:
             while state.epoch < cfg.train.epochs:
-                run.sampler.set_epoch(
-                    state.epoch, start=state.batch_in_epoch * run.batch_size
-                )
+                run.sampler.set_epoch(state.epoch, start=state.batch_in_epoch * run.batch_size)
                 if hasattr(run.train_data, "set_epoch"):
                     run.train_data.set_epoch(state.epoch)
+                if (
+                    cfg.train.scheduled_sampling_max > 0
+                ):  # Bengio et al. 2015: ramp up feeding own words
+                    ramp = max(cfg.train.scheduled_sampling_ramp_epochs, 1)
+                    model.scheduled_sampling_prob = cfg.train.scheduled_sampling_max * min(
+                        1.0, state.epoch / ramp
+                    )
                 stats = train_one_epoch(
                     train_model, run.train_loader(), optimizer, scheduler, state, device,
                     cfg.train.grad_clip, cfg.train.amp, cfg.train.grad_accum_steps, on_step,
                     cfg.train.progress and is_main,
+                    loss_fn,
                 )  # fmt: skip
                 state.epoch += 1
                 state.batch_in_epoch = 0
