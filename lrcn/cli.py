@@ -19,7 +19,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from lrcn.errors import LrcnError
 
-METRIC_ORDER = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "accuracy")
+METRIC_ORDER = (
+    "Bleu_1",
+    "Bleu_2",
+    "Bleu_3",
+    "Bleu_4",
+    "METEOR",
+    "ROUGE_L",
+    "CIDEr",
+    "accuracy",
+    "motion_accuracy",
+)
 
 
 def _parser() -> argparse.ArgumentParser:

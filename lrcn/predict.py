@@ -40,7 +40,9 @@ def load_model(
 
     path = resolve_checkpoint_path(checkpoint)
     payload = load_checkpoint(path, task=task)
-    cfg = load_config_over(config_from_dict(payload["config"], f"{path} (saved config)"), overrides or [])
+    cfg = load_config_over(
+        config_from_dict(payload["config"], f"{path} (saved config)"), overrides or []
+    )
     # pretrained weights are inside the checkpoint: do not fetch them again
     cfg.encoder.weights = "none"
     if cfg.task == "activity":
@@ -134,6 +136,12 @@ def evaluate(
             )
             metrics.update({f"baseline_{k}": v for k, v in fixed.items() if isinstance(v, float)})
             metrics["baseline_caption"] = baseline
+    if cfg.data.dataset == "moving_shapes" and not cfg.data.features:
+        from lrcn.data.synthetic.moving_shapes import motion_accuracy
+
+        metrics["motion_accuracy"] = motion_accuracy(
+            hyps, source.data
+        )  # ground truth from the generator
     metrics.update(split=split, items=len(hyps), beam_size=cfg.eval.beam_size, skipped=skipped)
     write_json_atomic(out_dir / f"{split}_metrics.json", metrics)
     results = [{"image_id": _coco_id(k), "caption": v} for k, v in hyps.items()]

@@ -5,7 +5,11 @@ from lrcn.data.synthetic.shapes import COLOURS, ShapesCaptions
 
 
 def test_shapes_are_deterministic_by_seed():
-    a, b, c = ShapesCaptions("train", 5, seed=1), ShapesCaptions("train", 5, seed=1), ShapesCaptions("train", 5, seed=2)
+    a, b, c = (
+        ShapesCaptions("train", 5, seed=1),
+        ShapesCaptions("train", 5, seed=1),
+        ShapesCaptions("train", 5, seed=2),
+    )
     for i in range(5):
         ia, ca, _ = a.item(i)
         ib, cb, _ = b.item(i)
@@ -40,3 +44,16 @@ def test_moving_shapes_clips():
     assert len(captions) == 5 and all(m.colour in c for m in movers for c in captions)
     assert data.captions(0) == captions
     assert not np.array_equal(frames[0], frames[-1])  # something moves
+
+
+def test_motion_ground_truth_check():
+    from lrcn.data.synthetic.moving_shapes import motion_accuracy, names_motions
+
+    data = MovingShapesCaptions("test", 60)
+    for i in range(60):
+        _, captions, movers = data.item(i)
+        assert all(names_motions(c, movers) for c in captions)
+    wrong = {data.item_id(i): data.captions(i)[0].replace("left", "up").replace("right", "down") for i in range(60)}
+    right = {data.item_id(i): data.captions(i)[0] for i in range(60)}
+    assert motion_accuracy(right, data) == 1.0
+    assert motion_accuracy(wrong, data) < 0.9

@@ -176,3 +176,51 @@ class MovingShapesCaptions:
 
     def item_id(self, index: int) -> str:
         return f"moving-shapes-{self.split}-{index:06d}"
+
+
+def motion_in(text: str) -> str | None:
+    """The motion a caption fragment names ("slides left" -> "left"), or None."""
+    text = f" {text.lower()} "
+    if "from right to left" in text:
+        return "left"
+    if "from left to right" in text:
+        return "right"
+    if "from bottom to top" in text:
+        return "up"
+    if "from top to bottom" in text:
+        return "down"
+    keywords = {
+        "left": (" left ",),
+        "right": (" right ",),
+        "up": (" up ", " rises "),
+        "down": (" down ", " falls "),
+        "grows": (" grows ", " bigger ", " growing ", " larger "),
+        "shrinks": (" shrinks ", " smaller ", " shrinking "),
+    }
+    found = [motion for motion, words in keywords.items() if any(w in text for w in words)]
+    return found[0] if len(found) == 1 else None
+
+
+def names_motions(caption: str, movers: list[Mover]) -> bool:
+    """True when the caption names every shape's motion correctly (ground truth from the generator).
+
+    The caption is split into one clause per shape ("... and ...", "... while ..."); each clause is
+    matched to the shape whose colour and noun it names, and its motion words must agree.
+    """
+    clauses = [c.strip(" .") for part in caption.split(" while ") for c in part.split(" and ")]
+    for mover in movers:
+        nouns = [word for word, _ in SHAPE_WORDS[mover.shape]]
+        mine = [c for c in clauses if any(f" {mover.colour} {noun} " in f" {c} " for noun in nouns)]
+        if len(mine) != 1 or motion_in(mine[0]) != mover.motion:
+            return False
+    return True
+
+
+def motion_accuracy(captions: dict[str, str], data: MovingShapesCaptions) -> float:
+    """Fraction of clips whose generated caption names every motion right; ids as ``item_id``."""
+    index = {data.item_id(i): i for i in range(len(data))}
+    hits = [
+        names_motions(caption, sample_movers(data._rng(index[item])))
+        for item, caption in captions.items()
+    ]
+    return sum(hits) / max(len(hits), 1)
