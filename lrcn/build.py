@@ -191,5 +191,8 @@ def build_model(cfg: Config, vocab_size: int = 0, num_classes: int = 0) -> nn.Mo
     if cfg.train.init == "keras":
         from lrcn.models.init import keras_init_
 
-        keras_init_(model)
+        pretrained = cfg.encoder.weights not in ("none", "")
+        for name, child in model.named_children():
+            if not (pretrained and name in ("encoder", "frame_encoder")):  # never re-draw pretrained weights
+                keras_init_(child)
     return model

@@ -54,7 +54,10 @@ def test_batched_beam_equals_one_image_at_a_time_and_never_repeats_end():
     decoder = LSTMDecoder(20, 6, 8, 16).eval()
     features = torch.randn(6, 6)
     batched = decoding.beam_search(decoder, features, 4, 10, 1, 2, length_penalty=1.0)
-    single = [decoding.beam_search(decoder, features[i : i + 1], 4, 10, 1, 2, length_penalty=1.0)[0] for i in range(6)]
+    single = [
+        decoding.beam_search(decoder, features[i : i + 1], 4, 10, 1, 2, length_penalty=1.0)[0]
+        for i in range(6)
+    ]
     assert batched == single
     assert all(2 not in caption and len(caption) <= 10 for caption in batched)
 

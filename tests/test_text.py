@@ -3,8 +3,26 @@ from lrcn.text.vocab import Vocabulary
 
 
 def test_tokenize_lowercases_and_drops_punctuation():
-    assert tokenize("A red Circle, to the left of a BOX.") == ["a", "red", "circle", "to", "the", "left", "of", "a", "box"]
-    assert tokenize("two shapes: a dog's (big) ball!") == ["two", "shapes", "a", "dog", "'s", "big", "ball"]
+    assert tokenize("A red Circle, to the left of a BOX.") == [
+        "a",
+        "red",
+        "circle",
+        "to",
+        "the",
+        "left",
+        "of",
+        "a",
+        "box",
+    ]
+    assert tokenize("two shapes: a dog's (big) ball!") == [
+        "two",
+        "shapes",
+        "a",
+        "dog",
+        "'s",
+        "big",
+        "ball",
+    ]
     assert tokenize("  \tspaces\nand tabs ") == ["spaces", "and", "tabs"]
 
 

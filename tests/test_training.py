@@ -7,13 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
+from conftest import REPO, TINY_SHAPES
 
 from lrcn.config import load_config
 from lrcn.data.synthetic.shapes import ShapeObject, render_scene
-
-from conftest import REPO, TINY_SHAPES
 
 
 def test_loss_falls_on_a_tiny_batch():
@@ -51,7 +49,15 @@ def test_evaluate_writes_metrics_and_coco_results(tiny_shapes_run: Path, tmp_pat
 
     metrics = evaluate(tiny_shapes_run, split="test", out_dir=tmp_path)
     saved = json.loads((tmp_path / "test_metrics.json").read_text())
-    for key in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "CIDEr", "reference_loo_Bleu_4", "baseline_Bleu_4"):
+    for key in (
+        "Bleu_1",
+        "Bleu_2",
+        "Bleu_3",
+        "Bleu_4",
+        "CIDEr",
+        "reference_loo_Bleu_4",
+        "baseline_Bleu_4",
+    ):
         assert isinstance(saved[key], float), key
     assert saved["items"] == 32 and saved == json.loads(json.dumps(metrics))
     results = json.loads((tmp_path / "test_captions.json").read_text())
@@ -75,8 +81,14 @@ def test_resume_continues_exactly(tmp_path: Path):
     """Two epochs in one go == one epoch, stop, resume for the second (bitwise on CPU)."""
     from lrcn.engine import fit
 
-    overrides = [o for o in TINY_SHAPES if not o.startswith("train.epochs")] + ["data.train_size=96", "decoder.dropout=0.2"]
-    straight = fit(load_config(REPO / "configs" / "shapes.yaml", overrides + ["train.epochs=2"]), tmp_path / "a")
+    overrides = [o for o in TINY_SHAPES if not o.startswith("train.epochs")] + [
+        "data.train_size=96",
+        "decoder.dropout=0.2",
+    ]
+    straight = fit(
+        load_config(REPO / "configs" / "shapes.yaml", overrides + ["train.epochs=2"]),
+        tmp_path / "a",
+    )
     cfg = load_config(REPO / "configs" / "shapes.yaml", overrides + ["train.epochs=2"])
     cfg.train.epochs = 1
     fit(cfg, tmp_path / "b")
@@ -88,10 +100,18 @@ def test_resume_continues_exactly(tmp_path: Path):
 
 
 def _lrcn(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lrcn.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "lrcn.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
-def test_cli_caption_names_colours_and_shapes_and_rejects_bad_files(tiny_shapes_run: Path, tmp_path: Path):
+def test_cli_caption_names_colours_and_shapes_and_rejects_bad_files(
+    tiny_shapes_run: Path, tmp_path: Path
+):
     image = render_scene([ShapeObject("circle", "red", "large", 32, 32, 11)], 64)
     image.save(tmp_path / "new.png")
     done = _lrcn("caption", str(tmp_path / "new.png"), "--checkpoint", str(tiny_shapes_run))

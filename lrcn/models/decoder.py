@@ -66,6 +66,9 @@ class LSTMDecoder(nn.Module):
             else None
         )
         self.out = nn.Linear(hidden_dim, vocab_size)
+        for lstm in (self.lstm, self.lstm2):
+            if lstm is not None:
+                _remember_init_(lstm)
 
     # ---- teacher forcing -------------------------------------------------------------------
     def hidden_states(
@@ -118,6 +121,65 @@ class LSTMDecoder(nn.Module):
         """Teacher-forced logits (B, L - 1, V) for targets ``tokens[:, 1:]``."""
         return self.out(self.hidden_states(features, tokens, lengths))
 
+    # ---- scheduled sampling ------------------------------------------------------------------
+    def hidden_states_scheduled(
+        self,
+        features: torch.Tensor,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        sample_prob: float,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``hidden_states`` with scheduled sampling (Bengio et al. 2015), one step at a time.
+
+        At every step t >= 1 each row's gold input ``tokens[:, t]`` is replaced, with probability
+        ``sample_prob``, by a token drawn from the model's own distribution at step t - 1
+        (detached: no gradient flows through the choice). Dropout is applied where
+        ``hidden_states`` applies it, so ``sample_prob == 0`` gives the teacher-forced states.
+
+        Args:
+            features: (B, D) visual features.
+            tokens: (B, L) ``<start> w1 ... <end> <pad>...``.
+            lengths: (B,) tokens per row including ``<start>`` and ``<end>``.
+            sample_prob: probability of feeding the sampled token instead of the gold one.
+            generator: random source for the coin flips and samples (on ``tokens``' device);
+                the global one when None.
+
+        Returns:
+            (B, L - 1, H), zeros past each row's length, as ``hidden_states``.
+        """
+        B, L = tokens.shape
+        visual = self.dropout(self.visual_proj(features))  # (B, E)
+        zeros = visual.new_zeros(self.lstm.num_layers, B, self.hidden_dim)
+        if self.variant == "show_tell":
+            _, state = self.lstm(visual.unsqueeze(1))  # the image is the first input
+        else:
+            state = (zeros, zeros)
+        state2 = (zeros, zeros)
+        outputs: list[torch.Tensor] = []
+        for t in range(L - 1):
+            inputs = tokens[:, t]  # (B,)
+            if t > 0 and sample_prob > 0:
+                use = torch.rand(B, generator=generator, device=tokens.device) < sample_prob  # (B,)
+                if bool(use.any()):
+                    with torch.no_grad():
+                        probs = torch.softmax(self.out(outputs[-1]).float(), dim=-1)  # (B, V)
+                        drawn = torch.multinomial(probs, 1, generator=generator).squeeze(1)  # (B,)
+                    inputs = torch.where(use, drawn, inputs)
+            word = self.dropout(self.embed(inputs)).unsqueeze(1)  # (B, 1, E)
+            if self.variant == "show_tell":
+                out, state = self.lstm(word, state)  # (B, 1, H)
+            elif self.variant == "lrcn1u":
+                out, state = self.lstm(torch.cat([word, visual.unsqueeze(1)], dim=2), state)
+            else:
+                first, state = self.lstm(word, state)  # (B, 1, H)
+                first = self.dropout(first)
+                out, state2 = self.lstm2(torch.cat([first, visual.unsqueeze(1)], dim=2), state2)
+            outputs.append(self.dropout(out[:, 0]))  # (B, H)
+        hidden = torch.stack(outputs, dim=1)  # (B, L-1, H)
+        valid = torch.arange(L - 1, device=tokens.device) < (lengths.to(tokens.device) - 1)[:, None]
+        return hidden * valid.unsqueeze(-1)  # (B, L-1, H), as packed sequences leave them
+
     # ---- step-by-step decoding ---------------------------------------------------------------
     def init_state(self, features: torch.Tensor) -> State:
         """Decoder state before the first word (``<start>``) is fed, for features (B, D)."""
@@ -155,3 +217,22 @@ class LSTMDecoder(nn.Module):
         """Select (or repeat) rows of a state: beam search's bookkeeping. index: (B',) long."""
         # LSTM states are (num_layers, B, H); the visual feature is (B, E).
         return {k: v.index_select(0 if k == "visual" else 1, index) for k, v in state.items()}
+
+
+def _remember_init_(lstm: nn.LSTM) -> None:
+    """Orthogonal recurrent weights and forget-gate bias 1 (Jozefowicz et al. 2015; Keras' default).
+
+    Show and Tell sees the image only at the first step; with PyTorch's default init the forget gate
+    starts near 0.5, the image fades within a few words, and training plateaus at a language model
+    that ignores the picture (measured here: loss 1.07 vs 0.93 after 140 steps on shapes).
+    """
+    hidden = lstm.hidden_size
+    for name, param in lstm.named_parameters():
+        if name.startswith("weight_hh"):
+            for gate in range(4):
+                nn.init.orthogonal_(param.data[gate * hidden : (gate + 1) * hidden])
+        elif name.startswith("bias_ih"):
+            nn.init.zeros_(param)
+            nn.init.ones_(param.data[hidden : 2 * hidden])
+        elif name.startswith("bias_hh"):
+            nn.init.zeros_(param)
