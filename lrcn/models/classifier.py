@@ -1,6 +1,6 @@
 """Activity recognition: TimeDistributed(CNN) -> LSTM -> linear (LRCN, and the Keras seed).
 
-The seed this module reproduces exactly (Keras, channels-last, 20,261 parameters)::
+The seed this module reproduces exactly (Keras, channels-last; 20,261 parameters at 10x10 input)::
 
     Sequential([TimeDistributed(Conv2D(2, (2, 2), activation="relu", padding="same")),
                 TimeDistributed(MaxPooling2D((2, 2))), TimeDistributed(Flatten()),
