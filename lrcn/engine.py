@@ -444,6 +444,19 @@ class Run:
         metrics["samples"] = [
             {"id": k, "caption": hyps[k], "reference": refs[k][0]} for k in list(hyps)[:4]
         ]
+        first = next(
+            iter(loader)
+        )  # the same first items generate_captions decoded, for a picture grid
+        key = "frames" if "frames" in first else "images" if "images" in first else None
+        if key is not None:
+            from lrcn.build import normalisation
+            from lrcn.visualize import denormalise
+
+            ids = first["ids"][:8]
+            metrics["grid"] = (
+                denormalise(first[key][:8], *normalisation(self.cfg)),
+                [f"{hyps[i]}\n({refs[i][0]})" for i in ids],
+            )
         return metrics
 
 
@@ -591,6 +604,11 @@ def fit(
                 if is_main:
                     val = run.validate()
                     samples = val.pop("samples", [])
+                    grid = val.pop("grid", None)
+                    if writer is not None and grid is not None:
+                        from lrcn.visualize import log_validation_grid
+
+                        log_validation_grid(writer, grid[0], grid[1], state.epoch + 1)
                     record.update(
                         {f"val_{k}": v for k, v in val.items() if isinstance(v, int | float)}
                     )
@@ -625,6 +643,17 @@ def fit(
                 distributed.barrier()
         finally:
             if writer is not None:
+                from lrcn.visualize import log_hparams
+
+                final = state.history[-1] if state.history else {}
+                log_hparams(
+                    writer,
+                    cfg.to_dict(),
+                    {
+                        **{k: v for k, v in final.items() if k != "epoch"},
+                        f"best_{run.monitor}": state.best,
+                    },
+                )
                 writer.close()
     if state.skipped:
         log.warning("%d unreadable items were skipped (data.on_error=skip)", state.skipped)

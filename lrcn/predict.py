@@ -146,6 +146,9 @@ def evaluate(
     write_json_atomic(out_dir / f"{split}_metrics.json", metrics)
     results = [{"image_id": _coco_id(k), "caption": v} for k, v in hyps.items()]
     write_json_atomic(out_dir / f"{split}_captions.json", results)
+    write_json_atomic(
+        out_dir / f"{split}_references.json", refs
+    )  # the report works after data moves
     return metrics
 
 
