@@ -69,6 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("classify", help="label videos or frame folders with an activity model")
     p.add_argument("paths", nargs="+")
     p.add_argument("--checkpoint", required=True)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="e.g. data.frame_sampling=clips",
+    )
 
     p = sub.add_parser(
         "extract-features", help="fill the feature store with a frozen encoder's features"
@@ -182,7 +190,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
 def cmd_classify(args: argparse.Namespace) -> int:
     from lrcn.predict import classify_files
 
-    for path, label, probability in classify_files(args.checkpoint, args.paths):
+    for path, label, probability in classify_files(args.checkpoint, args.paths, args.overrides):
         print(f"{path}\t{label}\t{probability:.4f}")
     return 0
 

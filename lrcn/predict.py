@@ -208,22 +208,39 @@ def caption_files(
 
 
 @torch.no_grad()
-def classify_files(checkpoint: str | Path, paths: list[str]) -> list[tuple[str, str, float]]:
+def classify_files(
+    checkpoint: str | Path, paths: list[str], overrides: list[str] | None = None
+) -> list[tuple[str, str, float]]:
     """Label each video or frame folder with an activity checkpoint (clip-averaged over long videos)."""
     from lrcn import build
     from lrcn.data.media import frames_to_tensor, read_frames
 
-    model, cfg, payload = load_model(checkpoint, task="activity")
+    model, cfg, payload = load_model(checkpoint, overrides=overrides, task="activity")
     labels = payload["labels"]
     mean, std = build.normalisation(cfg)
+    mean, std = (
+        (mean * 3, std * 3) if len(mean) == 1 else (mean, std)
+    )  # one-channel CNNs: normalise, then grey
     device = next(model.parameters()).device
     results = []
     for path in paths:
-        frames = read_frames(path, cfg.data.num_frames)  # (T, H, W, 3) uint8
-        pixels = frames_to_tensor(frames, cfg.data.image_size, mean, std)  # (T, 3, S, S)
+        if (
+            cfg.data.frame_sampling == "clips"
+        ):  # LRCN: average over strided clips of the whole video
+            clip_len, stride = cfg.classifier.clip_length, cfg.classifier.clip_stride
+            clips = read_frames(
+                path, clip_len, sampling="clips", clip_len=clip_len, stride=stride
+            )  # (N, L, H, W, 3)
+        else:
+            clips = read_frames(path, cfg.data.num_frames)[None]  # (1, T, H, W, 3) uint8
+        pixels = torch.stack(
+            [frames_to_tensor(c, cfg.data.image_size, mean, std) for c in clips]
+        )  # (N, T, 3, S, S)
         if cfg.encoder.name == "seed_cnn":
-            pixels = pixels.mean(dim=1, keepdim=True)  # the seed CNN reads one channel
-        proba = model.predict_proba(pixels.unsqueeze(0).to(device))[0]
+            pixels = pixels.mean(dim=2, keepdim=True)  # the seed CNN reads one channel
+        proba = model.predict_proba(pixels.to(device)).mean(
+            dim=0
+        )  # (C,): clip probabilities averaged
         best = int(proba.argmax())
         results.append((path, labels[best], float(proba[best])))
     return results
