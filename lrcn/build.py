@@ -193,6 +193,7 @@ def build_model(cfg: Config, vocab_size: int = 0, num_classes: int = 0) -> nn.Mo
 
         pretrained = cfg.encoder.weights not in ("none", "")
         for name, child in model.named_children():
-            if not (pretrained and name in ("encoder", "frame_encoder")):  # never re-draw pretrained weights
+            # never re-draw pretrained weights
+            if not (pretrained and name in ("encoder", "frame_encoder")):
                 keras_init_(child)
     return model

@@ -53,7 +53,10 @@ def test_motion_ground_truth_check():
     for i in range(60):
         _, captions, movers = data.item(i)
         assert all(names_motions(c, movers) for c in captions)
-    wrong = {data.item_id(i): data.captions(i)[0].replace("left", "up").replace("right", "down") for i in range(60)}
+    wrong = {
+        data.item_id(i): data.captions(i)[0].replace("left", "up").replace("right", "down")
+        for i in range(60)
+    }
     right = {data.item_id(i): data.captions(i)[0] for i in range(60)}
     assert motion_accuracy(right, data) == 1.0
     assert motion_accuracy(wrong, data) < 0.9
