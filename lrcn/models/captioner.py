@@ -48,6 +48,9 @@ class Captioner(nn.Module):
     """
 
     is_video = False
+    # probability of feeding the model's own previous word while training (scheduled sampling);
+    # the engine sets it per epoch, 0 is plain teacher forcing
+    scheduled_sampling_prob: float = 0.0
 
     def __init__(
         self, encoder: Encoder, decoder: LSTMDecoder, temporal: nn.Module | None = None
@@ -77,12 +80,22 @@ class Captioner(nn.Module):
         return self.encode_features(self.cnn_features(pixels))
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean cross-entropy per target token (teacher forcing)."""
+        """Mean cross-entropy per target token.
+
+        Teacher forcing, except while training with ``scheduled_sampling_prob > 0`` (set per
+        epoch by the engine from ``train.scheduled_sampling_max``): then each input word after
+        ``<start>`` is, with that probability, the model's own sample from the step before.
+        """
         visual = self.encode(batch)  # (B, D)
         if "owner" in batch:
             visual = visual.index_select(0, batch["owner"])  # (N, D): one row per caption
         tokens, lengths = batch["tokens"], batch["lengths"]
-        hidden = self.decoder.hidden_states(visual, tokens, lengths)  # (N, L-1, H)
+        if self.training and self.scheduled_sampling_prob > 0:
+            hidden = self.decoder.hidden_states_scheduled(
+                visual, tokens, lengths, self.scheduled_sampling_prob
+            )  # (N, L-1, H)
+        else:
+            hidden = self.decoder.hidden_states(visual, tokens, lengths)  # (N, L-1, H)
         targets = tokens[:, 1:]  # (N, L-1)
         mask = targets != self.decoder.embed.padding_idx
         logits = self.decoder.out(hidden[mask])  # (tokens, V): no logits for padding
