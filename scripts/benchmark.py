@@ -1,6 +1,6 @@
 """Speed and memory figures of lrcn on this machine.
 
-    python scripts/benchmark.py [--quick] [--out benchmark.json] [--threads N]
+    python scripts/benchmark.py [--quick] [--out benchmark.json] [--threads 1] [--only NAMES]
 
 Prints one line per figure and writes them, with the machine and its load average, to a JSON file:
 
@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,10 +48,13 @@ SIZES = {
         "beam_epochs": 8,
         "jpeg_items": 192,
         "jpeg_side": 320,
+        "pipeline_rounds": 2,
         "score_items": 5000,
         "store_rows": 100_000,
         "store_encoder": "resnet50",  # 2048-d rows
         "memory_steps": 50,
+        "memory_batch": 64,
+        "recipe_encoder": "resnet50",
     },
     "quick": {
         "train_items": 8,
@@ -59,10 +63,13 @@ SIZES = {
         "beam_epochs": 1,
         "jpeg_items": 6,
         "jpeg_side": 80,
+        "pipeline_rounds": 1,
         "score_items": 50,
         "store_rows": 500,
-        "store_encoder": "resnet18",  # 512-d rows
+        "store_encoder": "small_cnn",  # 256-d rows; no torchvision import in the child
         "memory_steps": 2,
+        "memory_batch": 8,
+        "recipe_encoder": "resnet18",  # resnet50 takes seconds to build
     },
 }
 TARGETS = {
@@ -74,7 +81,7 @@ TARGETS = {
 }
 
 
-def base_overrides(size: dict[str, Any], work: Path, **changes: Any) -> list[str]:
+def base_overrides(size: dict[str, Any], **changes: Any) -> list[str]:
     """A frozen resnet18 (random weights, no download) on shapes images, Show-and-Tell 256/512."""
     values: dict[str, Any] = {
         "task": "caption",
@@ -114,9 +121,18 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    memory_gb = 0.0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gb = round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
     return {
         "cpu": model,
         "cores": os.cpu_count(),
+        "memory_gb": memory_gb,
+        "kernel": platform.release(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -140,53 +156,70 @@ def train_epoch(cfg, run_dir: Path) -> tuple[float, Any]:
     return stats["items"] / stats["seconds"], run
 
 
-DECODERS = ((256, 512), (128, 256))  # (embed, hidden): the published recipes', the shapes recipe's
+# (encoder, decoder embed, decoder hidden, share of train_items); the first row is the figure, the
+# last is the published COCO/Flickr recipe (configs/coco.yaml) with random weights
+TRAIN_ROWS = (("resnet18", 256, 512, 1.0), ("resnet18", 128, 256, 1.0), ("recipe", 512, 512, 0.5))
 
 
 def train_store_vs_live(size: dict[str, Any], work: Path) -> tuple[dict[str, Any], Any]:
     from lrcn.config import load_config
     from lrcn.data.features import extract_features
 
-    store = {"data.features": work / "store1"}
-    store_cfg = load_config(None, base_overrides(size, work, **store))
-    start = time.perf_counter()
-    extract_features(store_cfg, "train")
-    extract_seconds = time.perf_counter() - start
-    extract_features(store_cfg, "val")
-    results, runs = [], []
-    for embed, hidden in DECODERS:
-        decoder = {"decoder.embed_dim": embed, "decoder.hidden_dim": hidden}
-        live_cfg = load_config(None, base_overrides(size, work, **decoder))
-        store_cfg = load_config(None, base_overrides(size, work, **decoder, **store))
-        live, _ = train_epoch(live_cfg, work / f"run-live-{hidden}")
-        from_store, run = train_epoch(store_cfg, work / f"run-store-{hidden}")
-        results.append({"decoder_hidden": hidden, "store": from_store, "live": live})
-        runs.append(run)
-    main, other = results
+    rows, first_run = [], None
+    for encoder, embed, hidden, share in TRAIN_ROWS:
+        encoder = size["recipe_encoder"] if encoder == "recipe" else encoder
+        items = max(4, int(size["train_items"] * share))
+        changes = {
+            "encoder.name": encoder,
+            "decoder.embed_dim": embed,
+            "decoder.hidden_dim": hidden,
+            "data.train_size": items,
+        }
+        store = {"data.features": work / f"store1-{encoder}-{items}"}
+        store_cfg = load_config(None, base_overrides(size, **changes, **store))
+        start = time.perf_counter()
+        extract_features(store_cfg, "train")  # a no-op when an earlier row made this store
+        extract_seconds = time.perf_counter() - start
+        extract_features(store_cfg, "val")
+        live_cfg = load_config(None, base_overrides(size, **changes))
+        live, _ = train_epoch(live_cfg, work / f"run-live-{len(rows)}")
+        from_store, run = train_epoch(store_cfg, work / f"run-store-{len(rows)}")
+        first_run = first_run or run
+        rows.append(
+            {
+                "encoder": encoder,
+                "decoder_embed": embed,
+                "decoder_hidden": hidden,
+                "items": items,
+                "store_images_per_s": from_store,
+                "live_images_per_s": live,
+                "ratio": from_store / live,
+                "extract_seconds": extract_seconds,
+            }
+        )
+    main = rows[0]
     figure = {
-        "store_images_per_s": main["store"],
-        "live_images_per_s": main["live"],
-        "ratio": main["store"] / main["live"],
-        "decoders": [{**r, "ratio": r["store"] / r["live"]} for r in results],
-        "extract_images_per_s": size["train_items"] / extract_seconds,
-        "items": size["train_items"],
-        "encoder": "resnet18 (random weights, frozen)",
+        **main,
+        "rows": rows,
         "image_size": size["image_size"],
-        "decoder": "show_tell embed 256, hidden 512 (and embed 128, hidden 256)",
+        "weights": "random (encoder.weights=none), frozen",
         "batch_size": 32,
         "captions_per_image": 5,
     }
-    line = (
-        f"train epoch from store: {main['store']:.1f} images/s; live frozen resnet18 at "
-        f"{size['image_size']}px: {main['live']:.2f} images/s; {figure['ratio']:.1f}x with the "
-        f"hidden-512 decoder ({other['store']:.1f} vs {other['live']:.2f} images/s, "
-        f"{other['store'] / other['live']:.1f}x, with hidden 256)"
+    others = "; ".join(
+        f"{r['encoder']} + hidden {r['decoder_hidden']}: {r['store_images_per_s']:.1f} vs "
+        f"{r['live_images_per_s']:.2f} images/s, {r['ratio']:.1f}x"
+        for r in rows[1:]
     )
-    return {**figure, "line": line}, runs[0]
+    line = (
+        f"train epoch from store: {main['store_images_per_s']:.1f} images/s; live frozen "
+        f"{main['encoder']} at {size['image_size']}px: {main['live_images_per_s']:.2f} images/s; "
+        f"{main['ratio']:.1f}x with the hidden-{main['decoder_hidden']} decoder ({others})"
+    )
+    return {**figure, "line": line}, first_run
 
 
 def beam_batched_vs_single(size: dict[str, Any], run: Any) -> dict[str, Any]:
-    from lrcn.data.datasets import EpochSampler
     from lrcn.decoding import decode
     from lrcn.engine import TrainState, train_one_epoch
 
@@ -197,7 +230,6 @@ def beam_batched_vs_single(size: dict[str, Any], run: Any) -> dict[str, Any]:
             run.model, run.train_loader(), run.optimizer, run.scheduler, state,
             torch.device("cpu"), 5.0, progress=False,
         )  # fmt: skip
-    assert isinstance(run.sampler, EpochSampler)
     model, vocab, cfg = run.model.eval(), run.vocab, run.cfg
     source = run.train_data.source
     count = size["beam_items"]
@@ -264,34 +296,51 @@ def extraction_pipeline(size: dict[str, Any], work: Path) -> dict[str, Any]:
         "data.num_workers": 1,  # decodes the next batch while the encoder runs
         "data.features": work / "store3",
     }
-    cfg = load_config(None, base_overrides(size, work, **changes))
+    cfg = load_config(None, base_overrides(size, **changes))
     torch.manual_seed(0)
     encoder = build_encoder(cfg).eval()  # also imports torchvision before the timed call
     batch = torch.randn(cfg.eval.batch_size, 3, cfg.data.image_size, cfg.data.image_size)
 
-    def forward_alone() -> float:
-        start = time.perf_counter()
+    def forward_alone() -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
         with torch.no_grad():
             for done in range(0, count, len(batch)):
                 encoder(batch[: min(len(batch), count - done)])
-        return count / (time.perf_counter() - start)
+        return time.perf_counter() - wall, time.process_time() - cpu
 
-    # encoder alone before and after the pipeline: the load of a shared machine drifts
-    before = forward_alone()
-    start = time.perf_counter()
-    info = extract_features(cfg, "train")
-    pipeline = count / (time.perf_counter() - start)
-    assert info["new"] == count
-    alone = (before + forward_alone()) / 2
+    def pipeline() -> tuple[float, float]:
+        shutil.rmtree(cfg.data.features, ignore_errors=True)
+        wall, cpu = time.perf_counter(), time.process_time()
+        info = extract_features(cfg, "train")
+        assert info["new"] == count
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    # alone, pipeline, alone, ...: each pipeline run is compared with the runs beside it, as the
+    # load of a shared machine drifts
+    alone = [forward_alone()]
+    ratios, piped = [], []
+    for _ in range(size["pipeline_rounds"]):
+        piped.append(pipeline())
+        alone.append(forward_alone())
+        ratios.append((alone[-2][0] + alone[-1][0]) / 2 / piped[-1][0])
+    ratio = float(np.mean(ratios))
+    pipeline_rate = count / float(np.mean([wall for wall, _ in piped]))
+    alone_rate = count / float(np.mean([wall for wall, _ in alone]))
+    # CPU time of this process only (the DataLoader worker decodes in another one)
+    cpu_ratio = float(np.mean([c for _, c in alone]) / np.mean([c for _, c in piped]))
     line = (
         f"extraction pipeline (JPEG {side}x{side * 3 // 4} decode, resize to "
-        f"{cfg.data.image_size}, batch, encode): {pipeline:.2f} images/s; encoder forward alone: "
-        f"{alone:.2f} images/s; {pipeline / alone:.2f} of it"
+        f"{cfg.data.image_size}, batch, encode): {pipeline_rate:.2f} images/s; encoder forward "
+        f"alone: {alone_rate:.2f} images/s; {ratio:.2f} of it (rounds: "
+        f"{', '.join(f'{r:.2f}' for r in ratios)}; main-process CPU time per image: "
+        f"{cpu_ratio:.2f} of the pipeline's)"
     )
     return {
-        "pipeline_images_per_s": pipeline,
-        "encoder_images_per_s": alone,
-        "ratio": pipeline / alone,
+        "pipeline_images_per_s": pipeline_rate,
+        "encoder_images_per_s": alone_rate,
+        "ratio": ratio,
+        "round_ratios": ratios,
+        "cpu_time_ratio": cpu_ratio,
         "items": count,
         "num_workers": 1,
         "line": line,
@@ -362,12 +411,11 @@ def scoring(size: dict[str, Any]) -> dict[str, Any]:
 def memory_overrides(size: dict[str, Any], work: Path) -> list[str]:
     return base_overrides(
         size,
-        work,
         **{
             "data.train_size": size["store_rows"],
             "encoder.name": size["store_encoder"],
             "data.features": work / "store5",
-            "train.batch_size": 64,
+            "train.batch_size": size["memory_batch"],
         },
     )
 
@@ -401,18 +449,25 @@ def store_memory(size: dict[str, Any], work: Path) -> dict[str, Any]:
     growth = result["training_peak_kb"] * 1024 - result["before"]["VmRSS"] * 1024
     fraction = growth / store_bytes
     mb = 1024 * 1024
+    anon = (result["after"]["RssAnon"] - result["before"]["RssAnon"]) * 1024
+    mapped = (result["after"]["RssFile"] - result["before"]["RssFile"]) * 1024  # file-backed
     line = (
-        f"training {result['steps']} steps (batch 64) from a {len(raw)}-row float16 store "
-        f"({store_bytes / mb:.0f} MB, D={dim}): peak resident memory grew {growth / mb:.1f} MB "
-        f"= {fraction:.3f} of the store; reading every row once: RssAnon "
-        f"+{result['full_pass_anon_kb'] / 1024:.1f} MB, RssFile +{result['full_pass_file_kb'] / 1024:.0f} MB "
-        "(shared page cache)"
+        f"training {result['steps']} steps (batch {cfg.train.batch_size}) from a {len(raw)}-row float16 store "
+        f"({store_bytes / mb:.0f} MB, D={dim}): peak RSS grew {growth / mb:.1f} MB = "
+        f"{fraction:.3f} of the store (private RssAnon {anon / mb:+.1f} MB, file-backed RssFile "
+        f"{mapped / mb:+.1f} MB); then every row read once: RssAnon "
+        f"{result['full_pass_anon_kb'] / 1024:+.1f} MB, RssFile "
+        f"{result['full_pass_file_kb'] / 1024:+.0f} MB; controls: every row read through "
+        f"np.load(mmap_mode='r'): RssFile {result['mmap_pass_file_kb'] / 1024:+.0f} MB; the store "
+        f"loaded with np.load: RssAnon {result['loaded_anon_kb'] / 1024:+.0f} MB"
     )
     return {
         "store_rows": len(raw),
         "store_mb": store_bytes / mb,
         "feature_dim": dim,
         "peak_growth_mb": growth / mb,
+        "training_anon_growth_mb": anon / mb,
+        "training_file_growth_mb": mapped / mb,
         "ratio": fraction,
         "child": result,
         "line": line,
@@ -459,7 +514,10 @@ def memory_child(overrides: list[str], steps: int) -> dict[str, Any]:
         data, batch_size=batch, sampler=sampler, collate_fn=make_caption_collate(False)
     )
     warm_up = DataLoader(
-        data, batch_size=batch, sampler=range(5 * batch), collate_fn=make_caption_collate(False)
+        data,
+        batch_size=batch,
+        sampler=range(min(5, steps) * batch),
+        collate_fn=make_caption_collate(False),
     )
     # a few steps first: the allocator, autograd and the optimizer's state reach their steady size
     train_one_epoch(
@@ -478,6 +536,15 @@ def memory_child(overrides: list[str], steps: int) -> dict[str, Any]:
     for i in range(len(source)):  # touch every row: mapped pages are page cache, not the heap
         source.features(i)
     full = proc_status()
+    mapped = source.array  # the control: the same full pass through a memory map
+    for i in range(len(source)):
+        np.array(mapped[i], dtype=np.float32)
+    through_map = proc_status()
+    del mapped
+    source.close()
+    loaded = np.load(source.path)  # the control: the same rows read into this process's memory
+    control = proc_status()
+    del loaded
     return {
         "steps": steps,
         "before": before,
@@ -487,6 +554,8 @@ def memory_child(overrides: list[str], steps: int) -> dict[str, Any]:
         "training_peak_kb": after["VmHWM"] if reset else max(after["VmHWM"], after["VmRSS"]),
         "full_pass_anon_kb": full["RssAnon"] - after["RssAnon"],
         "full_pass_file_kb": full["RssFile"] - after["RssFile"],
+        "mmap_pass_file_kb": through_map["RssFile"] - full["RssFile"],
+        "loaded_anon_kb": control["RssAnon"] - through_map["RssAnon"],
     }
 
 
@@ -497,7 +566,13 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="toy sizes: checks it works, not speed"
     )
     parser.add_argument("--out", default="benchmark.json", help="JSON file to write")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a shared machine more threads than free cores make "
+        "small ops wait on each other; 0: torch's default)",
+    )
     parser.add_argument("--only", help="comma-separated figure names to run (default: all)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)

@@ -81,11 +81,14 @@ def test_resume_continues_exactly(tmp_path: Path):
     """Two epochs in one go == one epoch, stop, resume for the second (bitwise on CPU)."""
     from lrcn.engine import fit
 
-    overrides = [o for o in TINY_SHAPES if not o.startswith("train.epochs")] + [
-        "data.train_size=96",
-        "decoder.dropout=0.2",
-        "train.scheduler=none",  # a schedule's length depends on train.epochs, which the resume extends
-    ]
+    overrides = (
+        [o for o in TINY_SHAPES if not o.startswith("train.epochs")]
+        + [
+            "data.train_size=96",
+            "decoder.dropout=0.2",
+            "train.scheduler=none",  # a schedule's length depends on train.epochs, which the resume extends
+        ]
+    )
     straight = fit(
         load_config(REPO / "configs" / "shapes.yaml", overrides + ["train.epochs=2"]),
         tmp_path / "a",
