@@ -388,6 +388,8 @@ class Run:
             )
             self.val_collate = make_eval_collate(train_source.is_video)
             self.model = build.build_model(cfg, vocab_size=len(self.vocab))
+            if hasattr(train_source, "check_encoder"):  # the store was made by this very encoder
+                train_source.check_encoder(self.model.encoder)
         self.model.to(device)
         if cfg.train.batch_size % world:
             raise LrcnError(

@@ -43,13 +43,15 @@ def load_model(
     cfg = load_config_over(
         config_from_dict(payload["config"], f"{path} (saved config)"), overrides or []
     )
-    # pretrained weights are inside the checkpoint: do not fetch them again
-    cfg.encoder.weights = "none"
+    # pretrained weights are inside the checkpoint: build without fetching them again, but return the
+    # config unchanged (a feature store checks the encoder's weights against it)
+    build_cfg = config_from_dict(cfg.to_dict())
+    build_cfg.encoder.weights = "none"
     if cfg.task == "activity":
-        model = build.build_model(cfg, num_classes=len(payload["labels"]))
+        model = build.build_model(build_cfg, num_classes=len(payload["labels"]))
     else:
         vocab = Vocabulary.from_dict(payload["vocab"])
-        model = build.build_model(cfg, vocab_size=len(vocab))
+        model = build.build_model(build_cfg, vocab_size=len(vocab))
     load_state_dict_checked(model, payload["model"], path)
     model.to(resolve_device(cfg.train.device)).eval()
     payload["path"] = str(path)

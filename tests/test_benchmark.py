@@ -1,0 +1,46 @@
+"""scripts/benchmark.py --quick still runs every figure (its numbers are not checked: toy sizes).
+
+About 13 s on the shared 2-core machine, so not marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+FIGURES = (
+    "train_store_vs_live",
+    "beam_batched_vs_single",
+    "extraction_pipeline",
+    "scoring",
+    "store_memory",
+)
+
+
+def test_quick_benchmark_measures_every_figure(tmp_path):
+    out = tmp_path / "benchmark.json"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["mode"] == "quick" and set(report["figures"]) == set(FIGURES)
+    for name, figure in report["figures"].items():
+        assert math.isfinite(figure["ratio"]) and figure["ratio"] > 0, name
+        assert len(figure["load_average"]) == 3, name
+    assert report["figures"]["beam_batched_vs_single"]["identical"] is True
+    assert report["figures"]["scoring"]["max_score_difference"] < 1e-6
+    assert report["machine"]["cores"] >= 1 and report["machine"]["torch"]
+    lines = done.stdout.splitlines()
+    assert sum("[target" in line for line in lines) == len(FIGURES)
