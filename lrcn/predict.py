@@ -90,6 +90,10 @@ def evaluate(
         loader = _loader(data, cfg.eval.batch_size, None, None, cfg.data.num_workers, device)
         result = evaluate_classifier(model, loader, device, payload["labels"])
         metrics = {"accuracy": result["accuracy"], "items": result["items"], "split": split}
+        if cfg.data.dataset == "manifest" and cfg.data.frame_sampling == "clips":
+            metrics.update(_clip_and_video_accuracy(model, cfg, split, payload["labels"]))
+        else:  # one clip per video: the two levels coincide
+            metrics.update(clip_accuracy=result["accuracy"], video_accuracy=result["accuracy"])
         write_json_atomic(out_dir / f"{split}_metrics.json", metrics)
         write_json_atomic(out_dir / f"{split}_predictions.json", result["predictions"])
         return metrics
@@ -152,6 +156,37 @@ def evaluate(
         out_dir / f"{split}_references.json", refs
     )  # the report works after data moves
     return metrics
+
+
+@torch.no_grad()
+def _clip_and_video_accuracy(
+    model: nn.Module, cfg: Config, split: str, labels: list[str]
+) -> dict[str, float]:
+    """LRCN's two levels: every strided clip judged alone, and clip probabilities averaged per video."""
+    from lrcn import build
+    from lrcn.data.formats import read_manifest
+    from lrcn.data.media import frames_to_tensor, read_frames
+
+    mean, std = build.normalisation(cfg)
+    device = next(model.parameters()).device
+    clip_hits, clips_seen, video_hits, videos = 0, 0, 0, 0
+    for record in read_manifest(cfg.data.manifest, split):
+        length, stride = cfg.classifier.clip_length, cfg.classifier.clip_stride
+        clips = read_frames(
+            record["path"], length, sampling="clips", clip_len=length, stride=stride
+        )
+        pixels = torch.stack(
+            [frames_to_tensor(c, cfg.data.image_size, mean, std) for c in clips]
+        )  # (N, L, 3, S, S)
+        proba = model.predict_proba(pixels.to(device))  # (N, C)
+        clip_hits += int((proba.argmax(dim=1) == record["label"]).sum())
+        clips_seen += proba.shape[0]
+        video_hits += int(int(proba.mean(dim=0).argmax()) == record["label"])
+        videos += 1
+    return {
+        "clip_accuracy": clip_hits / max(clips_seen, 1),
+        "video_accuracy": video_hits / max(videos, 1),
+    }
 
 
 def _coco_id(item_id: str) -> int | str:

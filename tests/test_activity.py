@@ -80,3 +80,45 @@ def test_cli_classify_prints_label_and_probability(
             capture_output=True, text=True, cwd=REPO, timeout=300,
         )  # fmt: skip
         assert done.returncode == 2 and str(bad) in done.stderr and "Traceback" not in done.stderr
+
+
+def test_manifest_videos_report_clip_and_video_accuracy(shared_data: Path, tmp_path: Path):
+    from lrcn.data.formats import write_manifest
+    from lrcn.engine import fit
+    from lrcn.predict import evaluate
+
+    clip = str(shared_data / "ucf101" / "v_Basketball_g01_c01.avi")
+    records = [
+        {
+            "id": f"{split}{i}",
+            "path": clip,
+            "split": split,
+            "label": i % 2,
+            "label_name": ["Basketball", "Other"][i % 2],
+        }
+        for split in ("train", "val", "test")
+        for i in range(2)
+    ]
+    write_manifest(records, tmp_path / "manifest", labels=["Basketball", "Other"])
+    overrides = [
+        "data.dataset=manifest",
+        f"data.manifest={tmp_path / 'manifest'}",
+        "data.image_size=32",
+        "data.num_frames=8",
+        "encoder.name=small_cnn",
+        "encoder.weights=none",
+        "encoder.feature_dim=16",
+        "classifier.hidden_dim=16",
+        "classifier.clip_length=8",
+        "classifier.clip_stride=64",
+        "data.frame_sampling=clips",
+        "data.num_workers=0",
+        "train.epochs=1",
+        "train.batch_size=2",
+        "train.progress=false",
+    ]
+    fit(load_config(REPO / "configs" / "ucf101.yaml", overrides), tmp_path / "run")
+    metrics = evaluate(tmp_path / "run", split="test")
+    assert metrics["items"] == 2
+    # one video, the same clip labelled twice: exactly one of each pair is right
+    assert metrics["video_accuracy"] == 0.5 and 0.0 <= metrics["clip_accuracy"] <= 1.0
