@@ -29,6 +29,7 @@ METRIC_ORDER = (
     "CIDEr",
     "accuracy",
     "motion_accuracy",
+    "motion_colour_accuracy",
 )
 
 

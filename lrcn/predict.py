@@ -145,9 +145,9 @@ def evaluate(
     if cfg.data.dataset == "moving_shapes" and not cfg.data.features:
         from lrcn.data.synthetic.moving_shapes import motion_accuracy
 
-        metrics["motion_accuracy"] = motion_accuracy(
-            hyps, source.data
-        )  # ground truth from the generator
+        # ground truth from the generator: motion words in the references' order, and with colours
+        metrics["motion_accuracy"] = motion_accuracy(hyps, source.data)
+        metrics["motion_colour_accuracy"] = motion_accuracy(hyps, source.data, match="colour")
     metrics.update(split=split, items=len(hyps), beam_size=cfg.eval.beam_size, skipped=skipped)
     write_json_atomic(out_dir / f"{split}_metrics.json", metrics)
     results = [{"image_id": _coco_id(k), "caption": v} for k, v in hyps.items()]
