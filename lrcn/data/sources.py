@@ -4,21 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-import torch
-
 from lrcn.data.datasets import Example, Source
+from lrcn.data.media import frames_to_tensor, image_to_tensor
 from lrcn.data.synthetic.shapes import ShapesCaptions
-
-
-def pil_to_tensor(image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """PIL RGB image -> normalised float tensor (3, H, W)."""
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(
-        2, 0, 1
-    )  # (3, H, W)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return (pixels - mean_t) / std_t
 
 
 class ShapesSource(Source):
@@ -34,7 +22,7 @@ class ShapesSource(Source):
         std: Sequence[float],
     ) -> None:
         self.data = ShapesCaptions(split, size, seed=seed, image_size=image_size)
-        self.mean, self.std = mean, std
+        self.image_size, self.mean, self.std = image_size, mean, std
 
     def __len__(self) -> int:
         return len(self.data)
@@ -42,7 +30,9 @@ class ShapesSource(Source):
     def example(self, index: int) -> Example:
         image, captions, _ = self.data.item(index)
         return Example(
-            self.data.item_id(index), captions, pixels=pil_to_tensor(image, self.mean, self.std)
+            self.data.item_id(index),
+            captions,
+            pixels=image_to_tensor(image, self.image_size, self.mean, self.std),
         )
 
     def captions(self, index: int) -> list[str]:
@@ -132,16 +122,15 @@ class MovingShapesSource(Source):
         self.data = MovingShapesCaptions(
             split, size, seed=seed, image_size=image_size, num_frames=num_frames
         )
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean, self.std = mean, std
 
     def __len__(self) -> int:
         return len(self.data)
 
     def example(self, index: int) -> Example:
-        frames, captions, _ = self.data.item(index)
-        pixels = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0  # (T, 3, S, S)
-        return Example(self.data.item_id(index), captions, pixels=(pixels - self.mean) / self.std)
+        frames, captions, _ = self.data.item(index)  # (T, S, S, 3) uint8
+        pixels = frames_to_tensor(frames, self.data.image_size, self.mean, self.std)  # (T, 3, S, S)
+        return Example(self.data.item_id(index), captions, pixels=pixels)
 
     def captions(self, index: int) -> list[str]:
         return self.data.captions(index)
