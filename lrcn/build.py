@@ -35,8 +35,7 @@ def _split_size(cfg: Config, split: str) -> int:
 
 
 def build_source(cfg: Config, split: str) -> Source:
-    """The captioning examples of one split (image or video)."""
-    mean, std = normalisation(cfg)
+    """The captioning examples of one split (image or video), from the feature store when set."""
     if cfg.data.features:
         from lrcn.data.features import FeatureSource, store_header
 
@@ -47,6 +46,7 @@ def build_source(cfg: Config, split: str) -> Source:
 
 
 def build_source_raw(cfg: Config, split: str) -> Source:
+    """The captioning examples of one split as pixels (embedded generator or manifest)."""
     mean, std = normalisation(cfg)
     if cfg.task == "caption" and cfg.data.dataset == "shapes":
         from lrcn.data.sources import ShapesSource
