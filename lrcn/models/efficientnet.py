@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lrcn.checkpoint import short_list, state_dict_mismatch
 from lrcn.errors import LrcnError
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def load_lukemelas_state_dict(model: nn.Module, state_dict: dict[str, torch.Tens
         else:
             renamed[new_key] = tensor
     if unused:
-        raise ValueError(f"keys with no place in the model: {_some(unused)}")
+        raise ValueError(f"keys with no place in the model: {short_list(unused)}")
     _load_strict(model, renamed)
 
 
@@ -164,35 +165,10 @@ def _timm_key(key: str, blocks: list[tuple[str, nn.Module]]) -> str | None:
 
 def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
     """load_state_dict(strict=True), with every mismatch reported as one ValueError."""
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    reshaped = [
-        f"{key} {_shape(state_dict[key])} vs {_shape(expected[key])}"
-        for key in expected
-        if key in state_dict and _shape(state_dict[key]) != _shape(expected[key])
-    ]
-    problems = [
-        f"{label}: {_some(keys)}"
-        for label, keys in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", reshaped),
-        )
-        if keys
-    ]
-    if problems:
-        raise ValueError("; ".join(problems))
+    problem = state_dict_mismatch(model, state_dict)
+    if problem:
+        raise ValueError(problem)
     model.load_state_dict(state_dict, strict=True)
-
-
-def _shape(value: object) -> tuple[int, ...] | str:
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-
-
-def _some(keys: list[str], limit: int = 3) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown if len(keys) <= limit else f"{shown} and {len(keys) - limit} more"
 
 
 def _is_lukemelas(state_dict: dict[str, torch.Tensor]) -> bool:
