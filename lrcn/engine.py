@@ -158,9 +158,8 @@ def train_one_epoch(
     """
     model.train()
     total, count, items, start = 0.0, 0, 0, time.perf_counter()
-    last_batch = _start(loader) + len(
-        loader
-    )  # an accumulation cycle always closes at the epoch's end
+    # an accumulation cycle always closes at the epoch's last batch
+    last_batch = _start(loader) + len(loader)
     bar = _progress(loader, progress, desc=f"epoch {state.epoch + 1}")
     for batch in bar:
         skipped = batch.pop("skipped", [])
@@ -179,9 +178,10 @@ def train_one_epoch(
                 loss = model(batch)
             else:
                 loss = model.loss(batch)
-        if not torch.isfinite(loss):
+        value = loss.item()  # the step's one host sync: logging and the NaN check share it
+        if not math.isfinite(value):
             raise LrcnError(
-                f"the training loss became {loss.item()} at step {state.step + 1} (epoch {state.epoch + 1}); "
+                f"the training loss became {value} at step {state.step + 1} (epoch {state.epoch + 1}); "
                 "the last good checkpoint is kept — lower train.lr or enable train.grad_clip."
             )
         (loss / grad_accum_steps).backward()
@@ -193,7 +193,6 @@ def train_one_epoch(
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             state.step += 1
-        value = loss.item()
         total += value
         count += 1
         items += int(batch.get("size", 0)) or next(
