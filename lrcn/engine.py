@@ -326,7 +326,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _loader(
+def make_loader(
     dataset, batch_size: int, collate, sampler=None, num_workers: int = 0, device=None
 ) -> DataLoader:
     return DataLoader(
@@ -409,7 +409,7 @@ class Run:
         )
 
     def train_loader(self) -> DataLoader:
-        return _loader(
+        return make_loader(
             self.train_data,
             self.batch_size,
             self.collate,
@@ -420,7 +420,7 @@ class Run:
 
     def validate(self) -> dict[str, Any]:
         if self.task == "activity":
-            loader = _loader(
+            loader = make_loader(
                 self.val_data,
                 self.cfg.eval.batch_size,
                 None,
@@ -430,7 +430,7 @@ class Run:
             )
             result = evaluate_classifier(self.model, loader, self.device, self.labels)
             return {"accuracy": result["accuracy"]}
-        loader = _loader(
+        loader = make_loader(
             self.val_data,
             self.cfg.eval.batch_size,
             self.val_collate,

@@ -79,7 +79,7 @@ def evaluate(
     """
     from lrcn import build
     from lrcn.data.datasets import CaptionEvalDataset, make_eval_collate
-    from lrcn.engine import _loader, evaluate_classifier, generate_captions, score_captions
+    from lrcn.engine import evaluate_classifier, generate_captions, make_loader, score_captions
 
     extra = list(overrides or []) + ([f"eval.beam_size={beam_size}"] if beam_size else [])
     model, cfg, payload = load_model(checkpoint, overrides=extra)
@@ -87,7 +87,7 @@ def evaluate(
     out_dir = Path(out_dir) if out_dir else run_dir_of(payload["path"]) / "eval"
     if cfg.task == "activity":
         data, _ = build.build_activity_dataset(cfg, split)
-        loader = _loader(data, cfg.eval.batch_size, None, None, cfg.data.num_workers, device)
+        loader = make_loader(data, cfg.eval.batch_size, None, None, cfg.data.num_workers, device)
         result = evaluate_classifier(model, loader, device, payload["labels"])
         metrics = {"accuracy": result["accuracy"], "items": result["items"], "split": split}
         if cfg.data.dataset == "manifest" and cfg.data.frame_sampling == "clips":
@@ -100,7 +100,7 @@ def evaluate(
     vocab = Vocabulary.from_dict(payload["vocab"])
     source = build.build_source(cfg, split)
     dataset = CaptionEvalDataset(source, on_error=cfg.data.on_error)
-    loader = _loader(
+    loader = make_loader(
         dataset,
         cfg.eval.batch_size,
         make_eval_collate(source.is_video),
