@@ -37,6 +37,7 @@ from lrcn.data.datasets import (
     make_caption_collate,
     make_eval_collate,
     most_frequent_caption,
+    tokenize_source,
 )
 from lrcn.errors import LrcnError
 from lrcn.text.vocab import Vocabulary
@@ -82,12 +83,29 @@ def move_batch(batch: dict, device: torch.device) -> dict:
     }
 
 
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """The autocast dtype for ``train.amp`` on ``device``: None on CPU (exact, reproducible);
+    bfloat16 on GPUs that compute it natively (compute capability 8.0+, Ampere and later);
+    float16 on older GPUs (V100, T4), which then need a ``GradScaler``. Capability is checked
+    directly because ``torch.cuda.is_bf16_supported()`` also says yes where bfloat16 is only
+    emulated."""
+    if not enabled or device.type != "cuda":
+        return None
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
 def autocast(device: torch.device, enabled: bool):
-    """bfloat16/float16 autocast on CUDA when enabled; a no-op on CPU (exact, reproducible)."""
-    if enabled and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return nullcontext()
+    """Autocast in :func:`amp_dtype`'s dtype, or a no-op where that is None."""
+    dtype = amp_dtype(device, enabled)
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def make_grad_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
+    """A loss scaler, enabled only when autocast runs in float16, whose small gradients would
+    otherwise underflow to zero; bfloat16 has float32's range and needs none."""
+    enabled = amp_dtype(device, amp) == torch.float16
+    return torch.amp.GradScaler(device.type if enabled else "cpu", enabled=enabled)
 
 
 def _progress(iterable: Iterable, enabled: bool, **kwargs: Any) -> Iterable:
@@ -147,16 +165,20 @@ def train_one_epoch(
     on_step: Callable[[TrainState, float], None] | None = None,
     progress: bool = True,
     loss_fn: Callable[[nn.Module, dict], torch.Tensor] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader`` (which already skips the batches trained before a resume).
 
     Every batch is a dict the model's ``loss(batch)`` understands. ``on_step`` runs after each
-    optimizer step (logging, step checkpoints, stop requests).
+    optimizer step (logging, step checkpoints, stop requests). An enabled ``scaler`` (float16
+    autocast, :func:`make_grad_scaler`) scales the loss before backward, unscales the gradients
+    before clipping, and skips the optimizer step whose gradients overflowed.
 
     Returns:
         ``{"loss": mean training loss, "items": examples seen, "seconds": wall time}``.
     """
     model.train()
+    scaling = scaler is not None and scaler.is_enabled()
     total, count, items, start = 0.0, 0, 0, time.perf_counter()
     # an accumulation cycle always closes at the epoch's last batch
     last_batch = _start(loader) + len(loader)
@@ -184,14 +206,25 @@ def train_one_epoch(
                 f"the training loss became {value} at step {state.step + 1} (epoch {state.epoch + 1}); "
                 "the last good checkpoint is kept — lower train.lr or enable train.grad_clip."
             )
-        (loss / grad_accum_steps).backward()
+        loss = loss / grad_accum_steps
+        (scaler.scale(loss) if scaling else loss).backward()
         state.batch_in_epoch += 1
         if state.batch_in_epoch % grad_accum_steps == 0 or state.batch_in_epoch == last_batch:
+            if scaling:
+                scaler.unscale_(optimizer)  # clip the true gradients
             if grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
+            applied = True
+            if scaling:
+                scale = scaler.get_scale()
+                scaler.step(optimizer)  # skipped when a gradient is inf/nan
+                scaler.update()
+                applied = scaler.get_scale() >= scale  # the scale backs off only on a skip
+            else:
+                optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+            if applied:  # the schedule follows the steps actually taken
+                scheduler.step()
             state.step += 1
         total += value
         count += 1
@@ -365,12 +398,13 @@ class Run:
             self.model = build.build_model(cfg, num_classes=len(self.labels))
         else:
             train_source = build.build_source(cfg, "train")
+            tokenized = tokenize_source(train_source)  # once, for all three uses below
             if self.vocab is None:
                 self.vocab = build_vocabulary(
-                    train_source, cfg.data.min_word_count, cfg.data.max_caption_length
+                    train_source, cfg.data.min_word_count, cfg.data.max_caption_length, tokenized
                 )
             self.baseline_caption = (
-                most_frequent_caption(train_source) if cfg.eval.reference_points else ""
+                most_frequent_caption(train_source, tokenized) if cfg.eval.reference_points else ""
             )
             self.train_data = CaptionTrainDataset(
                 train_source,
@@ -378,7 +412,9 @@ class Run:
                 cfg.data.max_caption_length,
                 seed=cfg.train.seed,
                 on_error=cfg.data.on_error,
+                tokenized=tokenized,
             )
+            del tokenized
             self.collate = make_caption_collate(train_source.is_video)
             self.val_data = CaptionEvalDataset(
                 build.build_source(cfg, "val"),
@@ -525,11 +561,14 @@ def fit(
     scheduler = build_scheduler(
         optimizer, cfg, per_epoch * cfg.train.epochs // cfg.train.grad_accum_steps
     )
+    scaler = make_grad_scaler(device, cfg.train.amp)
     state = TrainState()
     if payload is not None:
         load_state_dict_checked(model, payload["model"], ckpt_dir / "last.pt")
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
+        if scaler.is_enabled() and payload.get("grad_scaler"):
+            scaler.load_state_dict(payload["grad_scaler"])
         state = TrainState(**payload["train_state"])
         restore_rng_state(payload["rng"])
         log.info(
@@ -555,6 +594,7 @@ def fit(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
+                "grad_scaler": scaler.state_dict(),  # {} unless float16 autocast
                 "train_state": asdict(state),
                 "rng": rng_state(),
             },
@@ -593,7 +633,7 @@ def fit(
                     train_model, run.train_loader(), optimizer, scheduler, state, device,
                     cfg.train.grad_clip, cfg.train.amp, cfg.train.grad_accum_steps, on_step,
                     cfg.train.progress and is_main,
-                    loss_fn,
+                    loss_fn, scaler,
                 )  # fmt: skip
                 state.epoch += 1
                 state.batch_in_epoch = 0
