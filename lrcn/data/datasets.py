@@ -8,6 +8,7 @@ per image rather than once per caption.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -51,12 +52,62 @@ class Source:
     def item_id(self, index: int) -> str:
         return self.example(index).id
 
+    def inputs(self, index: int) -> Example:
+        """Item ``index`` for training, whose captions may be left out (empty) where that saves
+        work: the training dataset encodes every caption once, up front."""
+        return self.example(index)
+
+
+def tokenize_source(source: Source) -> list[list[list[str]]]:
+    """Every caption of every item of ``source``, tokenized: ``[item][caption] -> tokens``.
+
+    One pass serves the vocabulary, the fixed-caption baseline and the encoded training
+    captions (tokenizing is the costly part of all three); tokens are interned, so a large
+    dataset's repeated words are stored once."""
+    intern = sys.intern
+    return [
+        [[intern(t) for t in tokenize(c)] for c in source.captions(i)] for i in range(len(source))
+    ]
+
+
+class EncodedCaptions:
+    """Token ids of every caption of a source, wrapped in ``<start>``/``<end>``, in flat int32
+    arrays (a few bytes a word, cheap to copy into DataLoader workers).
+
+    ``ids[caption_starts[c]:caption_starts[c + 1]]`` is caption ``c``; item ``i`` owns captions
+    ``item_starts[i]`` to ``item_starts[i + 1] - 1``.
+    """
+
+    def __init__(
+        self, tokenized: Sequence[Sequence[Sequence[str]]], vocab: Vocabulary, max_length: int
+    ) -> None:
+        rows = [vocab.encode(list(tokens[:max_length])) for item in tokenized for tokens in item]
+        self.ids = np.fromiter((i for row in rows for i in row), dtype=np.int32)
+        self.caption_starts = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(row) for row in rows], out=self.caption_starts[1:])
+        self.item_starts = np.zeros(len(tokenized) + 1, dtype=np.int64)
+        np.cumsum([len(item) for item in tokenized], out=self.item_starts[1:])
+
+    def __len__(self) -> int:
+        return len(self.item_starts) - 1
+
+    def captions(self, index: int) -> list[torch.Tensor]:
+        """Item ``index``'s captions as int64 tensors of token ids."""
+        first, last = self.item_starts[index], self.item_starts[index + 1]
+        bounds = self.caption_starts[first : last + 1]
+        return [
+            torch.from_numpy(self.ids[a:b].astype(np.int64)) for a, b in zip(bounds, bounds[1:])
+        ]
+
 
 class CaptionTrainDataset(Dataset):
     """Items for teacher forcing: pixels (or features) plus up to ``captions_per_item`` encoded captions.
 
     When an item has more captions than ``captions_per_item`` (MSVD clips have ~40), a different
     subset is drawn each epoch, deterministically from (seed, epoch, index).
+
+    Captions are tokenized and encoded once, when the dataset is made (from ``tokenized``, the
+    output of :func:`tokenize_source`, when the caller already has it), not again every epoch.
     """
 
     def __init__(
@@ -67,10 +118,16 @@ class CaptionTrainDataset(Dataset):
         captions_per_item: int = 5,
         seed: int = 0,
         on_error: str = "raise",
+        tokenized: Sequence[Sequence[Sequence[str]]] | None = None,
     ) -> None:
         self.source, self.vocab = source, vocab
         self.max_caption_length, self.captions_per_item = max_caption_length, captions_per_item
         self.seed, self.epoch, self.on_error = seed, 0, on_error
+        if tokenized is None:
+            tokenized = tokenize_source(source)
+        if len(tokenized) != len(source):
+            raise ValueError(f"{len(tokenized)} tokenized items for a source of {len(source)}")
+        self.encoded = EncodedCaptions(tokenized, vocab, max_caption_length)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -80,24 +137,18 @@ class CaptionTrainDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict | None:
         try:
-            example = self.source.example(index)
+            example = self.source.inputs(index)
         except LrcnError as exc:
             if self.on_error == "skip":
                 return {"skipped": str(exc)}
             raise
-        captions = example.captions
-        if len(captions) > self.captions_per_item:
+        token_ids = self.encoded.captions(index)
+        if len(token_ids) > self.captions_per_item:
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            captions = [
-                captions[i]
-                for i in sorted(rng.choice(len(captions), self.captions_per_item, replace=False))
+            token_ids = [
+                token_ids[i]
+                for i in sorted(rng.choice(len(token_ids), self.captions_per_item, replace=False))
             ]
-        token_ids = [
-            torch.tensor(
-                self.vocab.encode(tokenize(c)[: self.max_caption_length]), dtype=torch.long
-            )
-            for c in captions
-        ]
         return {"example": example, "token_ids": token_ids}
 
 
@@ -177,20 +228,30 @@ def make_eval_collate(is_video: bool) -> Callable[[list[dict]], dict]:
     return collate
 
 
-def build_vocabulary(source: Source, min_count: int, max_caption_length: int) -> Vocabulary:
-    """Vocabulary from a training source's captions only."""
+def build_vocabulary(
+    source: Source,
+    min_count: int,
+    max_caption_length: int,
+    tokenized: Sequence[Sequence[Sequence[str]]] | None = None,
+) -> Vocabulary:
+    """Vocabulary from a training source's captions only (``tokenized``: see :func:`tokenize_source`)."""
+    if tokenized is None:
+        tokenized = tokenize_source(source)
     return Vocabulary.build(
-        (tokenize(c)[:max_caption_length] for i in range(len(source)) for c in source.captions(i)),
-        min_count,
+        (list(tokens[:max_caption_length]) for item in tokenized for tokens in item), min_count
     )
 
 
-def most_frequent_caption(source: Source) -> str:
+def most_frequent_caption(
+    source: Source, tokenized: Sequence[Sequence[Sequence[str]]] | None = None
+) -> str:
     """The most frequent (tokenized) training caption: the fixed-caption baseline's output."""
+    if tokenized is None:
+        tokenized = tokenize_source(source)
     counts: dict[str, int] = {}
-    for i in range(len(source)):
-        for c in source.captions(i):
-            key = " ".join(tokenize(c))
+    for item in tokenized:
+        for tokens in item:
+            key = " ".join(tokens)
             counts[key] = counts.get(key, 0) + 1
     return max(sorted(counts), key=lambda k: counts[k]) if counts else ""
 

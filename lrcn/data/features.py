@@ -398,6 +398,10 @@ class FeatureSource(Source):
             self.raw.item_id(index), self.raw.captions(index), features=self.features(index)
         )
 
+    def inputs(self, index: int) -> Example:
+        """The stored row without its captions (regenerating them can cost more than the read)."""
+        return Example(self.raw.item_id(index), [], features=self.features(index))
+
     def captions(self, index: int) -> list[str]:
         return self.raw.captions(index)
 
