@@ -69,6 +69,7 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
         LrcnError: missing, truncated or foreign file; pickled code; a checkpoint of another task.
     """
     path = resolve_checkpoint_path(path)
+    _check_torch_file(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -95,6 +96,22 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
             f"{path}: this checkpoint is for task `{payload.get('task')}`, not `{task}`; use a {task} checkpoint."
         )
     return payload
+
+
+def _check_torch_file(path: Path) -> None:
+    """Refuse, by its first bytes, a file torch.save did not write (a text file, an image)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise LrcnError(
+            f"{path}: cannot be read ({exc.strerror}); check the path and its permissions."
+        ) from None
+    if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80" and head:
+        raise LrcnError(
+            f"{path}: not a checkpoint (not a file written by torch.save); pass a .pt file written "
+            "by `lrcn train` or its run directory."
+        )
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:

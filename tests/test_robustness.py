@@ -173,6 +173,11 @@ def test_checkpoint_of_another_task_or_shape_is_refused(tiny_shapes_run: Path, t
     truncated.write_bytes((tiny_shapes_run / "checkpoints" / "last.pt").read_bytes()[:5000])
     with pytest.raises(LrcnError, match="truncated"):
         load_model(truncated)
+    for name, content in [("notes.txt", b"# my run\n"), ("photo.png", b"\x89PNG\r\n\x1a\n")]:
+        foreign = tmp_path / name
+        foreign.write_bytes(content)
+        with pytest.raises(LrcnError, match=f"{name}: not a checkpoint .*`lrcn train`"):
+            load_model(foreign)
 
 
 def test_nan_loss_stops_with_the_step_named_and_keeps_the_last_good_checkpoint(
