@@ -226,7 +226,9 @@ def caption_files(
                     f"{path}: is a folder; pass image files (an image checkpoint captions images)."
                 )
             batch = {
-                "images": image_to_tensor(load_image(path), cfg.data.image_size, mean, std)
+                "images": image_to_tensor(
+                    load_image(path, cfg.data.image_size), cfg.data.image_size, mean, std
+                )
                 .unsqueeze(0)
                 .to(device)
             }

@@ -282,6 +282,39 @@ def test_load_image_applies_exif_orientation(tmp_path: Path) -> None:
     assert media.load_image(tmp_path / "rotated.jpg").size == (2, 4)
 
 
+def _smooth_photo(width: int, height: int) -> Image.Image:
+    """A photo-like image: smooth colour gradients, as a JPEG holds them."""
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    rgb = np.stack([np.sin(7 * x) * np.cos(5 * y), np.cos(9 * y), np.sin(4 * (x + y))], axis=-1)
+    return Image.fromarray(((rgb + 1) * 127.5).astype(np.uint8))
+
+
+def test_large_jpeg_decodes_reduced_but_never_below_the_target(tmp_path: Path) -> None:
+    _smooth_photo(1000, 760).save(tmp_path / "big.jpg", quality=92)
+    _smooth_photo(1000, 760).save(tmp_path / "big.png")
+
+    reduced = media.load_image(tmp_path / "big.jpg", min_size=224)
+    full = media.load_image(tmp_path / "big.jpg")
+    assert full.size == (1000, 760)
+    assert reduced.size == (500, 380)  # 1/2 scale: 1/4 (250x190) would go below 224
+    # (height, width) = (100, 60): both sides must stay >= 100, so 1/4, not 1/8 (125x95)
+    assert media.load_image(tmp_path / "big.jpg", min_size=(100, 60)).size == (250, 190)
+    assert media.load_image(tmp_path / "big.png", min_size=224).size == (1000, 760)  # not JPEG
+
+    # what the CNN sees differs by a fraction of a grey level
+    a = media.image_to_tensor(full, 224, mean=(0, 0, 0), std=(1, 1, 1))
+    b = media.image_to_tensor(reduced, 224, mean=(0, 0, 0), std=(1, 1, 1))
+    assert (a - b).abs().mean().item() * 255 < 1.0
+
+
+def test_reduced_decoding_keeps_exif_orientation(tmp_path: Path) -> None:
+    img = _smooth_photo(800, 480)
+    exif = img.getexif()
+    exif[0x0112] = 6  # displayed rotated: 480 wide, 800 high
+    img.save(tmp_path / "rotated.jpg", exif=exif)
+    assert media.load_image(tmp_path / "rotated.jpg", min_size=200).size == (240, 400)
+
+
 def test_load_image_problems(tmp_path: Path) -> None:
     (tmp_path / "zero.jpg").write_bytes(b"")
     (tmp_path / "text.png").write_text("hello, not an image")

@@ -57,7 +57,9 @@ class ManifestImageSource(Source):
         from lrcn.data.media import image_to_tensor, load_image
 
         record = self.records[index]
-        pixels = image_to_tensor(load_image(record["path"]), self.image_size, self.mean, self.std)
+        pixels = image_to_tensor(
+            load_image(record["path"], self.image_size), self.image_size, self.mean, self.std
+        )
         return Example(
             str(record["id"]),
             list(record.get("captions", [])),
