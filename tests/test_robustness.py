@@ -247,3 +247,16 @@ def test_unreadable_image_is_named_or_skipped_and_counted(tmp_path: Path):
         tmp_path / "skip",
     )
     assert summary["skipped"] == 1
+
+
+def test_unreadable_image_in_a_dataloader_worker_is_one_sentence(tmp_path: Path):
+    manifest = _image_manifest(tmp_path, corrupt=True)
+    done = _lrcn(
+        "train", "-c", "configs/shapes.yaml", "--run-dir", str(tmp_path / "run"),
+        *TINY_SHAPES, "data.dataset=manifest", f"data.manifest={manifest}",
+        "data.image_size=32", "train.epochs=1", "data.num_workers=2",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    message = done.stderr.strip().splitlines()
+    assert len(message) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "img0.png" in message[0] and "DataLoader" not in message[0], message[0]
