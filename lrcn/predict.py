@@ -158,34 +158,61 @@ def evaluate(
     return metrics
 
 
-@torch.no_grad()
-def _clip_and_video_accuracy(
-    model: nn.Module, cfg: Config, split: str, labels: list[str]
-) -> dict[str, float]:
-    """LRCN's two levels: every strided clip judged alone, and clip probabilities averaged per video."""
-    from lrcn import build
-    from lrcn.data.formats import read_manifest
-    from lrcn.data.media import frames_to_tensor, read_frames
+class _VideoClips(torch.utils.data.Dataset):
+    """One manifest video per item: all its strided clips as pixels (N, L, 3, S, S), and its label."""
 
-    mean, std = build.normalisation(cfg)
-    device = next(model.parameters()).device
-    clip_hits, clips_seen, video_hits, videos = 0, 0, 0, 0
-    for record in read_manifest(cfg.data.manifest, split):
+    def __init__(self, cfg: Config, records: list[dict]) -> None:
+        from lrcn import build
+
+        self.records, self.cfg = records, cfg
+        self.mean, self.std = build.normalisation(cfg)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from lrcn.data.media import frames_to_tensor, read_frames
+
+        record, cfg = self.records[index], self.cfg
         length, stride = cfg.classifier.clip_length, cfg.classifier.clip_stride
         clips = read_frames(
             record["path"], length, sampling="clips", clip_len=length, stride=stride
         )
         pixels = torch.stack(
-            [frames_to_tensor(c, cfg.data.image_size, mean, std) for c in clips]
+            [frames_to_tensor(c, cfg.data.image_size, self.mean, self.std) for c in clips]
         )  # (N, L, 3, S, S)
-        proba = model.predict_proba(pixels.to(device))  # (N, C)
-        clip_hits += int((proba.argmax(dim=1) == record["label"]).sum())
+        return pixels, int(record["label"])
+
+
+@torch.no_grad()
+def _clip_and_video_accuracy(
+    model: nn.Module, cfg: Config, split: str, labels: list[str]
+) -> dict[str, float]:
+    """LRCN's two levels: every strided clip judged alone, and clip probabilities averaged per video.
+
+    Videos are decoded in ``data.num_workers`` DataLoader workers while the model runs; a long
+    video's clips go through the model ``eval.batch_size`` at a time."""
+    from lrcn.data.formats import read_manifest
+    from lrcn.engine import make_loader
+
+    device = next(model.parameters()).device
+    videos = _VideoClips(cfg, list(read_manifest(cfg.data.manifest, split)))
+    loader = make_loader(videos, None, None, num_workers=cfg.data.num_workers, device=device)
+    chunk = max(cfg.eval.batch_size, 1)
+    clip_hits, clips_seen, video_hits = 0, 0, 0
+    for pixels, label in loader:
+        proba = torch.cat(
+            [
+                model.predict_proba(pixels[i : i + chunk].to(device, non_blocking=True))
+                for i in range(0, len(pixels), chunk)
+            ]
+        )  # (N, C)
+        clip_hits += int((proba.argmax(dim=1) == label).sum())
         clips_seen += proba.shape[0]
-        video_hits += int(int(proba.mean(dim=0).argmax()) == record["label"])
-        videos += 1
+        video_hits += int(int(proba.mean(dim=0).argmax()) == label)
     return {
         "clip_accuracy": clip_hits / max(clips_seen, 1),
-        "video_accuracy": video_hits / max(videos, 1),
+        "video_accuracy": video_hits / max(len(videos), 1),
     }
 
 

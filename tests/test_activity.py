@@ -122,3 +122,12 @@ def test_manifest_videos_report_clip_and_video_accuracy(shared_data: Path, tmp_p
     assert metrics["items"] == 2
     # one video, the same clip labelled twice: exactly one of each pair is right
     assert metrics["video_accuracy"] == 0.5 and 0.0 <= metrics["clip_accuracy"] <= 1.0
+    # decoded in two DataLoader workers, one clip per forward pass: the same figures
+    parallel = evaluate(
+        tmp_path / "run",
+        split="test",
+        overrides=["data.num_workers=2", "eval.batch_size=1"],
+        out_dir=tmp_path / "parallel",
+    )
+    for key in ("accuracy", "clip_accuracy", "video_accuracy"):
+        assert parallel[key] == metrics[key], key
