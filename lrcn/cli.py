@@ -62,10 +62,20 @@ def _parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="key=value overrides of the saved config (eval.*, data.*)"
     )
 
-    p = sub.add_parser("caption", help="caption images, videos or frame folders")
+    p = sub.add_parser(
+        "caption", help="caption images (or folders of them), videos or frame folders"
+    )
     p.add_argument("paths", nargs="+")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--beam-size", type=int)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="e.g. eval.batch_size=64 or data.num_workers=4",
+    )
 
     p = sub.add_parser("classify", help="label videos or frame folders with an activity model")
     p.add_argument("paths", nargs="+")
@@ -181,19 +191,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from lrcn.predict import caption_files
+    from lrcn.predict import iter_captions
 
-    for path, caption in caption_files(args.checkpoint, args.paths, args.beam_size):
-        print(f"{path}\t{caption}")
-    return 0
+    failed = 0
+    for path, caption, error in iter_captions(
+        args.checkpoint, args.paths, args.beam_size, args.overrides
+    ):
+        if error is not None:
+            print(f"lrcn caption: error: {error}", file=sys.stderr, flush=True)
+            failed += 1
+        else:
+            print(f"{path}\t{caption}", flush=True)
+    return 2 if failed else 0
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from lrcn.predict import classify_files
+    from lrcn.predict import iter_classifications
 
-    for path, label, probability in classify_files(args.checkpoint, args.paths, args.overrides):
-        print(f"{path}\t{label}\t{probability:.4f}")
-    return 0
+    failed = 0
+    for path, label, probability, error in iter_classifications(
+        args.checkpoint, args.paths, args.overrides
+    ):
+        if error is not None:
+            print(f"lrcn classify: error: {error}", file=sys.stderr, flush=True)
+            failed += 1
+        else:
+            print(f"{path}\t{label}\t{probability:.4f}", flush=True)
+    return 2 if failed else 0
 
 
 def cmd_extract_features(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,64 +221,168 @@ def _coco_id(item_id: str) -> int | str:
     return int(item_id) if item_id.isdigit() else item_id
 
 
-@torch.no_grad()
-def caption_files(
-    checkpoint: str | Path, paths: list[str], beam_size: int | None = None
-) -> list[tuple[str, str]]:
-    """Caption images (image checkpoints) or videos / frame folders (video checkpoints)."""
-    from lrcn import build
-    from lrcn.data.media import frames_to_tensor, image_to_tensor, load_image, read_frames
-    from lrcn.decoding import decode
+class _ImageFiles(torch.utils.data.Dataset):
+    """Image files for ``lrcn caption``: (position, pixels) or (position, the error sentence)."""
 
-    model, cfg, payload = load_model(checkpoint)
+    def __init__(self, paths: list[str], cfg: Config) -> None:
+        from lrcn import build
+
+        self.paths, self.size = paths, cfg.data.image_size
+        self.mean, self.std = build.normalisation(cfg)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | str]:
+        from lrcn.data.media import image_to_tensor, load_image
+
+        try:
+            image = load_image(self.paths[index], self.size)
+        except LrcnError as exc:
+            return index, str(exc)
+        return index, image_to_tensor(image, self.size, self.mean, self.std)
+
+
+def _expand_image_paths(paths: list[str]) -> list[tuple[str, str | None]]:
+    """(path, None) per image; a folder stands for the image files directly in it, in natural
+    order; a folder without any becomes (folder, the error sentence)."""
+    import os
+
+    from lrcn.data.media import IMAGE_EXTENSIONS, natural_key
+
+    expanded: list[tuple[str, str | None]] = []
+    for path in paths:
+        if not Path(path).is_dir():
+            expanded.append((path, None))
+            continue
+        with os.scandir(path) as entries:
+            names = sorted(
+                (
+                    e.name
+                    for e in entries
+                    if e.is_file()
+                    and not e.name.startswith(".")
+                    and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS
+                ),
+                key=natural_key,
+            )
+        if not names:
+            expanded.append(
+                (
+                    path,
+                    f"{path}: the folder holds no image files "
+                    f"({', '.join(sorted(IMAGE_EXTENSIONS))}); pass image files or a folder of them.",
+                )
+            )
+        expanded.extend((str(Path(path) / name), None) for name in names)
+    return expanded
+
+
+@torch.no_grad()
+def iter_captions(
+    checkpoint: str | Path,
+    paths: list[str],
+    beam_size: int | None = None,
+    overrides: list[str] | None = None,
+) -> Iterator[tuple[str, str | None, str | None]]:
+    """Caption images (image checkpoints) or videos / frame folders (video checkpoints).
+
+    Yields ``(path, caption, None)``, or ``(path, None, error sentence)`` for a file that cannot
+    be read, in input order, as soon as each batch is done: one bad file among thousands costs
+    only its own caption. For an image checkpoint a folder stands for the images in it; images
+    are read in ``data.num_workers`` DataLoader workers and decoded ``eval.batch_size`` at a time
+    (batched beam search gives the captions one-at-a-time decoding would).
+    """
+    from lrcn import build
+    from lrcn.data.media import frames_to_tensor, read_frames
+    from lrcn.decoding import decode
+    from lrcn.engine import make_loader
+
+    model, cfg, payload = load_model(checkpoint, overrides=overrides)
     if cfg.task == "activity":
         raise LrcnError(
             f"{payload['path']}: an activity checkpoint classifies; use `lrcn classify`."
         )
     vocab = Vocabulary.from_dict(payload["vocab"])
-    mean, std = build.normalisation(cfg)
     device = next(model.parameters()).device
     beam = beam_size or cfg.eval.beam_size
-    results = []
-    for path in paths:
-        if cfg.task == "video_caption":
-            frames = read_frames(path, cfg.data.num_frames)
-            batch = {
-                "frames": frames_to_tensor(frames, cfg.data.image_size, mean, std)
-                .unsqueeze(0)
-                .to(device)
-            }
-        else:
-            if Path(path).is_dir():
-                raise LrcnError(
-                    f"{path}: is a folder; pass image files (an image checkpoint captions images)."
-                )
-            batch = {
-                "images": image_to_tensor(
-                    load_image(path, cfg.data.image_size), cfg.data.image_size, mean, std
-                )
-                .unsqueeze(0)
-                .to(device)
-            }
-        features = model.encode(batch)
+
+    def captions_of(batch: dict[str, torch.Tensor]) -> list[str]:
         tokens = decode(
             model.decoder,
-            features,
+            model.encode(batch),
             cfg.eval.max_length,
             vocab.start_id,
             vocab.end_id,
             beam,
             cfg.eval.length_penalty,
         )
-        results.append((path, " ".join(vocab.decode(tokens[0]))))
+        return [" ".join(vocab.decode(t)) for t in tokens]
+
+    if cfg.task == "video_caption":
+        mean, std = build.normalisation(cfg)
+        for path in paths:
+            try:
+                frames = read_frames(path, cfg.data.num_frames)
+            except LrcnError as exc:
+                yield path, None, str(exc)
+                continue
+            pixels = frames_to_tensor(frames, cfg.data.image_size, mean, std)  # (T, 3, S, S)
+            yield path, captions_of({"frames": pixels.unsqueeze(0).to(device)})[0], None
+        return
+
+    expanded = _expand_image_paths(paths)
+    readable = [path for path, error in expanded if error is None]
+    loader = make_loader(
+        _ImageFiles(readable, cfg),
+        max(cfg.eval.batch_size, 1),
+        list,  # [(position, pixels or error), ...]
+        num_workers=cfg.data.num_workers if len(readable) > cfg.eval.batch_size else 0,
+        device=device,
+    )
+    results: dict[int, tuple[str | None, str | None]] = {}
+    position = 0
+    batches = iter(loader)
+    for path, error in expanded:
+        if error is not None:
+            yield path, None, error
+            continue
+        while position not in results:  # decode the next batch (in order)
+            items = next(batches)
+            images = [(i, x) for i, x in items if not isinstance(x, str)]
+            results.update({i: (None, x) for i, x in items if isinstance(x, str)})
+            if images:
+                pixels = torch.stack([x for _, x in images]).to(device, non_blocking=True)
+                for (i, _), caption in zip(images, captions_of({"images": pixels})):
+                    results[i] = (caption, None)
+        caption, problem = results.pop(position)
+        yield path, caption, problem
+        position += 1
+
+
+def caption_files(
+    checkpoint: str | Path,
+    paths: list[str],
+    beam_size: int | None = None,
+    overrides: list[str] | None = None,
+) -> list[tuple[str, str]]:
+    """``(path, caption)`` for every input (see :func:`iter_captions`); raises the first
+    unreadable file's ``LrcnError``."""
+    results = []
+    for path, caption, error in iter_captions(checkpoint, paths, beam_size, overrides):
+        if error is not None:
+            raise LrcnError(error)
+        results.append((path, caption))
     return results
 
 
 @torch.no_grad()
-def classify_files(
+def iter_classifications(
     checkpoint: str | Path, paths: list[str], overrides: list[str] | None = None
-) -> list[tuple[str, str, float]]:
-    """Label each video or frame folder with an activity checkpoint (clip-averaged over long videos)."""
+) -> Iterator[tuple[str, str | None, float, str | None]]:
+    """Label each video or frame folder with an activity checkpoint (clip-averaged over long
+    videos): yields ``(path, label, probability, None)``, or ``(path, None, 0.0, error sentence)``
+    for a file that cannot be read, in input order."""
     from lrcn import build
     from lrcn.data.media import frames_to_tensor, read_frames
 
@@ -288,25 +393,42 @@ def classify_files(
         (mean * 3, std * 3) if len(mean) == 1 else (mean, std)
     )  # one-channel CNNs: normalise, then grey
     device = next(model.parameters()).device
-    results = []
+    chunk = max(cfg.eval.batch_size, 1)
     for path in paths:
-        if (
-            cfg.data.frame_sampling == "clips"
-        ):  # LRCN: average over strided clips of the whole video
-            clip_len, stride = cfg.classifier.clip_length, cfg.classifier.clip_stride
-            clips = read_frames(
-                path, clip_len, sampling="clips", clip_len=clip_len, stride=stride
-            )  # (N, L, H, W, 3)
-        else:
-            clips = read_frames(path, cfg.data.num_frames)[None]  # (1, T, H, W, 3) uint8
+        try:
+            if cfg.data.frame_sampling == "clips":  # LRCN: average over strided clips
+                clip_len, stride = cfg.classifier.clip_length, cfg.classifier.clip_stride
+                clips = read_frames(
+                    path, clip_len, sampling="clips", clip_len=clip_len, stride=stride
+                )  # (N, L, H, W, 3)
+            else:
+                clips = read_frames(path, cfg.data.num_frames)[None]  # (1, T, H, W, 3) uint8
+        except LrcnError as exc:
+            yield path, None, 0.0, str(exc)
+            continue
         pixels = torch.stack(
             [frames_to_tensor(c, cfg.data.image_size, mean, std) for c in clips]
         )  # (N, T, 3, S, S)
         if cfg.encoder.name == "seed_cnn":
             pixels = pixels.mean(dim=2, keepdim=True)  # the seed CNN reads one channel
-        proba = model.predict_proba(pixels.to(device)).mean(
-            dim=0
-        )  # (C,): clip probabilities averaged
+        proba = torch.cat(
+            [
+                model.predict_proba(pixels[i : i + chunk].to(device))
+                for i in range(0, len(pixels), chunk)
+            ]
+        ).mean(dim=0)  # (C,): clip probabilities averaged
         best = int(proba.argmax())
-        results.append((path, labels[best], float(proba[best])))
+        yield path, labels[best], float(proba[best]), None
+
+
+def classify_files(
+    checkpoint: str | Path, paths: list[str], overrides: list[str] | None = None
+) -> list[tuple[str, str, float]]:
+    """``(path, label, probability)`` for every input (see :func:`iter_classifications`);
+    raises the first unreadable file's ``LrcnError``."""
+    results = []
+    for path, label, probability, error in iter_classifications(checkpoint, paths, overrides):
+        if error is not None:
+            raise LrcnError(error)
+        results.append((path, label, probability))
     return results

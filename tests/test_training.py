@@ -122,11 +122,30 @@ def test_cli_caption_names_colours_and_shapes_and_rejects_bad_files(
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(str(tmp_path / "new.png") + "\t")
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    for bad in (tmp_path / "missing.png", tmp_path / "corrupt.png", tmp_path):
+    (tmp_path / "empty").mkdir()
+    for bad in (tmp_path / "missing.png", tmp_path / "corrupt.png", tmp_path / "empty"):
         done = _lrcn("caption", str(bad), "--checkpoint", str(tiny_shapes_run))
         assert done.returncode == 2
         assert "Traceback" not in done.stderr and str(bad) in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+    # a folder stands for its images; one bad file costs only its own caption, in input order
+    render_scene([ShapeObject("square", "blue", "large", 32, 32, 11)], 64).save(
+        tmp_path / "img10.png"
+    )
+    render_scene([ShapeObject("square", "green", "large", 32, 32, 11)], 64).save(
+        tmp_path / "img2.png"
+    )
+    done = _lrcn(
+        "caption", str(tmp_path), str(tmp_path / "missing.png"), "--checkpoint",
+        str(tiny_shapes_run), "--set", "eval.batch_size=2",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert [line.split("\t")[0] for line in done.stdout.splitlines()] == [
+        str(tmp_path / name) for name in ("img2.png", "img10.png", "new.png")
+    ]
+    errors = done.stderr.strip().splitlines()
+    assert len(errors) == 2 and "corrupt.png" in errors[0] and "missing.png" in errors[1]
 
 
 def test_cli_unknown_key_and_missing_checkpoint(tmp_path: Path):
