@@ -30,6 +30,10 @@ METRIC_ORDER = (
     "accuracy",
     "motion_accuracy",
     "motion_colour_accuracy",
+    "scene_accuracy",
+    "scene_accuracy_1",
+    "scene_accuracy_2",
+    "scene_accuracy_3",
 )
 
 

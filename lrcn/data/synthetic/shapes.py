@@ -9,6 +9,7 @@ score near the leave-one-out reference ceiling.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -232,3 +233,42 @@ class ShapesCaptions:
 
     def item_id(self, index: int) -> str:
         return f"shapes-{self.split}-{index:06d}"
+
+
+# ---- content of a generated caption -----------------------------------------------------------
+SHAPE_NOUNS = {word: shape for shape, words in SHAPE_WORDS.items() for word, _ in words}
+
+
+def named_objects(caption: str) -> Counter[tuple[str | None, str]]:
+    """The (colour, shape) pairs a caption names: every shape word (synonyms included) with the
+    colour word right before it, or None where there is none ("a large ball")."""
+    from lrcn.text.tokenize import tokenize
+
+    tokens = tokenize(caption)
+    named: Counter[tuple[str | None, str]] = Counter()
+    for i, token in enumerate(tokens):
+        if token in SHAPE_NOUNS:
+            colour = tokens[i - 1] if i > 0 and tokens[i - 1] in COLOURS else None
+            named[(colour, SHAPE_NOUNS[token])] += 1
+    return named
+
+
+def scene_accuracy(captions: dict[str, str], data: ShapesCaptions) -> dict[str, float]:
+    """How often a caption names exactly the scene's objects, each with its colour and shape (any
+    order, none missing, none extra); ids as ``item_id``.
+
+    Returns ``scene_accuracy`` over all images and ``scene_accuracy_1``.. ``_3`` over the images
+    with that many objects (absent when the split has none). BLEU cannot tell a fluent caption
+    with the wrong colours from a right one; this can.
+    """
+    index = {data.item_id(i): i for i in range(len(data))}
+    hits: dict[int, list[bool]] = {}
+    for item, caption in captions.items():
+        objects = sample_scene(data.rng(index[item]), data.image_size)
+        truth = Counter((o.colour, o.shape) for o in objects)
+        hits.setdefault(len(objects), []).append(named_objects(caption) == truth)
+    every = [hit for group in hits.values() for hit in group]
+    result = {"scene_accuracy": sum(every) / max(len(every), 1)}
+    for count in sorted(hits):
+        result[f"scene_accuracy_{count}"] = sum(hits[count]) / len(hits[count])
+    return result
