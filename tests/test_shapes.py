@@ -1,7 +1,13 @@
 import numpy as np
 
 from lrcn.data.synthetic.moving_shapes import MovingShapesCaptions
-from lrcn.data.synthetic.shapes import COLOURS, ShapesCaptions
+from lrcn.data.synthetic.shapes import (
+    COLOURS,
+    ShapesCaptions,
+    named_objects,
+    sample_scene,
+    scene_accuracy,
+)
 
 
 def test_shapes_are_deterministic_by_seed():
@@ -60,3 +66,39 @@ def test_motion_ground_truth_check():
     right = {data.item_id(i): data.captions(i)[0] for i in range(60)}
     assert motion_accuracy(right, data) == 1.0
     assert motion_accuracy(wrong, data) < 0.9
+
+
+def test_named_objects_reads_synonyms_sizes_and_missing_colours():
+    assert named_objects("A big red ball to the left of a blue box.") == {
+        ("red", "circle"): 1,
+        ("blue", "square"): 1,
+    }
+    assert named_objects("three shapes: a red triangle, a large square and a red triangle") == {
+        ("red", "triangle"): 2,
+        (None, "square"): 1,
+    }
+    assert named_objects("there is nothing here") == {}
+
+
+def test_scene_accuracy_is_one_for_every_reference_and_counts_by_objects():
+    data = ShapesCaptions("test", 60, seed=3)
+    for k in range(data.captions_per_item):
+        references = {data.item_id(i): data.captions(i)[k] for i in range(len(data))}
+        assert scene_accuracy(references, data)["scene_accuracy"] == 1.0
+
+    counts, recoloured = [], {}  # multi-object scenes: the first object gets a wrong colour
+    for i in range(len(data)):
+        objects = sample_scene(data.rng(i), data.image_size)
+        counts.append(len(objects))
+        colours = [o.colour for o in objects]
+        if len(objects) > 1:
+            colours[0] = next(c for c in COLOURS if c not in colours)
+        recoloured[data.item_id(i)] = ", ".join(
+            f"a {c} {o.shape}" for c, o in zip(colours, objects)
+        )
+    result = scene_accuracy(recoloured, data)
+
+    assert result["scene_accuracy"] == counts.count(1) / len(counts)
+    assert result["scene_accuracy_1"] == 1.0
+    assert result["scene_accuracy_2"] == result["scene_accuracy_3"] == 0.0
+    assert set(result) == {"scene_accuracy"} | {f"scene_accuracy_{n}" for n in set(counts)}

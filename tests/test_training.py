@@ -57,6 +57,7 @@ def test_evaluate_writes_metrics_and_coco_results(tiny_shapes_run: Path, tmp_pat
         "CIDEr",
         "reference_loo_Bleu_4",
         "baseline_Bleu_4",
+        "scene_accuracy",
     ):
         assert isinstance(saved[key], float), key
     assert saved["items"] == 32 and saved == json.loads(json.dumps(metrics))
