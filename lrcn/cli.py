@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 # OpenMP threads that spin while waiting make a busy CPU many times slower (measured 4x-7x on a
@@ -35,6 +36,20 @@ METRIC_ORDER = (
     "scene_accuracy_2",
     "scene_accuracy_3",
 )
+
+
+def _predict_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
+    """PATH..., --checkpoint and repeatable --set KEY=VALUE, shared by caption and classify."""
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=set_example,
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,29 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "caption", help="caption images (or folders of them), videos or frame folders"
     )
-    p.add_argument("paths", nargs="+")
-    p.add_argument("--checkpoint", required=True)
+    _predict_arguments(p, "e.g. eval.batch_size=64 or data.num_workers=4")
     p.add_argument("--beam-size", type=int)
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="e.g. eval.batch_size=64 or data.num_workers=4",
-    )
 
     p = sub.add_parser("classify", help="label videos or frame folders with an activity model")
-    p.add_argument("paths", nargs="+")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="e.g. data.frame_sampling=clips",
-    )
+    _predict_arguments(p, "e.g. data.frame_sampling=clips")
 
     p = sub.add_parser(
         "extract-features", help="fill the feature store with a frozen encoder's features"
@@ -194,34 +191,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_results(command: str, results: Iterable[tuple[str, str | None]]) -> int:
+    """Print each result line as it comes and each error on stderr; status 2 if any failed."""
+    failed = 0
+    for line, error in results:
+        if error is not None:
+            print(f"lrcn {command}: error: {error}", file=sys.stderr, flush=True)
+            failed += 1
+        else:
+            print(line, flush=True)
+    return 2 if failed else 0
+
+
 def cmd_caption(args: argparse.Namespace) -> int:
     from lrcn.predict import iter_captions
 
-    failed = 0
-    for path, caption, error in iter_captions(
-        args.checkpoint, args.paths, args.beam_size, args.overrides
-    ):
-        if error is not None:
-            print(f"lrcn caption: error: {error}", file=sys.stderr, flush=True)
-            failed += 1
-        else:
-            print(f"{path}\t{caption}", flush=True)
-    return 2 if failed else 0
+    results = iter_captions(args.checkpoint, args.paths, args.beam_size, args.overrides)
+    return _print_results("caption", ((f"{p}\t{c}", e) for p, c, e in results))
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from lrcn.predict import iter_classifications
 
-    failed = 0
-    for path, label, probability, error in iter_classifications(
-        args.checkpoint, args.paths, args.overrides
-    ):
-        if error is not None:
-            print(f"lrcn classify: error: {error}", file=sys.stderr, flush=True)
-            failed += 1
-        else:
-            print(f"{path}\t{label}\t{probability:.4f}", flush=True)
-    return 2 if failed else 0
+    results = iter_classifications(args.checkpoint, args.paths, args.overrides)
+    return _print_results("classify", ((f"{p}\t{lab}\t{pr:.4f}", e) for p, lab, pr, e in results))
 
 
 def cmd_extract_features(args: argparse.Namespace) -> int:
