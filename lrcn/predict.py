@@ -251,27 +251,15 @@ class _ImageFiles(torch.utils.data.Dataset):
 def _expand_image_paths(paths: list[str]) -> list[tuple[str, str | None]]:
     """(path, None) per image; a folder stands for the image files directly in it, in natural
     order; a folder without any becomes (folder, the error sentence)."""
-    import os
-
-    from lrcn.data.media import IMAGE_EXTENSIONS, natural_key
+    from lrcn.data.media import IMAGE_EXTENSIONS, image_files_in
 
     expanded: list[tuple[str, str | None]] = []
     for path in paths:
         if not Path(path).is_dir():
             expanded.append((path, None))
             continue
-        with os.scandir(path) as entries:
-            names = sorted(
-                (
-                    e.name
-                    for e in entries
-                    if e.is_file()
-                    and not e.name.startswith(".")
-                    and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS
-                ),
-                key=natural_key,
-            )
-        if not names:
+        files = image_files_in(path)
+        if not files:
             expanded.append(
                 (
                     path,
@@ -279,7 +267,7 @@ def _expand_image_paths(paths: list[str]) -> list[tuple[str, str | None]]:
                     f"({', '.join(sorted(IMAGE_EXTENSIONS))}); pass image files or a folder of them.",
                 )
             )
-        expanded.extend((str(Path(path) / name), None) for name in names)
+        expanded.extend((str(file), None) for file in files)
     return expanded
 
 

@@ -319,6 +319,19 @@ def natural_key(name: str) -> list[str | int]:
     return [int(part) if i % 2 else part.lower() for i, part in enumerate(parts)]
 
 
+def image_files_in(folder: str | os.PathLike) -> list[Path]:
+    """Image files directly inside an existing folder (no hidden files), in natural order."""
+    with os.scandir(folder) as entries:
+        names = [
+            entry.name
+            for entry in entries
+            if entry.is_file()
+            and not entry.name.startswith(".")
+            and Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS
+        ]
+    return [Path(folder) / name for name in sorted(names, key=natural_key)]
+
+
 def list_frame_files(path: str | os.PathLike) -> list[Path]:
     """Image files directly inside a frame folder, in natural order.
 
@@ -328,20 +341,13 @@ def list_frame_files(path: str | os.PathLike) -> list[Path]:
     path = Path(path)
     if not path.is_dir():
         raise LrcnError(f"frame folder {path} does not exist; check the path.")
-    with os.scandir(path) as entries:
-        names = [
-            entry.name
-            for entry in entries
-            if entry.is_file()
-            and not entry.name.startswith(".")
-            and Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS
-        ]
-    if not names:
+    files = image_files_in(path)
+    if not files:
         raise LrcnError(
             f"frame folder {path} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
             "extract the frames again."
         )
-    return [path / name for name in sorted(names, key=natural_key)]
+    return files
 
 
 def read_frame_folder(
