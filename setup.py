@@ -39,6 +39,8 @@ setup(
             "efficientnet-lite-pytorch>=0.1",
             "pytest>=7.0",
             "ruff>=0.5",
+            "import-linter>=2.1",
+            "hypothesis>=6.0",
             "keras>=3.0",
             "nbclient>=0.7",
             "nbformat>=5.0",

@@ -17,6 +17,19 @@ import torch
 
 from lrcn.errors import LrcnError
 from lrcn.io import atomic_path
+from lrcn.state_dicts import load_state_dict_checked, short_list, state_dict_mismatch
+
+__all__ = [
+    "FORMAT",
+    "load_checkpoint",
+    "load_state_dict_checked",
+    "resolve_checkpoint_path",
+    "restore_rng_state",
+    "rng_state",
+    "save_checkpoint",
+    "short_list",
+    "state_dict_mismatch",
+]
 
 FORMAT = "lrcn-checkpoint/1"
 
@@ -53,9 +66,22 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` (state_dicts, plain containers) atomically, stamped with the format."""
-    payload = {"format": FORMAT, **payload}
+    payload = {"format": FORMAT, **_to_cpu(payload)}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def _to_cpu(value: Any) -> Any:
+    """Tensors moved to the CPU, containers rebuilt: a checkpoint written on a GPU loads on any
+    machine with plain ``torch.load`` (found on an H200: model and optimizer tensors were saved on
+    ``cuda:0``)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
 
 
 def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]:
@@ -126,46 +152,3 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     if not path.is_file():
         raise LrcnError(f"{path}: checkpoint not found; pass a .pt file or a run directory.")
     return path
-
-
-def state_dict_mismatch(module: torch.nn.Module, state: dict[str, Any]) -> str | None:
-    """What keeps ``state`` from loading strictly into ``module``, in a few words; None if it fits."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    reshaped = [
-        f"{k} {_shape(state[k])} vs {_shape(own[k])}"
-        for k in own
-        if k in state and _shape(state[k]) != _shape(own[k])
-    ]
-    problems = [
-        f"{label}: {short_list(keys)}"
-        for label, keys in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", reshaped),
-        )
-        if keys
-    ]
-    return "; ".join(problems) or None
-
-
-def _shape(value: object) -> tuple[int, ...] | str:
-    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-
-
-def short_list(keys: list[str], limit: int = 3) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown if len(keys) <= limit else f"{shown} and {len(keys) - limit} more"
-
-
-def load_state_dict_checked(
-    module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path
-) -> None:
-    """``load_state_dict`` that names the mismatch (vocabulary size, layer shapes) in one sentence."""
-    problem = state_dict_mismatch(module, state)
-    if problem:
-        raise LrcnError(
-            f"{path}: the weights do not fit this model ({problem}); use a checkpoint of the same config and vocabulary."
-        )
-    module.load_state_dict(state)

@@ -10,8 +10,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,14 @@ from lrcn.data.datasets import (
     tokenize_source,
 )
 from lrcn.errors import LrcnError
+from lrcn.runtime import (
+    autocast,
+    make_grad_scaler,
+    make_loader,
+    move_batch,
+    progress_bar,
+    resolve_device,
+)
 from lrcn.text.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -61,59 +68,6 @@ class TrainState:
 
 class StopRequested(Exception):
     """SIGINT/SIGTERM arrived; a checkpoint has been written."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LrcnError(
-            f"train.device={name} but no CUDA GPU is visible; use train.device=cpu or auto."
-        )
-    return device
-
-
-def move_batch(batch: dict, device: torch.device) -> dict:
-    """Tensors to ``device`` (non-blocking from pinned memory on CUDA)."""
-    non_blocking = device.type == "cuda"
-    return {
-        k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v
-        for k, v in batch.items()
-    }
-
-
-def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """The autocast dtype for ``train.amp`` on ``device``: None on CPU (exact, reproducible);
-    bfloat16 on GPUs that compute it natively (compute capability 8.0+, Ampere and later);
-    float16 on older GPUs (V100, T4), which then need a ``GradScaler``. Capability is checked
-    directly because ``torch.cuda.is_bf16_supported()`` also says yes where bfloat16 is only
-    emulated."""
-    if not enabled or device.type != "cuda":
-        return None
-    major, _ = torch.cuda.get_device_capability(device)
-    return torch.bfloat16 if major >= 8 else torch.float16
-
-
-def autocast(device: torch.device, enabled: bool):
-    """Autocast in :func:`amp_dtype`'s dtype, or a no-op where that is None."""
-    dtype = amp_dtype(device, enabled)
-    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
-
-
-def make_grad_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
-    """A loss scaler, enabled only when autocast runs in float16, whose small gradients would
-    otherwise underflow to zero; bfloat16 has float32's range and needs none."""
-    enabled = amp_dtype(device, amp) == torch.float16
-    return torch.amp.GradScaler(device.type if enabled else "cpu", enabled=enabled)
-
-
-def _progress(iterable: Iterable, enabled: bool, **kwargs: Any) -> Iterable:
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, dynamic_ncols=True, leave=False, **kwargs)
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -182,7 +136,7 @@ def train_one_epoch(
     total, count, items, start = 0.0, 0, 0, time.perf_counter()
     # an accumulation cycle always closes at the epoch's last batch
     last_batch = _start(loader) + len(loader)
-    bar = _progress(loader, progress, desc=f"epoch {state.epoch + 1}")
+    bar = progress_bar(loader, progress, desc=f"epoch {state.epoch + 1}")
     for batch in bar:
         skipped = batch.pop("skipped", [])
         if skipped:
@@ -266,7 +220,7 @@ def generate_captions(
     hypotheses: dict[str, str] = {}
     references: dict[str, list[str]] = {}
     skipped = 0
-    for batch in _progress(loader, progress, desc="decoding"):
+    for batch in progress_bar(loader, progress, desc="decoding"):
         skipped += len(batch.pop("skipped", []))
         if batch["size"] == 0:
             continue
@@ -357,24 +311,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def make_loader(
-    dataset, batch_size: int, collate, sampler=None, num_workers: int = 0, device=None
-) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        shuffle=False,
-        collate_fn=collate,
-        num_workers=num_workers,
-        pin_memory=device is not None and device.type == "cuda",
-        persistent_workers=False,
-        # its own generator: creating an iterator must not draw from the global RNG, or a resumed run's
-        # dropout masks would differ from an uninterrupted one's
-        generator=torch.Generator().manual_seed(0),
-    )
 
 
 class Run:

@@ -37,7 +37,7 @@ def load_model(
         (model in eval mode on the device, config, raw checkpoint payload).
     """
     from lrcn import build
-    from lrcn.engine import resolve_device
+    from lrcn.runtime import resolve_device
 
     path = resolve_checkpoint_path(checkpoint)
     payload = load_checkpoint(path, task=task)
@@ -80,7 +80,8 @@ def evaluate(
     """
     from lrcn import build
     from lrcn.data.datasets import CaptionEvalDataset, make_eval_collate
-    from lrcn.engine import evaluate_classifier, generate_captions, make_loader, score_captions
+    from lrcn.engine import evaluate_classifier, generate_captions, score_captions
+    from lrcn.runtime import make_loader
 
     extra = list(overrides or []) + ([f"eval.beam_size={beam_size}"] if beam_size else [])
     model, cfg, payload = load_model(checkpoint, overrides=extra)
@@ -199,7 +200,7 @@ def _clip_and_video_accuracy(
     Videos are decoded in ``data.num_workers`` DataLoader workers while the model runs; a long
     video's clips go through the model ``eval.batch_size`` at a time."""
     from lrcn.data.formats import read_manifest
-    from lrcn.engine import make_loader
+    from lrcn.runtime import make_loader
 
     device = next(model.parameters()).device
     videos = _VideoClips(cfg, list(read_manifest(cfg.data.manifest, split)))
@@ -289,7 +290,7 @@ def iter_captions(
     from lrcn import build
     from lrcn.data.media import frames_to_tensor, read_frames
     from lrcn.decoding import decode
-    from lrcn.engine import make_loader
+    from lrcn.runtime import make_loader
 
     model, cfg, payload = load_model(checkpoint, overrides=overrides)
     if cfg.task == "activity":

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lrcn.engine import TrainState, amp_dtype, make_grad_scaler, train_one_epoch
+from lrcn.engine import TrainState, train_one_epoch
+from lrcn.runtime import amp_dtype, make_grad_scaler
 
 
 class _Regression(nn.Module):

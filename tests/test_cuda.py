@@ -20,6 +20,7 @@ import torch
 from conftest import REPO, TINY_SHAPES
 
 import lrcn.engine as engine
+import lrcn.runtime as runtime
 from lrcn.config import load_config
 
 DEVICE = torch.device(os.environ.get("LRCN_TEST_DEVICE", "cuda"))
@@ -42,7 +43,7 @@ def _losses(summary: dict) -> list[float]:
 def test_training_and_evaluation_on_the_device_with_autocast(tmp_path: Path) -> None:
     from lrcn.predict import evaluate
 
-    expected = None if DEVICE.type == "cpu" else engine.amp_dtype(DEVICE, True)
+    expected = None if DEVICE.type == "cpu" else runtime.amp_dtype(DEVICE, True)
     if DEVICE.type == "cuda":  # bfloat16 from compute capability 8.0 (A100, H100), else float16
         major, _ = torch.cuda.get_device_capability(DEVICE)
         assert expected == (torch.bfloat16 if major >= 8 else torch.float16)
@@ -63,7 +64,7 @@ def test_float16_autocast_trains_through_the_grad_scaler(
 ) -> None:
     # as on a V100 or T4: float16 autocast, whatever this GPU supports
     monkeypatch.setattr(
-        engine, "amp_dtype", lambda device, enabled: torch.float16 if enabled else None
+        runtime, "amp_dtype", lambda device, enabled: torch.float16 if enabled else None
     )
     summary = engine.fit(_cfg("train.epochs=3", "train.checkpoint_every_steps=1"), tmp_path / "run")
 
@@ -75,7 +76,7 @@ def test_float16_autocast_trains_through_the_grad_scaler(
 
 
 def test_loader_pins_memory_for_the_device() -> None:
-    loader = engine.make_loader(list(range(4)), 2, None, device=DEVICE)
+    loader = runtime.make_loader(list(range(4)), 2, None, device=DEVICE)
     assert loader.pin_memory == (DEVICE.type == "cuda")
 
 

@@ -521,7 +521,7 @@ def _fill(
     writer: StoreWriter, encoder: nn.Module, raw: Source, cfg: Config, split: str
 ) -> dict[str, Any]:
     """Encode the rows ``writer`` still lacks, batch by batch (see `extract_features`)."""
-    from lrcn.engine import autocast, move_batch, resolve_device
+    from lrcn.runtime import autocast, move_batch, resolve_device
 
     row_shape = writer.shape[1:]
     before = writer.filled

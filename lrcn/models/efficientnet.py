@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lrcn.checkpoint import short_list, state_dict_mismatch
 from lrcn.errors import LrcnError
+from lrcn.state_dicts import short_list, state_dict_mismatch
 
 logger = logging.getLogger(__name__)
 
