@@ -139,17 +139,19 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """``lrcn train``: train from a config or continue a run, then evaluate on test."""
     from lrcn.config import load_config
     from lrcn.engine import fit
     from lrcn.predict import evaluate
 
     if args.resume:
-        if args.config or args.overrides:
+        if args.config:
             raise LrcnError(
-                "--resume continues a run with its saved config; drop -c and the overrides."
+                "--resume continues a run with its saved config; drop -c (key=value overrides of "
+                "epochs, learning rate, logging and evaluation are accepted)."
             )
         run_dir = Path(args.resume)
-        summary = fit(None, run_dir, resume=True)  # type: ignore[arg-type]
+        summary = fit(None, run_dir, resume=True, overrides=args.overrides)
     else:
         if not args.config:
             raise LrcnError(
@@ -178,6 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``lrcn evaluate``: score a checkpoint on a split and print the metrics."""
     from lrcn.predict import evaluate
 
     metrics = evaluate(
@@ -204,6 +207,7 @@ def _print_results(command: str, results: Iterable[tuple[str, str | None]]) -> i
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
+    """``lrcn caption``: one caption per image, video or frame folder."""
     from lrcn.predict import iter_captions
 
     results = iter_captions(args.checkpoint, args.paths, args.beam_size, args.overrides)
@@ -211,6 +215,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    """``lrcn classify``: label and probability per video or frame folder."""
     from lrcn.predict import iter_classifications
 
     results = iter_classifications(args.checkpoint, args.paths, args.overrides)
@@ -218,6 +223,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_extract_features(args: argparse.Namespace) -> int:
+    """``lrcn extract-features``: fill the feature store split by split."""
     from lrcn.config import load_config
     from lrcn.data.features import extract_features
 
@@ -229,6 +235,7 @@ def cmd_extract_features(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    """``lrcn score``: coco-caption metrics of a results file, as JSON."""
     from lrcn.metrics import score_files
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -242,6 +249,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    """``lrcn prepare``: a dataset's native files -> manifests."""
     from lrcn.config import parse_override
     from lrcn.data.formats import prepare
 
@@ -252,6 +260,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """``lrcn report``: one self-contained HTML page of an evaluation."""
     from lrcn.report import write_report
 
     path = write_report(args.run_dir, split=args.split, out=args.out)
@@ -271,8 +280,28 @@ COMMANDS = {
 }
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv`` with each command's options and ``key=value`` overrides in any order.
+
+    argparse alone stops collecting positionals at the first option, so ``train a=1 --run-dir D
+    b=2`` would be refused; each command's parser therefore parses its own arguments intermixed.
+    """
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    position = next((i for i, arg in enumerate(argv) if arg in commands.choices), None)
+    if position is None:
+        return parser.parse_args(argv)  # usage, --help or the error naming the missing command
+    args = commands.choices[argv[position]].parse_intermixed_args(argv[position + 1 :])
+    verbose = [a for a in argv[:position] if a in ("-v", "--verbose")]
+    if len(verbose) != position:
+        parser.parse_args(argv)  # an unknown option before the command: argparse's own error
+    args.command, args.verbose = argv[position], bool(verbose)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run one ``lrcn`` command; returns the exit status (2 for an error a user can fix)."""
+    args = _parse(sys.argv[1:] if argv is None else list(argv))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",

@@ -18,6 +18,14 @@ import yaml
 from lrcn.errors import LrcnError
 
 TASKS = ("caption", "video_caption", "activity")
+_CAPTION_VALIDATION = ("Bleu_4", "Bleu_1", "Bleu_2", "Bleu_3", "CIDEr")
+# What validation reports after each epoch, per task (the first is train.monitor's `auto`):
+# train.monitor must name one of these, or best.pt is never written and early stopping misfires.
+VALIDATION_METRICS = {
+    "caption": _CAPTION_VALIDATION,
+    "video_caption": _CAPTION_VALIDATION,
+    "activity": ("accuracy",),
+}
 
 
 @dataclass
@@ -142,6 +150,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as nested plain dicts (what YAML files and checkpoints hold)."""
         return dataclasses.asdict(self)
 
 
@@ -168,35 +177,56 @@ def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
         return _coerce(value, inner[0], key, source)
     if origin is list:
         if not isinstance(value, list | tuple):
-            if isinstance(value, str):  # "bleu,cider" from the command line
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            else:
+            if not isinstance(value, str):
                 _type_error(value, "a list", key, source)
+            value = [v.strip() for v in value.split(",") if v.strip()]  # "bleu,cider"
         return [_coerce(v, args[0], key, source) for v in value]
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        _type_error(value, "true or false", key, source)
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        _type_error(value, "an integer", key, source)
-    if annotation is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
+    scalar = _SCALARS.get(annotation)
+    if scalar is None:
+        return value
+    expected, convert = scalar
+    converted = convert(value)
+    if converted is None:
+        _type_error(value, expected, key, source)
+    return converted
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _to_bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _to_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _to_float(value: Any) -> float | None:
+    if _number(value):
+        return float(value)
+    if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
+        try:
             return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        _type_error(value, "a number", key, source)
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        _type_error(value, "a string", key, source)
-    return value
+        except ValueError:
+            return None
+    return None
+
+
+def _to_str(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    return str(value) if _number(value) else None
+
+
+# annotation -> (what the error says it must be, converter returning None when it cannot)
+_SCALARS: dict[Any, tuple[str, Any]] = {
+    bool: ("true or false", _to_bool),
+    int: ("an integer", _to_int),
+    float: ("a number", _to_float),
+    str: ("a string", _to_str),
+}
 
 
 def _type_error(value: Any, expected: str, key: str, source: str) -> typing.NoReturn:
@@ -249,6 +279,12 @@ def _validate(cfg: Config, source: str) -> None:
     for key, value in positive.items():
         if value < 1:
             raise LrcnError(f"{source}: `{key}` must be at least 1, got {value}.")
+    monitors = VALIDATION_METRICS[cfg.task]
+    if cfg.train.monitor not in ("auto", *monitors):
+        raise LrcnError(
+            f"{source}: `train.monitor` is {cfg.train.monitor!r}, which validation does not report "
+            f"for task {cfg.task}; choose auto or one of {', '.join(monitors)}."
+        )
     if cfg.data.dataset == "manifest" and not cfg.data.manifest:
         raise LrcnError(
             f"{source}: `data.dataset: manifest` needs `data.manifest` (a folder made by `lrcn prepare`)."

@@ -15,18 +15,22 @@ from torch import nn
 
 
 def is_initialized() -> bool:
+    """True inside a torchrun process group."""
     return dist.is_available() and dist.is_initialized()
 
 
 def rank() -> int:
+    """This process's rank (0 without torchrun)."""
     return dist.get_rank() if is_initialized() else int(os.environ.get("RANK", 0))
 
 
 def world_size() -> int:
+    """Processes in the run (1 without torchrun)."""
     return dist.get_world_size() if is_initialized() else int(os.environ.get("WORLD_SIZE", 1))
 
 
 def is_main() -> bool:
+    """True on rank 0, the process that validates, logs and writes checkpoints."""
     return rank() == 0
 
 
@@ -67,11 +71,27 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     )
 
 
+def agree(flag: bool) -> bool:
+    """Rank 0's ``flag``, the same on every rank (a decision only rank 0 can make, e.g. to stop)."""
+    if not is_initialized():
+        return flag
+    device = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
+    decision = torch.tensor([int(flag)], device=device)
+    dist.broadcast(decision, src=0)
+    return bool(decision.item())
+
+
 def barrier() -> None:
+    """Wait for every rank (no-op in one process)."""
     if is_initialized():
         dist.barrier()
 
 
 def cleanup() -> None:
+    """Leave the process group (no-op in one process)."""
     if is_initialized():
         dist.destroy_process_group()

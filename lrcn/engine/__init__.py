@@ -1,0 +1,31 @@
+"""Training and evaluation loops: ``train_one_epoch``, the evaluation loops and ``fit``.
+
+Runs are exactly resumable: the data order depends only on (seed, epoch), checkpoints hold the
+position inside the epoch and every RNG state, and SIGINT/SIGTERM save a checkpoint before exiting.
+
+- ``loop``: one training epoch (``train_one_epoch``) and the ``TrainState`` it advances.
+- ``optim``: optimizer and learning-rate schedule.
+- ``evaluation``: decoding a loader into captions, scoring them, classifier accuracy.
+- ``run``: a task's data, model and validation, built from a config.
+- ``fit``: the resumable, DDP-aware training run.
+"""
+
+from lrcn.engine.evaluation import evaluate_classifier, generate_captions, score_captions
+from lrcn.engine.fit import StopRequested, fit
+from lrcn.engine.loop import TrainState, train_one_epoch
+from lrcn.engine.optim import build_optimizer, build_scheduler, planned_steps
+from lrcn.engine.run import Run
+
+__all__ = [
+    "Run",
+    "StopRequested",
+    "TrainState",
+    "build_optimizer",
+    "build_scheduler",
+    "evaluate_classifier",
+    "fit",
+    "generate_captions",
+    "planned_steps",
+    "score_captions",
+    "train_one_epoch",
+]

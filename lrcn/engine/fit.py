@@ -1,0 +1,396 @@
+"""``fit``: a resumable, DDP-aware training run writing ``config.yaml``, ``vocab.json``,
+checkpoints and TensorBoard logs into its run directory."""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lrcn import distributed
+from lrcn.checkpoint import (
+    load_checkpoint,
+    load_state_dict_checked,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from lrcn.config import Config, config_from_dict, load_config_over, parse_override, save_config
+from lrcn.engine.loop import LossFn, TrainState, train_one_epoch
+from lrcn.engine.optim import build_optimizer, build_scheduler, planned_steps, set_base_lrs
+from lrcn.engine.run import Run
+from lrcn.errors import LrcnError
+from lrcn.runtime import make_grad_scaler, resolve_device
+from lrcn.scst import SelfCriticalLoss
+from lrcn.text.vocab import Vocabulary
+from lrcn.visualize import log_hparams, log_validation_grid
+
+try:
+    from torch.utils.tensorboard import SummaryWriter
+except ImportError:  # tensorboard is a dependency, but a broken install must not stop training
+    SummaryWriter = None
+
+log = logging.getLogger(__name__)
+
+# Keys a resumed run may change: they steer how long, how fast and how visibly it trains, not what
+# the saved weights, optimizer state and data position mean (torchvision's references resume with
+# a new epoch count the same way). Any other key would silently corrupt the run.
+RESUME_SAFE_KEYS = (
+    "train.epochs",
+    "train.lr",
+    "train.encoder_lr",
+    "train.grad_clip",
+    "train.early_stopping_patience",
+    "train.checkpoint_every_steps",
+    "train.log_every_steps",
+    "train.val_max_items",
+    "train.progress",
+    "train.device",
+    "train.amp",
+    "data.num_workers",
+    "data.on_error",
+    "eval.",
+)
+
+
+class StopRequested(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint has been written."""
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag checked between steps (so the checkpoint is consistent)."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.requested is not None:  # second signal: give up at once
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def check_resume_overrides(overrides: list[str], run_dir: Path) -> None:
+    """Refuse, naming the key, a change that a resumed run cannot take safely."""
+    for text in overrides:
+        key, _ = parse_override(text)
+        if not any(
+            key == safe or (safe.endswith(".") and key.startswith(safe))
+            for safe in RESUME_SAFE_KEYS
+        ):
+            allowed = ", ".join(k + "*" if k.endswith(".") else k for k in RESUME_SAFE_KEYS)
+            raise LrcnError(
+                f"`{key}` cannot change when a run is continued with --resume {run_dir}: the saved "
+                f"weights, optimizer and data position depend on it; start a new run with -c instead "
+                f"(keys that can change on resume: {allowed})."
+            )
+
+
+def _resume_payload(run_dir: Path, overrides: list[str]) -> tuple[dict[str, Any], Config]:
+    """The last checkpoint and its config with the (safe) overrides applied."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        raise LrcnError(
+            f"{run_dir}: nothing to resume (no checkpoints/last.pt); start with `lrcn train -c CONFIG --run-dir {run_dir}`."
+        )
+    check_resume_overrides(overrides, run_dir)
+    payload = load_checkpoint(last)
+    cfg = config_from_dict(payload["config"], f"{last} (saved config)")
+    if overrides:
+        saved = cfg
+        cfg = load_config_over(cfg, overrides)
+        changes = _changes(saved.to_dict(), cfg.to_dict())
+        if changes:
+            log.info("resuming with changes: %s", ", ".join(changes))
+    return payload, cfg
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key old -> new`` for every leaf that differs between two config dicts."""
+    out = []
+    for key, value in after.items():
+        if isinstance(value, dict):
+            out += _changes(before.get(key, {}), value, f"{prefix}{key}.")
+        elif before.get(key) != value:
+            out.append(f"{prefix}{key} {before.get(key)!r} -> {value!r}")
+    return out
+
+
+def _vocabulary(
+    payload: dict[str, Any] | None, init_payload: dict[str, Any] | None
+) -> Vocabulary | None:
+    """The vocabulary a resumed or initialised run must keep (its weights only fit their own)."""
+    for source in (payload, init_payload):
+        if source is not None and source.get("vocab"):
+            return Vocabulary.from_dict(source["vocab"])
+    return None
+
+
+class _Trainer:
+    """The optimisation state of one run and what happens between its steps and epochs."""
+
+    def __init__(self, cfg: Config, run: Run, device: torch.device, loss_fn: LossFn | None) -> None:
+        self.cfg, self.run, self.device, self.loss_fn = cfg, run, device, loss_fn
+        self.is_main = distributed.is_main()
+        self.optimizer = build_optimizer(run.model, cfg)
+        per_epoch = -(-len(run.sampler) // run.batch_size)  # batches per epoch, last one partial
+        total = planned_steps(per_epoch, cfg.train.epochs, cfg.train.grad_accum_steps)
+        self.scheduler = build_scheduler(self.optimizer, cfg, total)
+        self.scaler = make_grad_scaler(device, cfg.train.amp)
+        self.state = TrainState()
+        self.ckpt_dir = run.run_dir / "checkpoints"
+        self.writer: SummaryWriter | None = None
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        """Continue from a checkpoint: weights, optimizer, schedule, loss scale, position, RNG."""
+        load_state_dict_checked(self.run.model, payload["model"], self.ckpt_dir / "last.pt")
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        if self.scaler.is_enabled() and payload.get("grad_scaler"):
+            self.scaler.load_state_dict(payload["grad_scaler"])
+        saved_lrs = config_from_dict(payload["config"]).train
+        if (saved_lrs.lr, saved_lrs.encoder_lr) != (self.cfg.train.lr, self.cfg.train.encoder_lr):
+            set_base_lrs(self.optimizer, self.scheduler, self.cfg)
+        self.state = TrainState(**payload["train_state"])
+        restore_rng_state(payload["rng"])
+        log.info(
+            "resumed from %s at epoch %d, step %d",
+            self.ckpt_dir / "last.pt",
+            self.state.epoch + 1,
+            self.state.step,
+        )
+
+    def checkpoint(self, name: str) -> None:
+        """Write ``checkpoints/<name>`` (main process only)."""
+        if not self.is_main:
+            return
+        run, cfg = self.run, self.cfg
+        save_checkpoint(
+            self.ckpt_dir / name,
+            {
+                "task": cfg.task,
+                "config": cfg.to_dict(),
+                "vocab": run.vocab.to_dict() if run.vocab is not None else None,
+                "labels": run.labels,
+                "baseline_caption": run.baseline_caption,
+                "model": run.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "grad_scaler": self.scaler.state_dict(),  # {} unless float16 autocast
+                "train_state": asdict(self.state),
+                "rng": rng_state(),
+            },
+        )
+
+    def train_epoch(self, train_model: torch.nn.Module, stop: _StopFlag) -> dict[str, float]:
+        """One epoch from where the run stands, with step logging, step checkpoints and stops."""
+        cfg, run, state = self.cfg, self.run, self.state
+        run.sampler.set_epoch(state.epoch, start=state.batch_in_epoch * run.batch_size)
+        if hasattr(run.train_data, "set_epoch"):
+            run.train_data.set_epoch(state.epoch)
+        if cfg.train.scheduled_sampling_max > 0:  # Bengio et al. 2015: ramp up feeding own words
+            ramp = max(cfg.train.scheduled_sampling_ramp_epochs, 1)
+            run.model.scheduled_sampling_prob = cfg.train.scheduled_sampling_max * min(
+                1.0, state.epoch / ramp
+            )
+
+        def on_step(st: TrainState, loss: float) -> None:
+            self._on_step(st, loss, stop)
+
+        return train_one_epoch(
+            train_model, run.train_loader(), self.optimizer, self.scheduler, state, self.device,
+            cfg.train.grad_clip, cfg.train.amp, cfg.train.grad_accum_steps, on_step,
+            cfg.train.progress and self.is_main,
+            self.loss_fn, self.scaler,
+        )  # fmt: skip
+
+    def _on_step(self, st: TrainState, loss: float, stop: _StopFlag) -> None:
+        cfg = self.cfg
+        if self.writer is not None and st.step % max(cfg.train.log_every_steps, 1) == 0:
+            self.writer.add_scalar("train/loss", loss, st.step)
+            self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], st.step)
+        every = cfg.train.checkpoint_every_steps
+        if every and st.step % every == 0 and st.batch_in_epoch % cfg.train.grad_accum_steps == 0:
+            self.checkpoint("last.pt")
+        if stop.requested:
+            self.checkpoint("last.pt")
+            raise StopRequested(stop.requested)
+
+    def end_epoch(self, stats: dict[str, float]) -> bool:
+        """Validate, log, checkpoint; True when early stopping ends the run (on every rank)."""
+        state = self.state
+        state.epoch += 1
+        state.batch_in_epoch = 0
+        record: dict[str, Any] = {
+            "epoch": state.epoch,
+            "train_loss": stats["loss"],
+            "seconds": stats["seconds"],
+        }
+        if self.is_main:
+            self._validate(record)
+        patience = self.cfg.train.early_stopping_patience
+        # rank 0 alone validates: its decision is every rank's, or the others start another epoch
+        stop = distributed.agree(bool(patience) and state.bad_epochs >= patience)
+        if stop:
+            log.info(
+                "early stopping: no %s improvement for %d epochs",
+                self.run.monitor,
+                state.bad_epochs,
+            )
+        return stop
+
+    def _validate(self, record: dict[str, Any]) -> None:
+        state, run = self.state, self.run
+        val = run.validate()
+        samples = val.pop("samples", [])
+        grid = val.pop("grid", None)
+        if self.writer is not None and grid is not None:
+            log_validation_grid(self.writer, grid[0], grid[1], state.epoch)
+        record.update({f"val_{k}": v for k, v in val.items() if isinstance(v, int | float)})
+        value = val.get(run.monitor)
+        improved = value is not None and (state.best is None or value > state.best)
+        if improved:
+            state.best, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+        else:
+            state.bad_epochs += 1
+        state.history.append(record)
+        _log_epoch(self.writer, record, samples, state.epoch)
+        log.info(
+            "epoch %d: %s",
+            state.epoch,
+            ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)),
+        )
+        self.checkpoint("last.pt")
+        if improved:
+            self.checkpoint("best.pt")
+
+    def close(self) -> None:
+        """Final hyper-parameter summary and the TensorBoard file closed."""
+        if self.writer is None:
+            return
+        final = self.state.history[-1] if self.state.history else {}
+        log_hparams(
+            self.writer,
+            self.cfg.to_dict(),
+            {
+                **{k: v for k, v in final.items() if k != "epoch"},
+                f"best_{self.run.monitor}": self.state.best,
+            },
+        )
+        self.writer.close()
+
+
+def _start_run(
+    cfg: Config, run_dir: Path, device: torch.device, payload: dict[str, Any] | None
+) -> tuple[Run, LossFn | None]:
+    """Data and model (initialised from ``train.init_from`` when set), the loss, the run files."""
+    init_payload = None
+    if payload is None and cfg.train.init_from:
+        init_payload = load_checkpoint(cfg.train.init_from, task=cfg.task)
+    run = Run(cfg, run_dir, device, _vocabulary(payload, init_payload))
+    if init_payload is not None:
+        load_state_dict_checked(run.model, init_payload["model"], cfg.train.init_from)
+        log.info("initialised from %s", cfg.train.init_from)
+    loss_fn = SelfCriticalLoss.from_run(run) if cfg.train.scst else None
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        if run.vocab is not None:
+            run.vocab.save(run_dir / "vocab.json")
+    return run, loss_fn
+
+
+def fit(
+    cfg: Config | None,
+    run_dir: str | Path,
+    resume: bool = False,
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """Train as configured, writing ``config.yaml``, ``vocab.json``, checkpoints and TensorBoard logs.
+
+    Args:
+        cfg: the experiment.
+        run_dir: output folder (created).
+        resume: continue from ``run_dir/checkpoints/last.pt`` with its optimizer, scheduler, data
+            position and RNG states (the run's saved config is used; ``cfg`` is ignored).
+        overrides: with ``resume``, ``key=value`` changes to the saved config, e.g.
+            ``train.epochs=20`` to train longer; only ``RESUME_SAFE_KEYS`` may change.
+
+    Returns:
+        Summary: final epoch, best validation metric, history, paths.
+    """
+    run_dir = Path(run_dir)
+    payload = None
+    if resume:
+        payload, cfg = _resume_payload(run_dir, list(overrides or []))
+    distributed.setup()
+    device = distributed.device_for(resolve_device(cfg.train.device))
+    _seed_everything(cfg.train.seed)
+    run, loss_fn = _start_run(cfg, run_dir, device, payload)
+    trainer = _Trainer(cfg, run, device, loss_fn)
+    if payload is not None:
+        trainer.restore(payload)
+    train_model = distributed.wrap(run.model, device)
+    if trainer.is_main and SummaryWriter is not None:
+        trainer.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    state = trainer.state
+    with _StopFlag() as stop:
+        try:
+            while state.epoch < cfg.train.epochs:
+                if trainer.end_epoch(trainer.train_epoch(train_model, stop)):
+                    break
+                distributed.barrier()
+        finally:
+            trainer.close()
+    if state.skipped:
+        log.warning("%d unreadable items were skipped (data.on_error=skip)", state.skipped)
+    distributed.barrier()
+    return {
+        "run_dir": str(run_dir),
+        "epochs": state.epoch,
+        "steps": state.step,
+        "best": state.best,
+        "best_epoch": state.best_epoch,
+        "monitor": run.monitor,
+        "history": state.history,
+        "skipped": state.skipped,
+    }
+
+
+def _log_epoch(
+    writer: SummaryWriter | None, record: dict[str, Any], samples: list[dict], epoch: int
+) -> None:
+    if writer is None:
+        return
+    for key, value in record.items():
+        if key != "epoch" and isinstance(value, int | float):
+            writer.add_scalar(f"epoch/{key}", value, epoch)
+    if samples:
+        text = "\n\n".join(
+            f"**{s['id']}**: {s['caption']}  \n_reference_: {s['reference']}" for s in samples
+        )
+        writer.add_text("val/captions", text, epoch)

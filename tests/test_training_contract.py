@@ -1,0 +1,126 @@
+"""The training loop's contract with its user: one stop decision for every DDP rank, a monitor that
+exists, a schedule that plans the steps it takes, TensorBoard pictures at the right epoch, resuming
+with a longer schedule, and arguments in any order."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, TINY_SHAPES
+
+from lrcn.cli import main
+from lrcn.config import load_config
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+TINY_LINE = [
+    "data.train_size=64",
+    "data.val_size=8",
+    "data.test_size=8",
+    "data.image_size=16",
+    "data.num_frames=8",
+    "train.batch_size=16",
+    "train.progress=false",
+]
+SHAPES = str(REPO / "configs" / "shapes.yaml")
+
+
+@pytest.mark.slow
+def test_ddp_early_stopping_stops_every_rank_together(tmp_path: Path) -> None:
+    # lr 1e-12: validation accuracy never changes, so epoch 2 is a bad epoch and patience 1 stops
+    # there. Before the fix rank 0 stopped while rank 1 began epoch 3 (traceback or hang).
+    ddp = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+         "-m", "lrcn.cli", "train", "-c", "configs/moving_line.yaml", "--run-dir", str(tmp_path / "run"),
+         "--no-test", *TINY_LINE, "train.epochs=5", "train.lr=1e-12", "train.early_stopping_patience=1"],
+        capture_output=True, text=True, cwd=REPO, env=ENV, timeout=240,
+    )  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert "epochs: 2" in ddp.stdout, ddp.stdout
+
+
+def test_a_monitor_validation_does_not_compute_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    code = main(["train", "-c", SHAPES, "--run-dir", str(run), *TINY_SHAPES, "train.monitor=Bleu4"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "train.monitor" in err and "Bleu_4" in err and "CIDEr" in err
+    assert not (run / "checkpoints").exists()
+
+
+def test_activity_monitor_must_be_accuracy(tmp_path: Path) -> None:
+    from lrcn.errors import LrcnError
+
+    with pytest.raises(LrcnError, match="train.monitor"):
+        load_config(REPO / "configs" / "moving_line.yaml", ["train.monitor=CIDEr"])
+    load_config(REPO / "configs" / "moving_line.yaml", ["train.monitor=accuracy"])
+
+
+def test_the_schedule_plans_the_optimizer_steps_gradient_accumulation_takes(tmp_path: Path) -> None:
+    # 4 batches, 3 per optimizer step: steps after batches 3 and 4 (an epoch closes its cycle).
+    # The step schedule ends at 0.1**3 of train.lr exactly when it planned the 2 steps taken.
+    run = tmp_path / "run"
+    code = main(["train", "-c", SHAPES, "--run-dir", str(run), "--no-test", *TINY_SHAPES,
+                 "data.train_size=128", "train.epochs=1", "train.grad_accum_steps=3",
+                 "train.scheduler=step", "train.lr=0.001"])  # fmt: skip
+    assert code == 0
+    payload = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert payload["train_state"]["step"] == 2
+    assert payload["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-6, rel=1e-9)
+
+
+def test_the_validation_picture_is_logged_at_its_own_epoch(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    assert main(["train", "-c", SHAPES, "--run-dir", str(run), "--no-test", *TINY_SHAPES]) == 0
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0}).Reload()
+    image_tags = events.Tags()["images"]
+    assert image_tags, "no validation picture was logged"
+    scalar_steps = sorted(e.step for e in events.Scalars("epoch/train_loss"))
+    assert scalar_steps == [1, 2]
+    for tag in image_tags:
+        assert sorted(e.step for e in events.Images(tag)) == scalar_steps
+
+
+def test_resume_with_a_longer_schedule_as_the_readme_shows(tmp_path: Path) -> None:
+    run = tmp_path / "quick"
+    assert main(["train", "-c", SHAPES, "--run-dir", str(run), "--no-test", *TINY_SHAPES,
+                 "train.epochs=1"]) == 0  # fmt: skip
+    assert main(["train", "--resume", str(run), "train.epochs=2", "--no-test"]) == 0
+    payload = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert payload["train_state"]["epoch"] == 2
+    assert payload["config"]["train"]["epochs"] == 2
+    assert "epochs: 2" in (run / "config.yaml").read_text()
+
+
+def test_resume_refuses_a_change_that_would_corrupt_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "quick"
+    assert main(["train", "-c", SHAPES, "--run-dir", str(run), "--no-test", *TINY_SHAPES,
+                 "train.epochs=1"]) == 0  # fmt: skip
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "decoder.hidden_dim=128", "--no-test"]) == 2
+    err = capsys.readouterr().err
+    assert "decoder.hidden_dim" in err and "--resume" in err
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_overrides_on_both_sides_of_an_option(tmp_path: Path) -> None:
+    # as a user types it: overrides, then an option, then more overrides
+    run = tmp_path / "quick"
+    first, rest = TINY_SHAPES[:3], TINY_SHAPES[3:]
+    code = main(["train", "-c", SHAPES, *first, "--run-dir", str(run), *rest, "--no-test",
+                 "train.epochs=1"])  # fmt: skip
+    assert code == 0
+    payload = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert payload["config"]["data"]["train_size"] == 256
+    assert payload["train_state"]["epoch"] == 1
