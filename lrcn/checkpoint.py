@@ -55,6 +55,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
+    """Put back every RNG state saved by :func:`rng_state`."""
     torch.set_rng_state(state["torch"])
     name, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
@@ -141,6 +142,7 @@ def _check_torch_file(path: Path) -> None:
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
+    """A ``.pt`` file, or a run folder's best (else last) checkpoint."""
     path = Path(path)
     if path.is_dir():
         for name in ("checkpoints/best.pt", "checkpoints/last.pt", "best.pt", "last.pt"):

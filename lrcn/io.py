@@ -30,9 +30,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) so that readers see the old file or the new one, never half."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, indent: int | None = 2) -> None:
+    """Write ``data`` as JSON atomically (non-ASCII kept as is)."""
     write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")

@@ -1,0 +1,1 @@
+"""Text: the caption tokenizer and the vocabulary."""

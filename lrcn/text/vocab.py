@@ -70,10 +70,12 @@ class Vocabulary:
         return tokens
 
     def to_dict(self) -> dict:
+        """The vocabulary as JSON-ready data."""
         return {"itos": self.itos}
 
     @classmethod
     def from_dict(cls, data: dict) -> Vocabulary:
+        """Rebuild from :meth:`to_dict`'s data, refusing one without the specials."""
         itos = data.get("itos") if isinstance(data, dict) else None
         if not isinstance(itos, list) or list(itos[: len(SPECIALS)]) != list(SPECIALS):
             raise ValueError(
@@ -87,6 +89,7 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocabulary:
+        """Read a ``vocab.json`` written by :meth:`save`."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
