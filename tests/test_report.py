@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -209,6 +210,8 @@ def test_report_of_500_items_is_fast_and_small(tmp_path: Path):
 
 def test_report_renders_in_headless_chromium_and_sorts(shapes_report, tmp_path: Path):
     if CHROMIUM is None:
+        if os.environ.get("LRCN_REQUIRE_BROWSER"):  # CI installs it: never skip there
+            pytest.fail("LRCN_REQUIRE_BROWSER is set but no chromium is on PATH")
         pytest.skip("chromium not installed (apt-get install chromium) to render the report")
     _, path, page = shapes_report
     shot = tmp_path / "shot.png"
