@@ -2,23 +2,38 @@
 
 All functions decode a whole batch at once: beam search keeps (B * k) beams in one tensor, so
 decoding 64 images is one call with no Python loop over images.
+
+``<pad>`` and ``<start>`` are never valid outputs: every function takes the optimum (or draws)
+over the other tokens only, whatever probability the model gives those two.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
 
-from lrcn.models.decoder import State
+from lrcn.text.vocab import Vocabulary
+
+State = dict[str, torch.Tensor]
+PAD_ID = Vocabulary.pad_id
 
 
 class StepDecoder(Protocol):
-    def init_state(self, features: torch.Tensor) -> State: ...
+    """What decoding needs from a decoder (``lrcn.models.decoder.LSTMDecoder`` is one)."""
 
-    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]: ...
+    def init_state(self, features: torch.Tensor) -> State:
+        """State before ``<start>`` is fed, for features (B, D)."""
+        ...
 
-    def reorder_state(self, state: State, index: torch.Tensor) -> State: ...
+    def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Feed tokens (B,): log-probabilities (B, V) of the next token and the new state."""
+        ...
+
+    def reorder_state(self, state: State, index: torch.Tensor) -> State:
+        """Rows ``index`` (B',) of a state."""
+        ...
 
 
 def _trim(sequences: torch.Tensor, end_id: int) -> list[list[int]]:
@@ -29,11 +44,59 @@ def _trim(sequences: torch.Tensor, end_id: int) -> list[list[int]]:
     return out
 
 
+def _forbid(log_probs: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor:
+    """``log_probs`` (..., V) with ``<pad>`` and ``<start>`` at -inf: never chosen, never drawn."""
+    forbidden = torch.tensor([pad_id, start_id], device=log_probs.device)
+    return log_probs.index_fill(-1, forbidden, float("-inf"))
+
+
+def _unroll(
+    decoder: StepDecoder,
+    features: torch.Tensor,
+    max_length: int,
+    start_id: int,
+    end_id: int,
+    choose: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feed each row's chosen token back until every row has produced ``<end>``.
+
+    Args:
+        choose: masked log-probabilities (B, V) -> the next tokens (B,).
+
+    Returns:
+        (tokens (B, max_length) padded with ``<end>``, summed log-probabilities (B,) of the tokens
+        up to and including the first ``<end>``; it carries gradients when they are enabled).
+    """
+    B, device = features.shape[0], features.device
+    state = decoder.init_state(features)
+    tokens = torch.full((B,), start_id, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    total = torch.zeros(B, device=device)
+    out = torch.full((B, max_length), end_id, dtype=torch.long, device=device)
+    for t in range(max_length):
+        log_probs, state = decoder.step(tokens, state)  # (B, V)
+        tokens = choose(log_probs)
+        tokens = torch.where(done, torch.full_like(tokens, end_id), tokens)
+        picked = log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
+        total = total + torch.where(done, torch.zeros_like(picked), picked)
+        out[:, t] = tokens
+        done = done | (tokens == end_id)
+        if bool(done.all()):
+            break
+    return out, total
+
+
 @torch.no_grad()
 def greedy(
-    decoder: StepDecoder, features: torch.Tensor, max_length: int, start_id: int, end_id: int
+    decoder: StepDecoder,
+    features: torch.Tensor,
+    max_length: int,
+    start_id: int,
+    end_id: int,
+    *,
+    pad_id: int = PAD_ID,
 ) -> list[list[int]]:
-    """Most likely next token at every step.
+    """Most likely next token at every step (``<pad>``, ``<start>`` excluded).
 
     Args:
         features: (B, D) visual features.
@@ -42,19 +105,14 @@ def greedy(
     Returns:
         B token-id lists without ``<start>``/``<end>``.
     """
-    B = features.shape[0]
-    state = decoder.init_state(features)
-    tokens = torch.full((B,), start_id, dtype=torch.long, device=features.device)
-    done = torch.zeros(B, dtype=torch.bool, device=features.device)
-    out = torch.full((B, max_length), end_id, dtype=torch.long, device=features.device)
-    for t in range(max_length):
-        log_probs, state = decoder.step(tokens, state)  # (B, V)
-        tokens = log_probs.argmax(dim=-1)
-        tokens = torch.where(done, torch.full_like(tokens, end_id), tokens)
-        out[:, t] = tokens
-        done |= tokens == end_id
-        if bool(done.all()):
-            break
+    out, _ = _unroll(
+        decoder,
+        features,
+        max_length,
+        start_id,
+        end_id,
+        lambda log_probs: _forbid(log_probs, start_id, pad_id).argmax(dim=-1),
+    )
     return _trim(out, end_id)
 
 
@@ -67,8 +125,10 @@ def beam_search(
     start_id: int,
     end_id: int,
     length_penalty: float = 0.0,
+    *,
+    pad_id: int = PAD_ID,
 ) -> list[list[int]]:
-    """Batched beam search over (B * k) beams.
+    """Batched beam search over (B * k) beams (``<pad>``, ``<start>`` excluded).
 
     A finished beam keeps its score and is extended only by ``<end>`` at no cost (so an ``<end>``
     is never repeated in the output). The best beam per image is chosen by
@@ -82,7 +142,7 @@ def beam_search(
         B token-id lists without ``<start>``/``<end>``.
     """
     if beam_size == 1:
-        return greedy(decoder, features, max_length, start_id, end_id)
+        return greedy(decoder, features, max_length, start_id, end_id, pad_id=pad_id)
     B, k, device = features.shape[0], beam_size, features.device
     state = decoder.init_state(features.repeat_interleave(k, dim=0))  # (B*k, ...)
     tokens = torch.full((B * k,), start_id, dtype=torch.long, device=device)
@@ -97,7 +157,7 @@ def beam_search(
     for t in range(max_length):
         log_probs, state = decoder.step(tokens, state)  # (B*k, V)
         V = log_probs.shape[-1]
-        log_probs = log_probs.view(B, k, V)
+        log_probs = _forbid(log_probs, start_id, pad_id).view(B, k, V)
         # finished beams: only <end>, at zero cost
         frozen = torch.full_like(log_probs, float("-inf"))
         frozen[..., end_id] = 0.0
@@ -119,6 +179,41 @@ def beam_search(
     return _trim(history[torch.arange(B, device=device), best], end_id)
 
 
+def sample_sequences(
+    decoder: StepDecoder,
+    features: torch.Tensor,
+    max_length: int,
+    start_id: int,
+    end_id: int,
+    temperature: float = 1.0,
+    num_samples: int = 1,
+    generator: torch.Generator | None = None,
+    *,
+    pad_id: int = PAD_ID,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temperature sampling of ``num_samples`` rows per image, with gradients when enabled.
+
+    Each token is drawn from the model's distribution over the tokens other than ``<pad>`` and
+    ``<start>`` (``exp(log_probs)`` at temperature 1, ``softmax(log_probs / temperature)``
+    otherwise; argmax for a temperature <= 1e-6). Self-critical training draws through this.
+
+    Returns:
+        (token ids (B*N, max_length) padded with ``<end>``, rows image-major; summed
+        log-probabilities (B*N,) at temperature 1 of the tokens up to and including the first
+        ``<end>``).
+    """
+
+    def draw(log_probs: torch.Tensor) -> torch.Tensor:
+        allowed = _forbid(log_probs.detach(), start_id, pad_id)
+        if temperature <= 1e-6:
+            return allowed.argmax(dim=-1)
+        probs = allowed.exp() if temperature == 1.0 else torch.softmax(allowed / temperature, -1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    features = features.repeat_interleave(num_samples, dim=0)
+    return _unroll(decoder, features, max_length, start_id, end_id, draw)
+
+
 @torch.no_grad()
 def sample(
     decoder: StepDecoder,
@@ -129,6 +224,8 @@ def sample(
     temperature: float = 1.0,
     num_samples: int = 1,
     generator: torch.Generator | None = None,
+    *,
+    pad_id: int = PAD_ID,
 ) -> tuple[list[list[list[int]]], torch.Tensor]:
     """Temperature sampling, ``num_samples`` captions per image, all in one batch.
 
@@ -137,27 +234,10 @@ def sample(
         sample's total log-probability under the model at temperature 1 (for best-of-N).
         As ``temperature`` -> 0 this becomes greedy decoding.
     """
-    B, N, device = features.shape[0], num_samples, features.device
-    state = decoder.init_state(features.repeat_interleave(N, dim=0))
-    tokens = torch.full((B * N,), start_id, dtype=torch.long, device=device)
-    done = torch.zeros(B * N, dtype=torch.bool, device=device)
-    total = torch.zeros(B * N, device=device)
-    out = torch.full((B * N, max_length), end_id, dtype=torch.long, device=device)
-    for t in range(max_length):
-        log_probs, state = decoder.step(tokens, state)  # (B*N, V)
-        if temperature <= 1e-6:
-            tokens = log_probs.argmax(dim=-1)
-        else:
-            probs = torch.softmax(log_probs / temperature, dim=-1)
-            tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        tokens = torch.where(done, torch.full_like(tokens, end_id), tokens)
-        total += torch.where(
-            done, torch.zeros_like(total), log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1)
-        )
-        out[:, t] = tokens
-        done |= tokens == end_id
-        if bool(done.all()):
-            break
+    B, N = features.shape[0], num_samples
+    out, total = sample_sequences(
+        decoder, features, max_length, start_id, end_id, temperature, N, generator, pad_id=pad_id
+    )
     captions = _trim(out, end_id)
     return [captions[b * N : (b + 1) * N] for b in range(B)], total.view(B, N)
 
@@ -171,10 +251,20 @@ def best_of_n(
     num_samples: int = 5,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    *,
+    pad_id: int = PAD_ID,
 ) -> list[list[int]]:
     """Sample ``num_samples`` captions per image and keep the most probable one."""
     captions, log_probs = sample(
-        decoder, features, max_length, start_id, end_id, temperature, num_samples, generator
+        decoder,
+        features,
+        max_length,
+        start_id,
+        end_id,
+        temperature,
+        num_samples,
+        generator,
+        pad_id=pad_id,
     )
     best = log_probs.argmax(dim=1).tolist()
     return [captions[b][best[b]] for b in range(len(captions))]
@@ -188,6 +278,10 @@ def decode(
     end_id: int,
     beam_size: int = 1,
     length_penalty: float = 0.0,
+    *,
+    pad_id: int = PAD_ID,
 ) -> list[list[int]]:
     """Greedy for ``beam_size == 1``, else batched beam search."""
-    return beam_search(decoder, features, beam_size, max_length, start_id, end_id, length_penalty)
+    return beam_search(
+        decoder, features, beam_size, max_length, start_id, end_id, length_penalty, pad_id=pad_id
+    )

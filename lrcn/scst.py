@@ -204,7 +204,12 @@ class SelfCriticalLoss:
         try:
             visual = captioner.encode(batch)  # (B, D)
             ids = decoding.greedy(
-                captioner.decoder, visual, self.max_length, self.vocab.start_id, self.vocab.end_id
+                captioner.decoder,
+                visual,
+                self.max_length,
+                self.vocab.start_id,
+                self.vocab.end_id,
+                pad_id=self.vocab.pad_id,
             )
         finally:
             captioner.train(was_training)
@@ -213,7 +218,7 @@ class SelfCriticalLoss:
     def sample(
         self, decoder: LSTMDecoder, visual: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample K captions per image with gradients.
+        """Sample K captions per image with gradients (``lrcn.decoding.sample_sequences``).
 
         Args:
             visual: (B, D) visual features.
@@ -222,24 +227,15 @@ class SelfCriticalLoss:
             (token ids (B*K, max_length), padded with ``<end>``; summed log-probabilities (B*K,) of
             the generated tokens up to and including the first ``<end>``), rows image-major.
         """
-        BK, device = visual.shape[0] * self.num_samples, visual.device
-        end_id = self.vocab.end_id
-        state = decoder.init_state(visual.repeat_interleave(self.num_samples, dim=0))  # (B*K, ...)
-        tokens = torch.full((BK,), self.vocab.start_id, dtype=torch.long, device=device)
-        done = torch.zeros(BK, dtype=torch.bool, device=device)
-        total = visual.new_zeros(BK, dtype=torch.float32)
-        out = torch.full((BK, self.max_length), end_id, dtype=torch.long, device=device)
-        for t in range(self.max_length):
-            log_probs, state = decoder.step(tokens, state)  # (B*K, V)
-            tokens = torch.multinomial(log_probs.detach().exp(), 1).squeeze(1)  # (B*K,)
-            tokens = torch.where(done, torch.full_like(tokens, end_id), tokens)
-            picked = log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B*K,)
-            total = total + torch.where(done, torch.zeros_like(picked), picked)
-            out[:, t] = tokens
-            done = done | (tokens == end_id)
-            if bool(done.all()):
-                break
-        return out, total
+        return decoding.sample_sequences(
+            decoder,
+            visual,
+            self.max_length,
+            self.vocab.start_id,
+            self.vocab.end_id,
+            num_samples=self.num_samples,
+            pad_id=self.vocab.pad_id,
+        )
 
     # ---- the loss ------------------------------------------------------------------------------
     def policy_loss(

@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lrcn import decoding
 from lrcn.models.decoder import VARIANTS, LSTMDecoder
@@ -45,7 +47,7 @@ def test_beam_one_and_cold_sampling_equal_greedy(variant):
     with torch.no_grad():  # a confident model, so that a tiny temperature is deterministic
         decoder.out.weight.mul_(50)
     greedy = decoding.greedy(decoder, features, 12, 1, 2)
-    samples, _ = decoding.sample(decoder, features, 12, 1, 2, temperature=1e-3, num_samples=3)
+    samples, _ = decoding.sample(decoder, features, 12, 1, 2, temperature=1e-5, num_samples=3)
     assert all(s == [g] * 3 for s, g in zip(samples, greedy))
 
 
@@ -81,3 +83,75 @@ def test_beam_finds_a_sequence_at_least_as_likely_as_greedy():
     for i in range(10):
         if len(greedy[i]) < 8 and len(beam[i]) < 8:  # both finished: comparable totals
             assert log_prob(beam[i], i) >= log_prob(greedy[i], i) - 1e-4
+
+
+# ---- defect 9: <pad> (0) and <start> (1) are never decoded -------------------------------------
+PAD, START, END = 0, 1, 2
+
+
+def _biased_decoder(bias, variant="show_tell", seed=0):
+    """A decoder whose next-token distribution is fixed by the output bias alone."""
+    torch.manual_seed(seed)
+    decoder = LSTMDecoder(len(bias), 5, 6, 8, variant=variant).eval()
+    with torch.no_grad():
+        decoder.out.weight.zero_()
+        decoder.out.bias.copy_(torch.tensor(bias, dtype=torch.float))
+    return decoder
+
+
+def _no_specials(captions):
+    return all(PAD not in c and START not in c for c in captions)
+
+
+def test_greedy_takes_the_best_valid_token_not_start():
+    decoder = _biased_decoder([0, 5, 0, 0, 4, 0])  # <start> most likely, then word 4
+    assert decoding.greedy(decoder, torch.randn(1, 5), 4, START, END) == [[4, 4, 4, 4]]
+
+
+def test_greedy_never_emits_pad():
+    decoder = _biased_decoder([6, 0, 1, 0, 0, 0])  # <pad> most likely, then <end>
+    assert decoding.greedy(decoder, torch.randn(2, 5), 4, START, END) == [[], []]
+
+
+def test_beam_search_never_emits_pad_or_start():
+    decoder = _biased_decoder([5, 5, 0, 0, 3, 2])
+    beams = decoding.beam_search(decoder, torch.randn(3, 5), 3, 5, START, END)
+    assert beams == [[4, 4, 4, 4, 4]] * 3
+
+
+def test_sampling_and_best_of_n_never_emit_pad_or_start():
+    decoder = _biased_decoder([4, 4, 0, 1, 1, 1])  # specials hold ~90% of the mass
+    features = torch.randn(4, 5)
+    gen = torch.Generator().manual_seed(0)
+    for temperature in (1.0, 0.7, 0.0):
+        samples, _ = decoding.sample(
+            decoder, features, 6, START, END, temperature, num_samples=8, generator=gen
+        )
+        assert all(_no_specials(s) for s in samples), temperature
+    assert _no_specials(decoding.best_of_n(decoder, features, 6, START, END, 4, generator=gen))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    vocab=st.integers(5, 8),
+    variant=st.sampled_from(VARIANTS),
+    seed=st.integers(0, 2**16),
+    scale=st.floats(0.0, 8.0),
+    beam=st.integers(2, 4),
+)
+def test_no_decoder_ever_emits_pad_or_start_and_beam_one_is_greedy(
+    vocab, variant, seed, scale, beam
+):
+    torch.manual_seed(seed)
+    decoder = LSTMDecoder(vocab, 5, 6, 8, variant=variant).eval()
+    with torch.no_grad():
+        decoder.out.bias.copy_(torch.randn(vocab) * scale)
+        decoder.out.weight.mul_(scale)
+    features = torch.randn(3, 5)
+    greedy = decoding.greedy(decoder, features, 6, START, END)
+    assert _no_specials(greedy)
+    assert decoding.beam_search(decoder, features, 1, 6, START, END) == greedy
+    assert _no_specials(decoding.beam_search(decoder, features, beam, 6, START, END))
+    gen = torch.Generator().manual_seed(seed)
+    samples, _ = decoding.sample(decoder, features, 6, START, END, num_samples=3, generator=gen)
+    assert all(_no_specials(s) for s in samples)

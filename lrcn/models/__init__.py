@@ -1,4 +1,5 @@
-"""Model parts: encoders, TimeDistributed, the caption decoder, captioners and the activity classifier."""
+"""Model parts: encoders and decoder wirings (both registries), TimeDistributed, the caption decoder,
+captioners and the activity classifier."""
 
 from lrcn.models.captioner import Captioner, ImageCaptioner, MeanPool, TemporalLSTM, VideoCaptioner
 from lrcn.models.classifier import (
@@ -10,26 +11,41 @@ from lrcn.models.classifier import (
     single_lstm_bias_,
 )
 from lrcn.models.decoder import LSTMDecoder
-from lrcn.models.encoders import Encoder, available_encoders, create_encoder
+from lrcn.models.encoders import (
+    Encoder,
+    EncoderSpec,
+    available_encoders,
+    create_encoder,
+    encoder_spec,
+    register_encoder,
+)
 from lrcn.models.init import keras_init_
 from lrcn.models.time_distributed import TimeDistributed
+from lrcn.models.wirings import Wiring, available_wirings, get_wiring, register_wiring
 
 __all__ = [
     "ActivityClassifier",
     "Captioner",
     "Encoder",
+    "EncoderSpec",
     "ImageCaptioner",
     "LSTMDecoder",
     "MeanPool",
     "TemporalLSTM",
     "TimeDistributed",
     "VideoCaptioner",
+    "Wiring",
     "available_encoders",
+    "available_wirings",
     "build_seed_cnn",
     "build_seed_model",
     "create_encoder",
+    "encoder_spec",
+    "get_wiring",
     "keras_init_",
     "keras_same_padding",
     "load_keras_seed_weights",
+    "register_encoder",
+    "register_wiring",
     "single_lstm_bias_",
 ]

@@ -23,6 +23,7 @@ class MeanPool(nn.Module):
         self.output_dim = feature_dim
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Frame features (B, T, D) -> their mean (B, D)."""
         return features.mean(dim=1)  # (B, T, D) -> (B, D)
 
 
@@ -35,6 +36,7 @@ class TemporalLSTM(nn.Module):
         self.output_dim = hidden_dim
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Frame features (B, T, D) -> the LSTM's last output (B, H)."""
         out, _ = self.lstm(features)  # (B, T, D) -> (B, T, H)
         return out[:, -1]  # (B, H)
 

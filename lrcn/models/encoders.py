@@ -1,9 +1,19 @@
-"""CNN encoders: a small registry returning each network's last hidden layer as a feature vector.
+"""CNN encoders: a registry of networks whose last hidden layer is the feature vector.
 
 ``create_encoder(name, weights=..., freeze=...)`` gives an ``Encoder`` mapping images
-(B, 3, H, W) -> features (B, D): torchvision backbones (their pooled penultimate layer),
-EfficientNet-Lite0 with ImageNet weights that install offline, and small CNNs for the embedded
-datasets. Each entry also names the input normalisation its weights expect.
+(B, C, H, W) -> features (B, D): torchvision backbones (their pooled penultimate layer),
+EfficientNet-Lite0 with ImageNet weights that install offline, the small CNN for the embedded
+datasets and the Keras seed's CNN. Each entry also names the input normalisation its weights
+expect (``encoder_spec(name).mean`` / ``.std``).
+
+Register a new one the way timm registers models, from anywhere (a plugin, a test file)::
+
+    @register_encoder("tiny", mean=(0.5,) * 3, std=(0.5,) * 3)
+    def tiny(weights: str, feature_dim: int = 32, **_: object) -> tuple[nn.Module, int]:
+        return nn.Sequential(nn.Flatten(), nn.LazyLinear(feature_dim)), feature_dim
+
+and select it with ``encoder.name=tiny``. A builder gets ``weights`` (``none``, ``imagenet`` or a
+path) and the options ``feature_dim`` and ``image_size``; it returns the trunk and its feature size.
 """
 
 from __future__ import annotations
@@ -18,6 +28,14 @@ import torch
 from torch import nn
 
 from lrcn.errors import LrcnError
+from lrcn.models.classifier import build_seed_cnn
+from lrcn.models.efficientnet import (
+    EFFICIENTNET_LITE0_MEAN,
+    EFFICIENTNET_LITE0_STD,
+    efficientnet_lite0_features,
+)
+
+Builder = Callable[..., tuple[nn.Module, int]]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -43,10 +61,12 @@ class Encoder(nn.Module):
         self.train(True)  # applies the frozen eval mode now
 
     def train(self, mode: bool = True) -> Encoder:
+        """Set training mode; a frozen encoder stays in eval mode."""
         super().train(mode and not self.frozen)
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> features (B, D)."""
         return self.trunk(images)  # (B, 3, H, W) -> (B, D)
 
 
@@ -85,6 +105,7 @@ class SmallCNN(nn.Module):
         self.image_size = image_size
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, S, S) -> features (B, D); any other size is refused with a sentence."""
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             raise ValueError(
                 f"small_cnn was built for {self.image_size}x{self.image_size} images, got "
@@ -95,18 +116,90 @@ class SmallCNN(nn.Module):
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    builder: Callable[..., tuple[nn.Module, int]]
+    """A registered encoder: its builder and the input normalisation its weights expect.
+
+    Attributes:
+        builder: ``builder(weights=..., feature_dim=..., image_size=...)`` -> (trunk, feature size).
+        mean: per-channel mean the inputs are normalised with.
+        std: per-channel standard deviation.
+        pretrained: whether ``weights=imagenet`` exists for it.
+    """
+
+    builder: Builder
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    pretrained: bool  # has an `imagenet` weights option
+    pretrained: bool = False
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels the encoder reads (one per mean value): 1 for the seed CNN."""
+        return len(self.mean)
 
 
+ENCODERS: dict[str, EncoderSpec] = {}
+
+
+def register_encoder(
+    name: str,
+    spec: EncoderSpec | None = None,
+    *,
+    mean: tuple[float, ...] = HALF,
+    std: tuple[float, ...] = HALF,
+    pretrained: bool = False,
+) -> Callable[[Builder], Builder]:
+    """Decorator registering a builder as encoder ``name`` (``encoder.name=name`` in a config).
+
+    ``register_encoder(name, spec)`` registers a ready `EncoderSpec` at once.
+
+    Args:
+        name: the registry name.
+        spec: a complete entry, instead of decorating a builder.
+        mean: per-channel input mean the weights expect.
+        std: per-channel input standard deviation.
+        pretrained: the builder accepts ``weights=imagenet``.
+    """
+    if spec is not None:
+        ENCODERS[name] = spec
+
+    def add(builder: Builder) -> Builder:
+        ENCODERS[name] = EncoderSpec(builder, tuple(mean), tuple(std), pretrained)
+        return builder
+
+    return add
+
+
+def available_encoders() -> list[str]:
+    """Names of the registered encoders, sorted."""
+    return sorted(ENCODERS)
+
+
+def encoder_spec(name: str) -> EncoderSpec:
+    """The registry entry of ``name``; LrcnError listing the registered names if there is none."""
+    if name not in ENCODERS:
+        raise LrcnError(
+            f"unknown encoder `{name}`; set encoder.name to one of {', '.join(available_encoders())}."
+        )
+    return ENCODERS[name]
+
+
+def _no_weights(name: str, weights: str) -> None:
+    if weights not in ("none", ""):
+        raise LrcnError(f"encoder {name} has no pretrained weights; set encoder.weights=none.")
+
+
+@register_encoder("small_cnn", mean=HALF, std=HALF)
 def _small_cnn(
     weights: str, feature_dim: int = 256, image_size: int = 64, **_: object
 ) -> tuple[nn.Module, int]:
-    if weights not in ("none", ""):
-        raise LrcnError("encoder small_cnn has no pretrained weights; set encoder.weights=none.")
+    _no_weights("small_cnn", weights)
     return SmallCNN(feature_dim=feature_dim, image_size=image_size), feature_dim
+
+
+@register_encoder("seed_cnn", mean=(0.0,), std=(1.0,))
+def _seed_cnn(weights: str, image_size: int = 50, **_: object) -> tuple[nn.Module, int]:
+    """The Keras seed's one-channel CNN (`lrcn.models.classifier.build_seed_cnn`), square inputs."""
+    _no_weights("seed_cnn", weights)
+    return build_seed_cnn(height=image_size, width=image_size)
 
 
 def _torchvision_weights_error(name: str, exc: BaseException) -> LrcnError:
@@ -186,50 +279,23 @@ def _mobilenet_v3_head(net: nn.Module) -> tuple[nn.Module, int]:
     return net, dim
 
 
+@register_encoder(
+    "efficientnet_lite0", mean=EFFICIENTNET_LITE0_MEAN, std=EFFICIENTNET_LITE0_STD, pretrained=True
+)  # TF-Lite preprocessing: (x - 127) / 128
 def _efficientnet_lite0(weights: str, **_: object) -> tuple[nn.Module, int]:
-    from lrcn.models.efficientnet import efficientnet_lite0_features
-
     return efficientnet_lite0_features(weights=None if weights in ("none", "") else weights)
 
 
-ENCODERS: dict[str, EncoderSpec] = {
-    "small_cnn": EncoderSpec(_small_cnn, HALF, HALF, pretrained=False),
-    **{
-        name: EncoderSpec(
-            _torchvision(name, _resnet_head), IMAGENET_MEAN, IMAGENET_STD, pretrained=True
-        )
-        for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-    },
-    "vgg16": EncoderSpec(
-        _torchvision("vgg16", _vgg_head), IMAGENET_MEAN, IMAGENET_STD, pretrained=True
-    ),
-    "efficientnet_lite0": EncoderSpec(
-        _efficientnet_lite0, (127 / 255,) * 3, (128 / 255,) * 3, pretrained=True
-    ),  # TF-Lite preprocessing: (x - 127) / 128
-    "mobilenet_v3_large": EncoderSpec(
-        _torchvision("mobilenet_v3_large", _mobilenet_v3_head),
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        pretrained=True,
-    ),
-}
-
-
-def register_encoder(name: str, spec: EncoderSpec) -> None:
-    """Add an encoder to the registry (e.g. from a plugin or a test)."""
-    ENCODERS[name] = spec
-
-
-def available_encoders() -> list[str]:
-    return sorted(ENCODERS)
-
-
-def encoder_spec(name: str) -> EncoderSpec:
-    if name not in ENCODERS:
-        raise LrcnError(
-            f"unknown encoder `{name}`; choose one of {', '.join(available_encoders())}."
-        )
-    return ENCODERS[name]
+for _name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+    register_encoder(_name, mean=IMAGENET_MEAN, std=IMAGENET_STD, pretrained=True)(
+        _torchvision(_name, _resnet_head)
+    )
+register_encoder("vgg16", mean=IMAGENET_MEAN, std=IMAGENET_STD, pretrained=True)(
+    _torchvision("vgg16", _vgg_head)
+)
+register_encoder("mobilenet_v3_large", mean=IMAGENET_MEAN, std=IMAGENET_STD, pretrained=True)(
+    _torchvision("mobilenet_v3_large", _mobilenet_v3_head)
+)
 
 
 def create_encoder(

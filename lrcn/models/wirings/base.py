@@ -1,0 +1,157 @@
+"""What every decoder wiring is, and the registry that names them.
+
+A wiring is the recurrent core of `lrcn.models.decoder.LSTMDecoder`: it owns the LSTM(s) and says
+how the projected visual feature and the embedded words reach them. The embedding, the visual
+projection, the dropout and the output layer are shared and stay on the decoder.
+
+Register one the way timm registers models, from anywhere (a plugin, a test file)::
+
+    @register_wiring("gru_show_tell")
+    class GRUShowTell(Wiring):
+        ...
+
+and select it with ``decoder.variant=gru_show_tell``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from lrcn.errors import LrcnError
+
+State = dict[str, torch.Tensor]
+Dropout = Callable[[torch.Tensor], torch.Tensor]
+
+_WIRINGS: dict[str, type[Wiring]] = {}
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    """No dropout: what decoding steps use."""
+    return x
+
+
+class Wiring:
+    """The recurrent core between the shared word/visual embeddings and the output layer.
+
+    A plain object, not an ``nn.Module``: every ``nn.Module`` attribute set in ``__init__`` is
+    registered on the decoder under the same name (so a wiring's ``self.lstm`` has the state_dict
+    keys ``lstm.*``), in the order it was set. Dropout comes in as an argument, so a wiring reads
+    no training flag of its own.
+
+    A subclass sets its modules in ``__init__`` and implements ``init_state`` and ``step``;
+    ``hidden_states`` (teacher forcing) steps through ``step`` unless a faster version is given.
+
+    Args:
+        embed_dim: size of a word embedding and of the projected visual feature.
+        hidden_dim: size of the output the decoder's output layer reads.
+        num_layers: stacked layers per recurrent network.
+        dropout: the decoder's dropout; recurrent networks use it between stacked layers.
+    """
+
+    def __init__(self, embed_dim: int, hidden_dim: int, num_layers: int, dropout: float) -> None:
+        self.embed_dim, self.hidden_dim, self.num_layers = embed_dim, hidden_dim, num_layers
+        self.inter_dropout = dropout if num_layers > 1 else 0.0
+
+    def submodules(self) -> dict[str, nn.Module]:
+        """The modules to register on the decoder, by attribute name, in creation order."""
+        return {name: value for name, value in vars(self).items() if isinstance(value, nn.Module)}
+
+    def reset_parameters(self) -> None:
+        """Re-initialise weights; called once the decoder's output layer exists (random order)."""
+
+    def init_state(self, visual: torch.Tensor) -> State:
+        """State before ``<start>`` is fed, from the projected visual feature (B, E)."""
+        raise NotImplementedError
+
+    def step(
+        self, word: torch.Tensor, state: State, dropout: Dropout = identity
+    ) -> tuple[torch.Tensor, State]:
+        """One embedded word per row (B, 1, E) -> top output (B, H) and the new state."""
+        raise NotImplementedError
+
+    def hidden_states(
+        self, visual: torch.Tensor, words: torch.Tensor, steps: torch.Tensor, dropout: Dropout
+    ) -> torch.Tensor:
+        """Teacher forcing: outputs (B, L, H) for words (B, L, E), zero past each row's ``steps``.
+
+        Args:
+            visual: (B, E) projected visual feature (dropout applied).
+            words: (B, L, E) embedded inputs ``<start> w1 ...`` (dropout applied).
+            steps: (B,) inputs per row, on the CPU.
+            dropout: the decoder's dropout, for use between networks.
+        """
+        state = self.init_state(visual)
+        outputs = []
+        for t in range(words.shape[1]):
+            out, state = self.step(words[:, t : t + 1], state, dropout)
+            outputs.append(out)
+        hidden = torch.stack(outputs, dim=1)  # (B, L, H)
+        valid = torch.arange(words.shape[1]) < steps[:, None]  # (B, L)
+        return hidden * valid.to(hidden.device).unsqueeze(-1)
+
+    @staticmethod
+    def reorder_state(state: State, index: torch.Tensor) -> State:
+        """Select (or repeat) rows of a state: beam search's bookkeeping. index: (B',) long.
+
+        Recurrent states are (num_layers, B, H); the entry ``visual`` is (B, E).
+        """
+        return {k: v.index_select(0 if k == "visual" else 1, index) for k, v in state.items()}
+
+
+def register_wiring(name: str) -> Callable[[type[Wiring]], type[Wiring]]:
+    """Class decorator: make a `Wiring` subclass selectable as ``decoder.variant=name``."""
+
+    def add(cls: type[Wiring]) -> type[Wiring]:
+        _WIRINGS[name] = cls
+        return cls
+
+    return add
+
+
+def available_wirings() -> tuple[str, ...]:
+    """Names of the registered wirings, sorted."""
+    return tuple(sorted(_WIRINGS))
+
+
+def get_wiring(name: str) -> type[Wiring]:
+    """The wiring class registered as ``name``; LrcnError naming the registered ones if none."""
+    if name not in _WIRINGS:
+        raise LrcnError(
+            f"unknown decoder variant `{name}`; set decoder.variant to one of "
+            f"{', '.join(available_wirings())}."
+        )
+    return _WIRINGS[name]
+
+
+def run_packed(
+    lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor, total: int
+) -> torch.Tensor:
+    """Run ``lstm`` over padded ``inputs`` (B, T, I) packed by ``lengths``: (B, total, H), zeros past each length."""
+    packed = nn.utils.rnn.pack_padded_sequence(
+        inputs, lengths, batch_first=True, enforce_sorted=False
+    )
+    out, _ = lstm(packed)
+    out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=total)
+    return out
+
+
+def remember_init_(lstm: nn.LSTM) -> None:
+    """Orthogonal recurrent weights and forget-gate bias 1 (Jozefowicz et al. 2015; Keras' default).
+
+    Show and Tell sees the image only at the first step; with PyTorch's default init the forget gate
+    starts near 0.5, the image fades within a few words, and training plateaus at a language model
+    that ignores the picture (measured here: loss 1.07 vs 0.93 after 140 steps on shapes).
+    """
+    hidden = lstm.hidden_size
+    for name, param in lstm.named_parameters():
+        if name.startswith("weight_hh"):
+            for gate in range(4):
+                nn.init.orthogonal_(param.data[gate * hidden : (gate + 1) * hidden])
+        elif name.startswith("bias_ih"):
+            nn.init.zeros_(param)
+            nn.init.ones_(param.data[hidden : 2 * hidden])
+        elif name.startswith("bias_hh"):
+            nn.init.zeros_(param)
