@@ -187,7 +187,8 @@ def make_caption_collate(is_video: bool, pad_id: int = 0) -> Callable[[list[dict
         skipped = [it["skipped"] for it in items if "skipped" in it]
         items = [it for it in items if "skipped" not in it]
         batch: dict = {"skipped": skipped}
-        if not items:
+        if not items:  # every item unreadable (data.on_error=skip): the engine skips the batch
+            batch["size"] = 0
             return batch
         examples = [it["example"] for it in items]
         batch.update(_stack_inputs(examples, is_video))
