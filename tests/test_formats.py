@@ -425,7 +425,9 @@ def test_manifest_errors_name_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(LrcnError, match=r"train.jsonl line 2 has split 'dev'"):
         manifests.read_manifest(tmp_path, "train")
     with pytest.raises(LrcnError, match="split 'dev'"):
-        manifests.write_manifest([{"id": "a", "path": "p", "split": "dev", "captions": []}], tmp_path)
+        manifests.write_manifest(
+            [{"id": "a", "path": "p", "split": "dev", "captions": []}], tmp_path
+        )
 
 
 def test_prepare_options_and_registry(tmp_path: Path) -> None:
