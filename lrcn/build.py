@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib  # [data helper: store_header]
+import inspect  # [data helper: store_header]
+from pathlib import Path  # [data helper: store_header]
+from typing import Any  # [data helper: store_header]
+
 from torch import nn
 from torch.utils.data import Dataset
 
 from lrcn.config import Config
 from lrcn.data.datasets import Source
+from lrcn.data.manifest import read_manifest  # [data helper]
+from lrcn.data.sources import ManifestImageSource, ManifestVideoSource  # [data helper]
+from lrcn.data.store import FeatureSource  # [data helper]
+from lrcn.data.synthetic import available_datasets, find_dataset  # [data helper]
 from lrcn.errors import LrcnError
 from lrcn.models.captioner import Captioner, ImageCaptioner, MeanPool, TemporalLSTM, VideoCaptioner
 from lrcn.models.decoder import LSTMDecoder
-from lrcn.models.encoders import Encoder, create_encoder, encoder_spec
+from lrcn.models.encoders import ENCODERS, Encoder, create_encoder, encoder_spec
 
 
 def normalisation(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -22,8 +31,6 @@ def normalisation(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def _manifest_records(cfg: Config, split: str) -> list[dict]:
-    from lrcn.data.formats import read_manifest
-
     return read_manifest(cfg.data.manifest, split)
 
 
@@ -36,9 +43,7 @@ def _split_size(cfg: Config, split: str) -> int:
 
 def build_source(cfg: Config, split: str) -> Source:
     """The captioning examples of one split (image or video), from the feature store when set."""
-    if cfg.data.features:
-        from lrcn.data.features import FeatureSource, store_header
-
+    if cfg.data.features:  # [data helper: FeatureSource moved to lrcn.data.store]
         return FeatureSource(
             cfg.data.features, split, build_source_raw(cfg, split), expected=store_header(cfg)
         )
@@ -48,27 +53,18 @@ def build_source(cfg: Config, split: str) -> Source:
 def build_source_raw(cfg: Config, split: str) -> Source:
     """The captioning examples of one split as pixels (embedded generator or manifest)."""
     mean, std = normalisation(cfg)
-    if cfg.task == "caption" and cfg.data.dataset == "shapes":
-        from lrcn.data.sources import ShapesSource
-
-        return ShapesSource(
-            split, _split_size(cfg, split), cfg.data.seed, cfg.data.image_size, mean, std
-        )
-    if cfg.task == "video_caption" and cfg.data.dataset == "moving_shapes":
-        from lrcn.data.sources import MovingShapesSource
-
-        return MovingShapesSource(
-            split,
-            _split_size(cfg, split),
-            cfg.data.seed,
-            cfg.data.image_size,
-            cfg.data.num_frames,
-            mean,
-            std,
+    # [data helper: synthetic datasets come from their registry]
+    synthetic = find_dataset(cfg.data.dataset, cfg.task)
+    if synthetic is not None:
+        return synthetic.builder(
+            split=split,
+            size=_split_size(cfg, split),
+            seed=cfg.data.seed,
+            data=cfg.data,
+            mean=mean,
+            std=std,
         )
     if cfg.data.dataset == "manifest":
-        from lrcn.data.sources import ManifestImageSource, ManifestVideoSource
-
         records = _manifest_records(cfg, split)
         if cfg.task == "caption":
             return ManifestImageSource(records, cfg.data.image_size, mean, std)
@@ -94,16 +90,16 @@ class ActivitySourceDataset(Dataset):
 
 def build_activity_dataset(cfg: Config, split: str) -> tuple[Dataset, list[str]]:
     """Activity dataset of one split and its class names."""
-    if cfg.data.dataset == "moving_line":
-        from lrcn.data.synthetic.moving_line import MovingLineDataset
-
-        seed = cfg.data.seed * 10 + {"train": 0, "val": 1, "test": 2}[split]
-        data = MovingLineDataset(
-            _split_size(cfg, split),
-            seed,
-            frames=cfg.data.num_frames,
-            size=cfg.data.image_size,
-            variant=cfg.data.variant,
+    synthetic = find_dataset(cfg.data.dataset, "activity")  # [data helper: registry]
+    if synthetic is not None:
+        mean, std = normalisation(cfg)
+        data = synthetic.builder(
+            split=split,
+            size=_split_size(cfg, split),
+            seed=cfg.data.seed,
+            data=cfg.data,
+            mean=mean,
+            std=std,
         )
         return data, data.class_names
     if cfg.data.dataset == "manifest":
@@ -197,3 +193,56 @@ def build_model(cfg: Config, vocab_size: int = 0, num_classes: int = 0) -> nn.Mo
             if not (pretrained and name in ("encoder", "frame_encoder")):
                 keras_init_(child)
     return model
+
+
+# [data helper] store_header moved here from lrcn/data/features.py: it reads the config and the
+# encoder registry, which the feature store (lrcn.data.store) must not.
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        raise LrcnError(
+            f"{path}: encoder weights file not found or unreadable; pass an existing file or "
+            "encoder.weights=imagenet|none."
+        ) from None
+    return digest.hexdigest()
+
+
+def store_header(cfg: Config) -> dict[str, Any]:
+    """What the configuration says a feature store's rows must have been made with.
+
+    Raises:
+        LrcnError: ``encoder.freeze`` is false (stored features of a trained encoder go stale).
+    """
+    if not cfg.encoder.freeze:
+        raise LrcnError(
+            "encoder.freeze is false, but a feature store holds a frozen encoder's features "
+            "(training would change the encoder and leave them stale); set encoder.freeze=true, "
+            "or unset data.features to train the encoder on pixels."
+        )
+    weights = cfg.encoder.weights
+    spec = ENCODERS.get(cfg.encoder.name)
+    # encoder.feature_dim only shapes encoders whose builder takes it (small_cnn); for the others a
+    # changed value must not invalidate an expensive store.
+    sized = spec is None or "feature_dim" in inspect.signature(spec.builder).parameters
+    video = cfg.task == "video_caption"
+    synthetic = cfg.data.dataset in available_datasets()
+    header: dict[str, Any] = {
+        "encoder": cfg.encoder.name,
+        "weights": weights,
+        "encoder_feature_dim": cfg.encoder.feature_dim if sized else None,
+        "image_size": cfg.data.image_size,
+        "num_frames": cfg.data.num_frames if video else None,
+        "dtype": cfg.data.features_dtype,
+        "dataset": cfg.data.dataset,
+        "data_seed": cfg.data.seed if synthetic else None,
+    }
+    if weights in ("none", ""):
+        # Random weights: extraction seeds the encoder's init with train.seed, as fit does.
+        header["init_seed"] = cfg.train.seed
+    elif weights != "imagenet":
+        header["weights_sha256"] = _file_sha256(Path(weights))
+    return header

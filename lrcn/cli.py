@@ -225,7 +225,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_extract_features(args: argparse.Namespace) -> int:
     """``lrcn extract-features``: fill the feature store split by split."""
     from lrcn.config import load_config
-    from lrcn.data.features import extract_features
+    from lrcn.extract import extract_features
 
     cfg = load_config(args.config, args.overrides)
     for split in args.split or ["train", "val", "test"]:
@@ -251,7 +251,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     """``lrcn prepare``: a dataset's native files -> manifests."""
     from lrcn.config import parse_override
-    from lrcn.data.formats import prepare
+    from lrcn.data.manifest import prepare
 
     options = dict(parse_override(o) for o in args.options)
     counts = prepare(args.dataset, args.root, args.out, **options)

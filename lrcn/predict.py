@@ -144,17 +144,7 @@ def evaluate(
             )
             metrics.update({f"baseline_{k}": v for k, v in fixed.items() if isinstance(v, float)})
             metrics["baseline_caption"] = baseline
-    generator = getattr(getattr(source, "raw", source), "data", None)  # under a feature store too
-    if cfg.data.dataset == "moving_shapes" and generator is not None:
-        from lrcn.data.synthetic.moving_shapes import motion_accuracy
-
-        # ground truth from the generator: motion words in the references' order, and with colours
-        metrics["motion_accuracy"] = motion_accuracy(hyps, generator)
-        metrics["motion_colour_accuracy"] = motion_accuracy(hyps, generator, match="colour")
-    if cfg.data.dataset == "shapes" and generator is not None:
-        from lrcn.data.synthetic.shapes import scene_accuracy
-
-        metrics.update(scene_accuracy(hyps, generator))  # every object's colour and shape right
+    metrics.update(source.task_metrics(hyps))  # [data helper] e.g. scene_accuracy, motion_accuracy
     metrics.update(split=split, items=len(hyps), beam_size=cfg.eval.beam_size, skipped=skipped)
     write_json_atomic(out_dir / f"{split}_metrics.json", metrics)
     results = [{"image_id": _coco_id(k), "caption": v} for k, v in hyps.items()]
@@ -199,7 +189,7 @@ def _clip_and_video_accuracy(
 
     Videos are decoded in ``data.num_workers`` DataLoader workers while the model runs; a long
     video's clips go through the model ``eval.batch_size`` at a time."""
-    from lrcn.data.formats import read_manifest
+    from lrcn.data.manifest import read_manifest  # [data helper]
     from lrcn.runtime import make_loader
 
     device = next(model.parameters()).device

@@ -18,8 +18,9 @@ from torch.utils.data import DataLoader, Dataset
 from lrcn.build import build_encoder, build_source, build_source_raw
 from lrcn.config import load_config
 from lrcn.data.datasets import CaptionTrainDataset, build_vocabulary, make_caption_collate
-from lrcn.data.features import FeatureSource, StoreWriter, extract_features, store_paths
+from lrcn.data.store import FeatureSource, StoreWriter, store_paths
 from lrcn.errors import LrcnError
+from lrcn.extract import extract_features
 
 FP16 = {"atol": 2e-3, "rtol": 2e-3}  # float16 keeps 11 significant bits
 

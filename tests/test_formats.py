@@ -1,4 +1,4 @@
-"""Native dataset readers, manifests and `prepare` (lrcn.data.formats)."""
+"""Native dataset readers, manifests and `prepare` (lrcn.data.readers, lrcn.data.manifest)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lrcn.data import formats
+from lrcn.data import manifest as manifests
+from lrcn.data import readers
 from lrcn.data.media import read_frames
 from lrcn.errors import LrcnError
 
@@ -35,32 +36,32 @@ def by_id(records: list[dict]) -> dict[str, dict]:
 
 def test_real_flickr8k_token_file_and_official_split() -> None:
     root = needs(DATA / "flickr8k")
-    everything = formats.read_flickr8k(root, unlisted="train")
+    everything = readers.read_flickr8k(root, unlisted="train")
     assert len(everything) == 8091
     assert Counter(len(record["captions"]) for record in everything) == {5: 8091}
     assert "2258277193_586949ec62" not in by_id(everything)  # captioned, but not in the download
-    official = formats.read_flickr8k(root)
+    official = readers.read_flickr8k(root)
     assert split_counts(official) == {"train": 6000, "val": 1000, "test": 1000}
     record = by_id(official)["1000268201_693b08cb0e"]
     assert record["path"] == str(root / "images" / "1000268201_693b08cb0e.jpg")
     assert record["captions"][0] == (
         "A child in a pink dress is climbing up a set of stairs in an entry way ."
     )
-    formats.read_flickr8k(root, check_files=False)  # no stat of 8,000 absent images
+    readers.read_flickr8k(root, check_files=False)  # no stat of 8,000 absent images
     with pytest.raises(LrcnError, match="images/videos are missing"):
-        formats.read_flickr8k(root, check_files=True)
+        readers.read_flickr8k(root, check_files=True)
 
 
 def test_real_kaggle_captions_match_the_token_file() -> None:
     root = needs(DATA / "flickr8k")
-    kaggle = by_id(formats.read_kaggle_captions(root, unlisted="train"))
-    token = by_id(formats.read_flickr8k(root, unlisted="train"))
+    kaggle = by_id(readers.read_kaggle_captions(root, unlisted="train"))
+    token = by_id(readers.read_flickr8k(root, unlisted="train"))
     assert kaggle.keys() == token.keys() and len(kaggle) == 8091
     assert all(kaggle[key]["captions"] == token[key]["captions"] for key in kaggle)
     assert sum(len(record["captions"]) for record in kaggle.values()) == 40455
     quoted = kaggle["1012212859_01547e3f17"]["captions"]
     assert "A dog shakes its head near the shore , a red ball next to it ." in quoted
-    assert split_counts(formats.read_kaggle_captions(root)) == {
+    assert split_counts(readers.read_kaggle_captions(root)) == {
         "train": 6000,
         "val": 1000,
         "test": 1000,
@@ -69,7 +70,7 @@ def test_real_kaggle_captions_match_the_token_file() -> None:
 
 def test_real_karpathy_excerpt() -> None:
     root = needs(DATA / "karpathy")
-    records = formats.read_karpathy(root)
+    records = readers.read_karpathy(root)
     assert len(records) == 3 and all(len(record["captions"]) == 5 for record in records)
     assert records[0]["id"] == "2513260012_03d33305cf"
     assert records[0]["captions"][1] == "Black dog chasing brown dog through snow"
@@ -77,7 +78,7 @@ def test_real_karpathy_excerpt() -> None:
 
 def test_real_flickr30k_token_excerpt() -> None:
     root = needs(DATA / "flickr30k")
-    records = formats.read_flickr30k(root, token_file="results_20130124_EXCERPT_first10lines.token")
+    records = readers.read_flickr30k(root, token_file="results_20130124_EXCERPT_first10lines.token")
     assert [record["id"] for record in records] == ["1000092795", "10002456"]
     assert [len(record["captions"]) for record in records] == [5, 5]
     assert {record["split"] for record in records} == {"train"}  # no Karpathy split given
@@ -85,17 +86,17 @@ def test_real_flickr30k_token_excerpt() -> None:
 
 def test_real_coco_subset() -> None:
     root = needs(DATA / "coco")
-    records = formats.read_coco(root)
+    records = readers.read_coco(root)
     assert len(records) == 200 and split_counts(records) == {"val": 200}
     assert sum(len(record["captions"]) for record in records) == 1001
     first = by_id(records)["400"]
     assert first["path"] == str(root / "val2014" / "COCO_val2014_000000000400.jpg")
-    assert formats.read_coco(root, split="test")[0]["split"] == "test"
+    assert readers.read_coco(root, split="test")[0]["split"] == "test"
 
 
 def test_real_msvd_clips() -> None:
     root = needs(DATA / "msvd")
-    records = by_id(formats.read_msvd(root))
+    records = by_id(readers.read_msvd(root))
     assert sorted(records) == ["-vg3vR86fu0_1_6", "0bSz70pYAP0_5_15"]
     plane = records["0bSz70pYAP0_5_15"]
     assert plane["split"] == "train"  # vid66
@@ -106,7 +107,7 @@ def test_real_msvd_clips() -> None:
 
 def test_real_msrvtt_1k_a_csv() -> None:
     root = needs(DATA / "msrvtt")
-    records = formats.read_msrvtt(root)
+    records = readers.read_msrvtt(root)
     assert len(records) == 1000 and split_counts(records) == {"test": 1000}
     first = by_id(records)["video9770"]
     assert first["captions"] == ["a person is connecting something to system"]
@@ -118,7 +119,7 @@ def test_real_msrvtt_1k_a_csv() -> None:
 )
 def test_real_ucf101_splits(split: int, train: int, test: int) -> None:
     root = needs(DATA / "ucf101")
-    records = formats.read_ucf101(root, split=split)
+    records = readers.read_ucf101(root, split=split)
     assert split_counts(records) == {"train": train, "test": test}
     assert len({record["label"] for record in records}) == 101
     assert train + test == 13320
@@ -130,7 +131,7 @@ def test_real_ucf101_splits(split: int, train: int, test: int) -> None:
 
 def test_real_ucf101_group_holdout_never_straddles() -> None:
     root = needs(DATA / "ucf101")
-    records = formats.read_ucf101(root, val_fraction=0.2, seed=3)
+    records = readers.read_ucf101(root, val_fraction=0.2, seed=3)
     counts = split_counts(records)
     assert counts["test"] == 3783 and counts["train"] + counts["val"] == 9537
     groups: dict[tuple[str, str], set[str]] = {}
@@ -140,17 +141,17 @@ def test_real_ucf101_group_holdout_never_straddles() -> None:
     assert all(len(splits) == 1 for splits in groups.values())
     val_classes = {record["label_name"] for record in records if record["split"] == "val"}
     assert len(val_classes) == 101
-    again = formats.read_ucf101(root, val_fraction=0.2, seed=3)
+    again = readers.read_ucf101(root, val_fraction=0.2, seed=3)
     assert [r["split"] for r in again] == [r["split"] for r in records]
 
 
 def test_real_prepare_ucf101_writes_manifest_and_labels(tmp_path: Path) -> None:
     root = needs(DATA / "ucf101")
-    counts = formats.prepare("ucf101", root, tmp_path, split="2", val_fraction="0.1")
+    counts = manifests.prepare("ucf101", root, tmp_path, split="2", val_fraction="0.1")
     assert counts["test"] == 3734 and counts["train"] + counts["val"] == 9586
-    labels = formats.read_labels(tmp_path)
+    labels = manifests.read_labels(tmp_path)
     assert len(labels) == 101 and labels[0] == "ApplyEyeMakeup" and labels[-1] == "YoYo"
-    test = formats.read_manifest(tmp_path, "test")
+    test = manifests.read_manifest(tmp_path, "test")
     assert len(test) == 3734 and all(labels[r["label"]] == r["label_name"] for r in test)
 
 
@@ -162,36 +163,36 @@ def test_caption_line_without_tab(tmp_path: Path) -> None:
         "a.jpg#0\tA dog runs .\na.jpg#1 A dog sits .\n", encoding="utf-8"
     )
     with pytest.raises(LrcnError, match=r"Flickr8k.token.txt line 2 has no tab"):
-        formats.read_flickr8k(tmp_path)
+        readers.read_flickr8k(tmp_path)
 
 
 def test_non_utf8_caption_file(tmp_path: Path) -> None:
     (tmp_path / "Flickr8k.token.txt").write_bytes(b"a.jpg#0\tA dog runs .\na.jpg#1\tA caf\xe9 .\n")
     with pytest.raises(LrcnError, match=r"Flickr8k.token.txt line 2 is not valid UTF-8"):
-        formats.read_flickr8k(tmp_path)
+        readers.read_flickr8k(tmp_path)
 
 
 @pytest.mark.parametrize("content", [b"", b"\n  \r\n"])
 def test_empty_caption_file(tmp_path: Path, content: bytes) -> None:
     (tmp_path / "captions.txt").write_bytes(content)
     with pytest.raises(LrcnError, match="captions.txt is empty"):
-        formats.read_kaggle_captions(tmp_path)
+        readers.read_kaggle_captions(tmp_path)
 
 
 def test_missing_files_name_the_fix(tmp_path: Path) -> None:
     with pytest.raises(LrcnError, match="no Flickr8k.token.txt .* token_file=PATH"):
-        formats.read_flickr8k(tmp_path)
+        readers.read_flickr8k(tmp_path)
     with pytest.raises(LrcnError, match="is not a folder"):
-        formats.read_flickr8k(tmp_path / "nowhere")
+        readers.read_flickr8k(tmp_path / "nowhere")
     with pytest.raises(LrcnError, match="nope.txt was not found"):
-        formats.read_flickr8k(tmp_path, token_file="nope.txt")
+        readers.read_flickr8k(tmp_path, token_file="nope.txt")
 
 
 def test_token_file_with_bom_crlf_and_numbered_name(tmp_path: Path) -> None:
     (tmp_path / "Flickr8k.token.txt").write_bytes(
         b"\xef\xbb\xbfa.jpg#0\tA dog runs .  \r\na.jpg.1#1\tA dog\t sits .\r\n\r\nb.jpg#0\tCat\r\n"
     )
-    records = by_id(formats.read_flickr8k(tmp_path))
+    records = by_id(readers.read_flickr8k(tmp_path))
     assert records["a"]["captions"] == ["A dog runs .", "A dog sits ."]
     assert records["b"]["captions"] == ["Cat"]
     assert records["a"]["path"] == str(tmp_path / "a.jpg")
@@ -201,14 +202,14 @@ def test_flickr8k_split_lists_partial_or_present(tmp_path: Path) -> None:
     (tmp_path / "Flickr8k.token.txt").write_text("a.jpg#0\tx\nb.jpg#0\ty\nc.jpg#0\tz\n")
     (tmp_path / "Flickr_8k.trainImages.txt").write_text("a.jpg\n")
     with pytest.raises(LrcnError, match="split lists for val, test are missing"):
-        formats.read_flickr8k(tmp_path)
+        readers.read_flickr8k(tmp_path)
     (tmp_path / "Flickr_8k.devImages.txt").write_text("b.jpg\r\n")
     (tmp_path / "Flickr_8k.testImages.txt").write_text("\n")
     with pytest.raises(LrcnError, match="testImages.txt is empty"):
-        formats.read_flickr8k(tmp_path)
+        readers.read_flickr8k(tmp_path)
     (tmp_path / "Flickr_8k.testImages.txt").write_text("d.jpg\n")
-    assert split_counts(formats.read_flickr8k(tmp_path)) == {"train": 1, "val": 1}
-    assert split_counts(formats.read_flickr8k(tmp_path, unlisted="train")) == {"train": 2, "val": 1}
+    assert split_counts(readers.read_flickr8k(tmp_path)) == {"train": 1, "val": 1}
+    assert split_counts(readers.read_flickr8k(tmp_path, unlisted="train")) == {"train": 2, "val": 1}
 
 
 def test_kaggle_csv_commas_quotes_and_header(tmp_path: Path) -> None:
@@ -219,14 +220,14 @@ def test_kaggle_csv_commas_quotes_and_header(tmp_path: Path) -> None:
         f.write("a.jpg,An unquoted, comma\n")
         f.write("b.jpg\n")
     with pytest.raises(LrcnError, match="captions.txt line 4 has no comma"):
-        formats.read_kaggle_captions(tmp_path)
+        readers.read_kaggle_captions(tmp_path)
     lines = (tmp_path / "captions.txt").read_text().splitlines()
     (tmp_path / "captions.txt").write_text("\n".join(lines[:3]) + "\n")
-    (record,) = formats.read_kaggle_captions(tmp_path)
+    (record,) = readers.read_kaggle_captions(tmp_path)
     assert record["captions"] == ['A dog , wet , says "woof" .', "An unquoted, comma"]
     (tmp_path / "captions.txt").write_text("a.jpg,A dog .\n")
     with pytest.raises(LrcnError, match="line 1 .* not the 'image,caption' header"):
-        formats.read_kaggle_captions(tmp_path)
+        readers.read_kaggle_captions(tmp_path)
 
 
 def write_ucf_lists(root: Path, train: str, test: str) -> None:
@@ -242,12 +243,12 @@ def test_ucf101_unknown_class_and_wrong_label(tmp_path: Path) -> None:
         "Archery/v_Archery_g01_c01.avi\r\nFencing/v_Fencing_g01_c01.avi\r\n",
     )
     with pytest.raises(LrcnError, match=r"testlist01.txt line 2 names class 'Fencing'"):
-        formats.read_ucf101(tmp_path)
+        readers.read_ucf101(tmp_path)
     write_ucf_lists(tmp_path, "Archery/v_Archery_g08_c01.avi 2\r\n", "")
     with pytest.raises(LrcnError, match=r"trainlist01.txt line 1 gives label 2"):
-        formats.read_ucf101(tmp_path)
+        readers.read_ucf101(tmp_path)
     with pytest.raises(LrcnError, match="split=4 does not exist"):
-        formats.read_ucf101(tmp_path, split=4)
+        readers.read_ucf101(tmp_path, split=4)
 
 
 def test_ucf101_nested_layout(tmp_path: Path) -> None:
@@ -257,7 +258,7 @@ def test_ucf101_nested_layout(tmp_path: Path) -> None:
         "Basketball/v_Basketball_g01_c01.avi\n",
     )
     (tmp_path / "UCF-101" / "Basketball").mkdir(parents=True)
-    records = by_id(formats.read_ucf101(tmp_path))
+    records = by_id(readers.read_ucf101(tmp_path))
     expected = tmp_path / "UCF-101" / "Basketball" / "v_Basketball_g01_c01.avi"
     assert records["v_Basketball_g01_c01"]["path"] == str(expected)
     assert records["v_Archery_g08_c01"]["label"] == 0
@@ -274,7 +275,7 @@ def test_karpathy_coco_style_with_filepath_and_restval(tmp_path: Path) -> None:
          "sentences": [{"raw": "A dog ."}]},
     ]  # fmt: skip
     (tmp_path / "dataset_coco.json").write_text(json.dumps({"images": images, "dataset": "coco"}))
-    records = by_id(formats.read_karpathy(tmp_path))
+    records = by_id(readers.read_karpathy(tmp_path))
     assert records["7"] == {
         "id": "7",
         "path": str(tmp_path / "val2014" / "x.jpg"),
@@ -284,7 +285,7 @@ def test_karpathy_coco_style_with_filepath_and_restval(tmp_path: Path) -> None:
     assert records["8"]["split"] == "test"
     (tmp_path / "dataset_coco.json").write_text('{"images": [')
     with pytest.raises(LrcnError, match="dataset_coco.json line 1 is not valid JSON"):
-        formats.read_karpathy(tmp_path)
+        readers.read_karpathy(tmp_path)
 
 
 def test_coco_drops_uncaptioned_images_and_refuses_ambiguity(tmp_path: Path) -> None:
@@ -294,12 +295,12 @@ def test_coco_drops_uncaptioned_images_and_refuses_ambiguity(tmp_path: Path) -> 
     }
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "captions_train2017.json").write_text(json.dumps(data))
-    (record,) = formats.read_coco(tmp_path)
+    (record,) = readers.read_coco(tmp_path)
     assert record["captions"] == ["A man rides ."] and record["split"] == "train"
     assert record["path"] == str(tmp_path / "train2017" / "a.jpg")
     (tmp_path / "annotations" / "captions_train2014.json").write_text(json.dumps(data))
     with pytest.raises(LrcnError, match="would be the train split"):
-        formats.read_coco(tmp_path)
+        readers.read_coco(tmp_path)
 
 
 def test_msvd_vid_naming_csv_and_videos(tmp_path: Path) -> None:
@@ -322,7 +323,7 @@ def test_msvd_vid_naming_csv_and_videos(tmp_path: Path) -> None:
     (tmp_path / "vid1250").mkdir()  # frames named by vid number
     (tmp_path / "vid1400.txt").write_text("Heavy rain.\nIt rains.\n")  # captions by vid number
     (tmp_path / "vid1400.mp4").write_bytes(b"")
-    records = by_id(formats.read_msvd(tmp_path))
+    records = by_id(readers.read_msvd(tmp_path))
     assert records["abc_1_5"]["captions"] == ['A man, "happy", runs.']
     assert records["abc_1_5"]["path"] == str(clips / "abc_1_5.avi")
     assert records["abc_1_5"]["split"] == "train"
@@ -336,7 +337,7 @@ def test_msvd_without_mapping_cannot_split(tmp_path: Path) -> None:
     (tmp_path / "abc_1_5.txt").write_text("A man runs.\n")
     (tmp_path / "abc_1_5").mkdir()
     with pytest.raises(LrcnError, match="youtube_mapping.txt"):
-        formats.read_msvd(tmp_path)
+        readers.read_msvd(tmp_path)
 
 
 def test_msrvtt_json_official_and_1k_a(tmp_path: Path) -> None:
@@ -355,7 +356,7 @@ def test_msrvtt_json_official_and_1k_a(tmp_path: Path) -> None:
     }
     (tmp_path / "train_val_videodatainfo.json").write_text(json.dumps(info))
     (tmp_path / "TrainValVideo").mkdir()
-    official = by_id(formats.read_msrvtt(tmp_path))
+    official = by_id(readers.read_msrvtt(tmp_path))
     assert {k: r["split"] for k, r in official.items()} == {
         "video0": "train",
         "video1": "val",
@@ -367,11 +368,11 @@ def test_msrvtt_json_official_and_1k_a(tmp_path: Path) -> None:
     (tmp_path / "MSRVTT_JSFUSION_test.csv").write_text(
         "key;vid_key;video_id;sentence\r\nret0;msr3;video3;a; semicolon\r\n"
     )
-    one_k = by_id(formats.read_msrvtt(tmp_path, split_scheme="1k-A"))
+    one_k = by_id(readers.read_msrvtt(tmp_path, split_scheme="1k-A"))
     assert split_counts(list(one_k.values())) == {"train": 3, "test": 1}
     assert one_k["video3"]["captions"] == ["caption 3 0", "caption 3 1"]  # json refs preferred
     (tmp_path / "train_val_videodatainfo.json").unlink()
-    (only_csv,) = formats.read_msrvtt(tmp_path)
+    (only_csv,) = readers.read_msrvtt(tmp_path)
     assert only_csv["captions"] == ["a; semicolon"] and only_csv["split"] == "test"
 
 
@@ -389,11 +390,11 @@ def test_manifest_round_trip_and_stale_splits(tmp_path: Path) -> None:
     out = tmp_path / "manifest"
     (out).mkdir()
     (out / "val.jsonl").write_text('{"stale": true}\n')
-    counts = formats.write_manifest(caption_records(tmp_path), out)
+    counts = manifests.write_manifest(caption_records(tmp_path), out)
     assert counts == {"train": 1, "val": 0, "test": 1}
-    assert formats.read_manifest(out, "train") == caption_records(tmp_path)[:1]
-    assert formats.read_manifest(out / "test.jsonl") == caption_records(tmp_path)[1:]
-    assert formats.read_manifest(out, "val") == []
+    assert manifests.read_manifest(out, "train") == caption_records(tmp_path)[:1]
+    assert manifests.read_manifest(out / "test.jsonl") == caption_records(tmp_path)[1:]
+    assert manifests.read_manifest(out, "val") == []
     assert not (out / "labels.json").exists()
     assert sorted(p.name for p in out.iterdir()) == ["test.jsonl", "train.jsonl", "val.jsonl"]
 
@@ -403,45 +404,47 @@ def test_manifest_activity_labels(tmp_path: Path) -> None:
         {"id": "v1", "path": "/v1.avi", "split": "train", "label": 1, "label_name": "b"},
         {"id": "v2", "path": "/v2.avi", "split": "val", "label": 0, "label_name": "a"},
     ]
-    formats.write_manifest(records, tmp_path)
-    assert formats.read_labels(tmp_path) == ["a", "b"]
-    formats.write_manifest(records[:1], tmp_path, labels=["a", "b", "c"])
-    assert formats.read_labels(tmp_path) == ["a", "b", "c"]
+    manifests.write_manifest(records, tmp_path)
+    assert manifests.read_labels(tmp_path) == ["a", "b"]
+    manifests.write_manifest(records[:1], tmp_path, labels=["a", "b", "c"])
+    assert manifests.read_labels(tmp_path) == ["a", "b", "c"]
     with pytest.raises(LrcnError, match="not 0..N-1"):
-        formats.write_manifest(records[:1], tmp_path)
+        manifests.write_manifest(records[:1], tmp_path)
     with pytest.raises(LrcnError, match="label 1 but there are 1 classes"):
-        formats.write_manifest(records, tmp_path, labels=["a"])
+        manifests.write_manifest(records, tmp_path, labels=["a"])
 
 
 def test_manifest_errors_name_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(LrcnError, match="train.jsonl does not exist; run `lrcn prepare"):
-        formats.read_manifest(tmp_path, "train")
+        manifests.read_manifest(tmp_path, "train")
     good = json.dumps(caption_records(tmp_path)[0])
     (tmp_path / "train.jsonl").write_text(f"{good}\n\n{{not json\n")
     with pytest.raises(LrcnError, match=r"train.jsonl line 3 is not valid JSON"):
-        formats.read_manifest(tmp_path, "train")
+        manifests.read_manifest(tmp_path, "train")
     (tmp_path / "train.jsonl").write_text(f'{good}\n{{"id": "a", "path": "p", "split": "dev"}}\n')
     with pytest.raises(LrcnError, match=r"train.jsonl line 2 has split 'dev'"):
-        formats.read_manifest(tmp_path, "train")
+        manifests.read_manifest(tmp_path, "train")
     with pytest.raises(LrcnError, match="split 'dev'"):
-        formats.write_manifest([{"id": "a", "path": "p", "split": "dev", "captions": []}], tmp_path)
+        manifests.write_manifest(
+            [{"id": "a", "path": "p", "split": "dev", "captions": []}], tmp_path
+        )
 
 
 def test_prepare_options_and_registry(tmp_path: Path) -> None:
     root = tmp_path / "root"
     root.mkdir()
     (root / "Flickr8k.token.txt").write_text("a.jpg#0\tA dog .\n")
-    counts = formats.prepare("flickr8k", root, tmp_path / "out", check_files="false")
+    counts = manifests.prepare("flickr8k", root, tmp_path / "out", check_files="false")
     assert counts == {"train": 1, "val": 0, "test": 0}
-    assert formats.read_manifest(tmp_path / "out", "train")[0]["captions"] == ["A dog ."]
+    assert manifests.read_manifest(tmp_path / "out", "train")[0]["captions"] == ["A dog ."]
     with pytest.raises(LrcnError, match="images/videos are missing"):
-        formats.prepare("flickr8k", root, tmp_path / "out", check_files="yes")
+        manifests.prepare("flickr8k", root, tmp_path / "out", check_files="yes")
     with pytest.raises(LrcnError, match="has no option 'splt'; valid options: token_file"):
-        formats.prepare("flickr8k", root, tmp_path / "out", splt="1")
+        manifests.prepare("flickr8k", root, tmp_path / "out", splt="1")
     with pytest.raises(LrcnError, match="unknown dataset 'flickr9k'; choose one of coco"):
-        formats.prepare("flickr9k", root, tmp_path / "out")
+        manifests.prepare("flickr9k", root, tmp_path / "out")
     with pytest.raises(LrcnError, match="option check_files='maybe' is not a valid"):
-        formats.prepare("flickr8k", root, tmp_path / "out", check_files="maybe")
-    assert set(formats.READERS) == {
+        manifests.prepare("flickr8k", root, tmp_path / "out", check_files="maybe")
+    assert set(readers.available_readers()) == {
         "karpathy", "coco", "flickr8k", "flickr30k", "kaggle_captions", "msvd", "msrvtt", "ucf101",
     }  # fmt: skip

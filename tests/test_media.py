@@ -67,7 +67,9 @@ def test_uniform_indices_pads_short_input_with_last_frame() -> None:
 
 
 def test_clip_starts() -> None:
-    assert media.clip_starts(141, 16, 8) == list(range(0, 126, 8))
+    # 0, 8, ..., 120 stop 5 frames short of the end: a last clip ends at frame 140
+    assert media.clip_starts(141, 16, 8) == [*range(0, 126, 8), 125]
+    assert media.clip_starts(20, 16, 8) == [0, 4]
     assert media.clip_starts(32, 16, 8) == [0, 8, 16]
     assert media.clip_starts(16, 16, 8) == [0]
     assert media.clip_starts(5, 16, 8) == [0]
@@ -167,8 +169,9 @@ def test_real_ucf101_clip() -> None:
     np.testing.assert_array_equal(frames, everything[media.uniform_indices(141, 16)])
     clips = media.read_video(UCF_CLIP, 16, sampling="clips", clip_len=16, stride=8)
     starts = media.clip_starts(141, 16, 8)
-    assert clips.shape == (len(starts), 16, 240, 320, 3) == (16, 16, 240, 320, 3)
+    assert clips.shape == (len(starts), 16, 240, 320, 3) == (17, 16, 240, 320, 3)
     np.testing.assert_array_equal(clips[3], everything[starts[3] : starts[3] + 16])
+    np.testing.assert_array_equal(clips[-1], everything[125:])
     tensor = media.frames_to_tensor(frames, 112)
     assert tensor.shape == (16, 3, 112, 112) and tensor.dtype == torch.float32
     assert media.frames_to_tensor(clips[0], (128, 171)).shape == (16, 3, 128, 171)

@@ -1,0 +1,1 @@
+"""Datasets: native readers, manifests, media, sources, feature stores, synthetic data."""

@@ -43,6 +43,7 @@ class Source:
         raise NotImplementedError
 
     def example(self, index: int) -> Example:
+        """Item ``index`` with its inputs and captions."""
         raise NotImplementedError
 
     def captions(self, index: int) -> list[str]:
@@ -50,12 +51,18 @@ class Source:
         return self.example(index).captions
 
     def item_id(self, index: int) -> str:
+        """Item ``index``'s id (override when cheaper than loading it)."""
         return self.example(index).id
 
     def inputs(self, index: int) -> Example:
         """Item ``index`` for training, whose captions may be left out (empty) where that saves
         work: the training dataset encodes every caption once, up front."""
         return self.example(index)
+
+    def task_metrics(self, captions: dict[str, str]) -> dict[str, float]:
+        """Metrics only this dataset can compute from generated captions (by item id), such as
+        the shapes' scene accuracy; none by default."""
+        return {}
 
 
 def tokenize_source(source: Source) -> list[list[list[str]]]:
@@ -130,6 +137,7 @@ class CaptionTrainDataset(Dataset):
         self.encoded = EncodedCaptions(tokenized, vocab, max_caption_length)
 
     def set_epoch(self, epoch: int) -> None:
+        """Draw the captions of the given epoch."""
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -187,7 +195,8 @@ def make_caption_collate(is_video: bool, pad_id: int = 0) -> Callable[[list[dict
         skipped = [it["skipped"] for it in items if "skipped" in it]
         items = [it for it in items if "skipped" not in it]
         batch: dict = {"skipped": skipped}
-        if not items:
+        if not items:  # every item unreadable (data.on_error=skip): the engine skips the batch
+            batch["size"] = 0
             return batch
         examples = [it["example"] for it in items]
         batch.update(_stack_inputs(examples, is_video))
@@ -279,9 +288,11 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Draw the captions of the given epoch."""
         self.epoch, self.start = epoch, start
 
     def indices(self) -> list[int]:
+        """This rank's indices for the current epoch, in order."""
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(self.size, generator=g).tolist()

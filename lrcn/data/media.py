@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lrcn.clips import clip_starts
 from lrcn.errors import LrcnError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -124,21 +125,6 @@ def uniform_indices(n_available: int, n_wanted: int) -> list[int]:
     if n_available < n_wanted:
         return list(range(n_available)) + [n_available - 1] * (n_wanted - n_available)
     return [(2 * i + 1) * n_available // (2 * n_wanted) for i in range(n_wanted)]
-
-
-def clip_starts(n_available: int, clip_len: int, stride: int) -> list[int]:
-    """Start indices of windows of ``clip_len`` frames taken every ``stride`` frames.
-
-    Only whole windows are returned; a video shorter than one clip gives ``[0]`` (the caller pads
-    or refuses it).
-    """
-    if n_available < 1 or clip_len < 1 or stride < 1:
-        raise ValueError(
-            f"need positive n_available, clip_len, stride; got {n_available}, {clip_len}, {stride}"
-        )
-    if n_available <= clip_len:
-        return [0]
-    return list(range(0, n_available - clip_len + 1, stride))
 
 
 def _plan(

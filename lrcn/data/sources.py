@@ -1,45 +1,16 @@
-"""Example sources: the embedded generators and manifests of real files, as ``Source`` objects."""
+"""Example sources of manifests of real files (the embedded generators' sources live beside them,
+in `lrcn.data.synthetic`, and are re-exported here)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from lrcn.data.datasets import Example, Source
-from lrcn.data.media import frames_to_tensor, image_to_tensor
-from lrcn.data.synthetic.shapes import ShapesCaptions
+from lrcn.data.media import frames_to_tensor, image_to_tensor, load_image, read_frames
+from lrcn.data.synthetic.moving_shapes import MovingShapesSource
+from lrcn.data.synthetic.shapes import ShapesSource
 
-
-class ShapesSource(Source):
-    """The embedded shapes captioning split (see ``lrcn.data.synthetic.shapes``)."""
-
-    def __init__(
-        self,
-        split: str,
-        size: int,
-        seed: int,
-        image_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-    ) -> None:
-        self.data = ShapesCaptions(split, size, seed=seed, image_size=image_size)
-        self.image_size, self.mean, self.std = image_size, mean, std
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def example(self, index: int) -> Example:
-        image, captions, _ = self.data.item(index)
-        return Example(
-            self.data.item_id(index),
-            captions,
-            pixels=image_to_tensor(image, self.image_size, self.mean, self.std),
-        )
-
-    def captions(self, index: int) -> list[str]:
-        return self.data.captions(index)
-
-    def item_id(self, index: int) -> str:
-        return self.data.item_id(index)
+__all__ = ["ManifestImageSource", "ManifestVideoSource", "MovingShapesSource", "ShapesSource"]
 
 
 class ManifestImageSource(Source):
@@ -54,8 +25,7 @@ class ManifestImageSource(Source):
         return len(self.records)
 
     def example(self, index: int) -> Example:
-        from lrcn.data.media import image_to_tensor, load_image
-
+        """Item ``index`` read from its file (raises LrcnError when unreadable)."""
         record = self.records[index]
         pixels = image_to_tensor(
             load_image(record["path"], self.image_size), self.image_size, self.mean, self.std
@@ -68,9 +38,11 @@ class ManifestImageSource(Source):
         )
 
     def captions(self, index: int) -> list[str]:
+        """The record's captions."""
         return list(self.records[index].get("captions", []))
 
     def item_id(self, index: int) -> str:
+        """The record's id."""
         return str(self.records[index]["id"])
 
 
@@ -91,8 +63,7 @@ class ManifestVideoSource(ManifestImageSource):
         self.num_frames = num_frames
 
     def example(self, index: int) -> Example:
-        from lrcn.data.media import frames_to_tensor, read_frames
-
+        """Item ``index`` read from its file (raises LrcnError when unreadable)."""
         record = self.records[index]
         frames = read_frames(record["path"], self.num_frames)  # (T, H, W, 3) uint8
         pixels = frames_to_tensor(frames, self.image_size, self.mean, self.std)  # (T, 3, S, S)
@@ -102,40 +73,3 @@ class ManifestVideoSource(ManifestImageSource):
             pixels=pixels,
             label=record.get("label"),
         )
-
-
-class MovingShapesSource(Source):
-    """The embedded moving-shapes video captioning split."""
-
-    is_video = True
-
-    def __init__(
-        self,
-        split: str,
-        size: int,
-        seed: int,
-        image_size: int,
-        num_frames: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-    ) -> None:
-        from lrcn.data.synthetic.moving_shapes import MovingShapesCaptions
-
-        self.data = MovingShapesCaptions(
-            split, size, seed=seed, image_size=image_size, num_frames=num_frames
-        )
-        self.mean, self.std = mean, std
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def example(self, index: int) -> Example:
-        frames, captions, _ = self.data.item(index)  # (T, S, S, 3) uint8
-        pixels = frames_to_tensor(frames, self.data.image_size, self.mean, self.std)  # (T, 3, S, S)
-        return Example(self.data.item_id(index), captions, pixels=pixels)
-
-    def captions(self, index: int) -> list[str]:
-        return self.data.captions(index)
-
-    def item_id(self, index: int) -> str:
-        return self.data.item_id(index)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lrcn.clips import clip_starts
 from lrcn.models.init import keras_init_
 from lrcn.models.time_distributed import TimeDistributed
 
@@ -153,8 +154,9 @@ class ActivityClassifier(nn.Module):
     ) -> torch.Tensor:
         """Probabilities (num_classes,) for a whole video, averaged over strided clips (LRCN).
 
-        Clips start every `stride` frames; when they stop short of the end, one more clip ends
-        at the last frame, so every frame is seen. A video shorter than `clip_len` is one clip.
+        The clips are `lrcn.clips.clip_starts`'s, those `lrcn evaluate` and `lrcn classify` read:
+        one every `stride` frames and, when they stop short of the end, one more ending at the
+        last frame, so every frame is seen. A video shorter than `clip_len` is one clip.
 
         Args:
             frames: (T, C, H, W) frames of one video.
@@ -172,9 +174,7 @@ class ActivityClassifier(nn.Module):
         num_frames = frames.shape[0]
         if num_frames == 0:
             raise ValueError("predict_video got a video with no frames.")
-        starts = list(range(0, max(num_frames - clip_len, 0) + 1, stride))
-        if starts[-1] + clip_len < num_frames:
-            starts.append(num_frames - clip_len)
+        starts = clip_starts(num_frames, clip_len, stride)  # as `lrcn evaluate` reads them
         probabilities = []
         for first in range(0, len(starts), batch_size):
             clips = torch.stack(

@@ -1,8 +1,26 @@
 """Embedded datasets drawn on the fly from a seed: shapes (images), moving shapes (video captions),
-moving line (activity recognition)."""
+moving line (activity recognition), each registered by name (see `registry`)."""
 
 from lrcn.data.synthetic.moving_line import MovingLineDataset
-from lrcn.data.synthetic.moving_shapes import MovingShapesCaptions
-from lrcn.data.synthetic.shapes import ShapesCaptions
+from lrcn.data.synthetic.moving_shapes import MovingShapesCaptions, MovingShapesSource
+from lrcn.data.synthetic.registry import (
+    DATASETS,
+    available_datasets,
+    find_dataset,
+    get_dataset,
+    register_dataset,
+)
+from lrcn.data.synthetic.shapes import ShapesCaptions, ShapesSource
 
-__all__ = ["MovingLineDataset", "MovingShapesCaptions", "ShapesCaptions"]
+__all__ = [
+    "DATASETS",
+    "MovingLineDataset",
+    "MovingShapesCaptions",
+    "MovingShapesSource",
+    "ShapesCaptions",
+    "ShapesSource",
+    "available_datasets",
+    "find_dataset",
+    "get_dataset",
+    "register_dataset",
+]

@@ -6,11 +6,14 @@ same in every DataLoader worker and in every epoch, and two seeds give disjoint-
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from lrcn.data.synthetic.registry import register_dataset
 
 Variant = Literal["classic", "square4"]
 
@@ -121,3 +124,20 @@ def _square4(rng: np.random.Generator, frames: int, size: int) -> tuple[np.ndarr
         else:
             video[t, position : position + side, across : across + side] = 1.0
     return video, label
+
+
+SPLIT_OFFSETS = {"train": 0, "val": 1, "test": 2}
+
+
+@register_dataset("moving_line", task="activity")
+def build_moving_line(
+    split: str, size: int, seed: int, data: Any, mean: Sequence[float], std: Sequence[float]
+) -> MovingLineDataset:
+    """The moving-line split (seeded ``seed * 10 + split``); frames are not normalised."""
+    return MovingLineDataset(
+        size,
+        seed * 10 + SPLIT_OFFSETS[split],
+        frames=data.num_frames,
+        size=data.image_size,
+        variant=data.variant,
+    )

@@ -8,11 +8,16 @@ must encode time (``encoder.temporal: lstm``), not just average the frames.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lrcn.data.datasets import Example, Source
+from lrcn.data.media import frames_to_tensor
+from lrcn.data.synthetic.registry import register_dataset
 from lrcn.data.synthetic.shapes import (
     COLOURS,
     SHAPE_WORDS,
@@ -115,6 +120,7 @@ def sample_movers(rng: np.random.Generator) -> list[Mover]:
 
 
 def describe(movers: list[Mover], rng: np.random.Generator, count: int = 5) -> list[str]:
+    """``count`` captions of the movers, their order drawn from ``rng``."""
     captions = []
     order = rng.permutation(5)
     for k in range(count):
@@ -163,6 +169,7 @@ class MovingShapesCaptions:
         return np.random.default_rng([self.seed, 10 + SPLITS[self.split], index])
 
     def item(self, index: int) -> tuple[np.ndarray, list[str], list[Mover]]:
+        """Item ``index``: (frames (T, S, S, 3) uint8, captions, movers)."""
         if not 0 <= index < self.num_items:
             raise IndexError(index)
         rng = self._rng(index)
@@ -171,10 +178,12 @@ class MovingShapesCaptions:
         return render_clip(movers, self.image_size, self.num_frames), captions, movers
 
     def captions(self, index: int) -> list[str]:
+        """The item's captions without rendering its clip."""
         rng = self._rng(index)
         return describe(sample_movers(rng), rng, self.captions_per_item)
 
     def item_id(self, index: int) -> str:
+        """Item ``index``'s id."""
         return f"moving-shapes-{self.split}-{index:06d}"
 
 
@@ -234,3 +243,57 @@ def motion_accuracy(
         for item, caption in captions.items()
     ]
     return sum(hits) / max(len(hits), 1)
+
+
+class MovingShapesSource(Source):
+    """The embedded moving-shapes video captioning split as a `Source`."""
+
+    is_video = True
+
+    def __init__(
+        self,
+        split: str,
+        size: int,
+        seed: int,
+        image_size: int,
+        num_frames: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        self.data = MovingShapesCaptions(
+            split, size, seed=seed, image_size=image_size, num_frames=num_frames
+        )
+        self.mean, self.std = mean, std
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def example(self, index: int) -> Example:
+        """Item ``index``: its normalised frames (T, 3, S, S) and five captions."""
+        frames, captions, _ = self.data.item(index)  # (T, S, S, 3) uint8
+        pixels = frames_to_tensor(frames, self.data.image_size, self.mean, self.std)  # (T, 3, S, S)
+        return Example(self.data.item_id(index), captions, pixels=pixels)
+
+    def captions(self, index: int) -> list[str]:
+        """Item ``index``'s captions, without rendering its clip."""
+        return self.data.captions(index)
+
+    def item_id(self, index: int) -> str:
+        """Item ``index``'s id."""
+        return self.data.item_id(index)
+
+    def task_metrics(self, captions: dict[str, str]) -> dict[str, float]:
+        """`motion_accuracy` of generated captions (by item id): motions in the references'
+        order, and with their colours."""
+        return {
+            "motion_accuracy": motion_accuracy(captions, self.data),
+            "motion_colour_accuracy": motion_accuracy(captions, self.data, match="colour"),
+        }
+
+
+@register_dataset("moving_shapes", task="video_caption")
+def build_moving_shapes(
+    split: str, size: int, seed: int, data: Any, mean: Sequence[float], std: Sequence[float]
+) -> MovingShapesSource:
+    """The moving-shapes split: ``size`` clips of ``data.num_frames`` frames."""
+    return MovingShapesSource(split, size, seed, data.image_size, data.num_frames, mean, std)

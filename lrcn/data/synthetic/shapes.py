@@ -10,10 +10,17 @@ score near the leave-one-out reference ceiling.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from lrcn.data.datasets import Example, Source
+from lrcn.data.media import image_to_tensor
+from lrcn.data.synthetic.registry import register_dataset
+from lrcn.text.tokenize import tokenize
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
@@ -213,9 +220,11 @@ class ShapesCaptions:
         return self.num_items
 
     def rng(self, index: int) -> np.random.Generator:
+        """The random stream item ``index`` is drawn from."""
         return np.random.default_rng([self.seed, SPLITS[self.split], index])
 
     def item(self, index: int) -> tuple[Image.Image, list[str], list[ShapeObject]]:
+        """Item ``index``: (PIL image, captions, objects)."""
         if not 0 <= index < self.num_items:
             raise IndexError(index)
         rng = self.rng(index)
@@ -232,6 +241,7 @@ class ShapesCaptions:
         )
 
     def item_id(self, index: int) -> str:
+        """Item ``index``'s id."""
         return f"shapes-{self.split}-{index:06d}"
 
 
@@ -242,8 +252,6 @@ SHAPE_NOUNS = {word: shape for shape, words in SHAPE_WORDS.items() for word, _ i
 def named_objects(caption: str) -> Counter[tuple[str | None, str]]:
     """The (colour, shape) pairs a caption names: every shape word (synonyms included) with the
     colour word right before it, or None where there is none ("a large ball")."""
-    from lrcn.text.tokenize import tokenize
-
     tokens = tokenize(caption)
     named: Counter[tuple[str | None, str]] = Counter()
     for i, token in enumerate(tokens):
@@ -272,3 +280,51 @@ def scene_accuracy(captions: dict[str, str], data: ShapesCaptions) -> dict[str, 
     for count in sorted(hits):
         result[f"scene_accuracy_{count}"] = sum(hits[count]) / len(hits[count])
     return result
+
+
+class ShapesSource(Source):
+    """The embedded shapes captioning split as a `Source` (see `ShapesCaptions`)."""
+
+    def __init__(
+        self,
+        split: str,
+        size: int,
+        seed: int,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        self.data = ShapesCaptions(split, size, seed=seed, image_size=image_size)
+        self.image_size, self.mean, self.std = image_size, mean, std
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def example(self, index: int) -> Example:
+        """Item ``index``: its normalised image and five captions."""
+        image, captions, _ = self.data.item(index)
+        return Example(
+            self.data.item_id(index),
+            captions,
+            pixels=image_to_tensor(image, self.image_size, self.mean, self.std),
+        )
+
+    def captions(self, index: int) -> list[str]:
+        """Item ``index``'s captions, without drawing its image."""
+        return self.data.captions(index)
+
+    def item_id(self, index: int) -> str:
+        """Item ``index``'s id."""
+        return self.data.item_id(index)
+
+    def task_metrics(self, captions: dict[str, str]) -> dict[str, float]:
+        """`scene_accuracy` of generated captions (by item id): every object named right."""
+        return scene_accuracy(captions, self.data)
+
+
+@register_dataset("shapes", task="caption")
+def build_shapes(
+    split: str, size: int, seed: int, data: Any, mean: Sequence[float], std: Sequence[float]
+) -> ShapesSource:
+    """The shapes split of ``size`` images of ``data.image_size`` pixels."""
+    return ShapesSource(split, size, seed, data.image_size, mean, std)

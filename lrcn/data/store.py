@@ -1,4 +1,6 @@
-"""Feature store: a frozen encoder's features, extracted once and read back as memory-mapped arrays.
+"""Feature store: a frozen encoder's features, written once and read back row by row.
+
+This module reads and writes stores and knows nothing of configs; `lrcn.extract` fills them.
 
 A store is a folder (``data.features``) holding, per split:
 
@@ -22,30 +24,24 @@ use, and where ``os.pread`` is missing (Windows) rows are read through that map.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from lrcn.data.datasets import Example, Source
 from lrcn.errors import LrcnError
 from lrcn.io import atomic_path, write_json_atomic
 
-if TYPE_CHECKING:
-    from lrcn.config import Config
-
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-SYNTHETIC = ("shapes", "moving_shapes", "moving_line")
 
 
 def store_paths(folder: str | os.PathLike, split: str) -> tuple[Path, Path]:
@@ -58,58 +54,6 @@ def _fix(folder: str | os.PathLike) -> str:
     return (
         f"delete {folder} or re-run `lrcn extract-features -c CONFIG` (with data.features={folder})"
     )
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError:
-        raise LrcnError(
-            f"{path}: encoder weights file not found or unreadable; pass an existing file or "
-            "encoder.weights=imagenet|none."
-        ) from None
-    return digest.hexdigest()
-
-
-def store_header(cfg: Config) -> dict[str, Any]:
-    """What the configuration says a store's rows must have been made with.
-
-    Raises:
-        LrcnError: ``encoder.freeze`` is false (stored features of a trained encoder go stale).
-    """
-    if not cfg.encoder.freeze:
-        raise LrcnError(
-            "encoder.freeze is false, but a feature store holds a frozen encoder's features "
-            "(training would change the encoder and leave them stale); set encoder.freeze=true, "
-            "or unset data.features to train the encoder on pixels."
-        )
-    from lrcn.models.encoders import ENCODERS
-
-    weights = cfg.encoder.weights
-    spec = ENCODERS.get(cfg.encoder.name)
-    # encoder.feature_dim only shapes encoders whose builder takes it (small_cnn); for the others a
-    # changed value must not invalidate an expensive store.
-    sized = spec is None or "feature_dim" in inspect.signature(spec.builder).parameters
-    video = cfg.task == "video_caption"
-    header: dict[str, Any] = {
-        "encoder": cfg.encoder.name,
-        "weights": weights,
-        "encoder_feature_dim": cfg.encoder.feature_dim if sized else None,
-        "image_size": cfg.data.image_size,
-        "num_frames": cfg.data.num_frames if video else None,
-        "dtype": cfg.data.features_dtype,
-        "dataset": cfg.data.dataset,
-        "data_seed": cfg.data.seed if cfg.data.dataset in SYNTHETIC else None,
-    }
-    if weights in ("none", ""):
-        # Random weights: extraction seeds the encoder's init with train.seed, as fit does.
-        header["init_seed"] = cfg.train.seed
-    elif weights != "imagenet":
-        header["weights_sha256"] = _file_sha256(Path(weights))
-    return header
 
 
 def items_header(source: Source) -> dict[str, Any]:
@@ -226,6 +170,7 @@ class StoreWriter:
 
     @property
     def complete(self) -> bool:
+        """Whether every row is filled."""
         return self.filled >= self.shape[0]
 
     def _write_index(self, extra: dict[str, Any]) -> None:
@@ -272,6 +217,7 @@ class StoreWriter:
         self._write_index(extra or {})
 
     def close(self) -> None:
+        """Flush the rows and unmap the file."""
         self.array.flush()
         del self.array
 
@@ -394,6 +340,7 @@ class FeatureSource(Source):
         return torch.from_numpy(self._read_row(index).astype(np.float32))
 
     def example(self, index: int) -> Example:
+        """Row ``index`` as features, with its id and captions."""
         return Example(
             self.raw.item_id(index), self.raw.captions(index), features=self.features(index)
         )
@@ -403,10 +350,16 @@ class FeatureSource(Source):
         return Example(self.raw.item_id(index), [], features=self.features(index))
 
     def captions(self, index: int) -> list[str]:
+        """Item ``index``'s captions (the raw source's)."""
         return self.raw.captions(index)
 
     def item_id(self, index: int) -> str:
+        """Item ``index``'s id (the raw source's)."""
         return self.raw.item_id(index)
+
+    def task_metrics(self, captions: dict[str, str]) -> dict[str, float]:
+        """The raw source's task metrics: the store changes the inputs, not the dataset."""
+        return self.raw.task_metrics(captions)
 
     def check_encoder(self, encoder: nn.Module) -> None:
         """Refuse an encoder that is not the one that made the store (its captions would differ).
@@ -421,150 +374,3 @@ class FeatureSource(Source):
                 "so captions of raw images would not match training; load the same encoder.weights "
                 f"(and keep train.init=pytorch) or {_fix(self.folder)}."
             )
-
-
-class _Pixels(Dataset):
-    """``(index, pixels or None, error or None)`` for rows ``indices`` of a raw source."""
-
-    def __init__(self, source: Source, indices: range) -> None:
-        self.source, self.indices = source, indices
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, position: int) -> tuple[int, torch.Tensor | None, str | None]:
-        index = self.indices[position]
-        try:
-            return index, self.source.example(index).pixels, None
-        except LrcnError as exc:  # reported by the main process, which knows data.on_error
-            return index, None, str(exc)
-
-
-def _collate(items: list[tuple[int, torch.Tensor | None, str | None]]) -> dict[str, Any]:
-    readable = [pixels for _, pixels, error in items if error is None]
-    return {
-        "indices": [index for index, _, _ in items],
-        "errors": {index: error for index, _, error in items if error is not None},
-        "pixels": torch.stack(readable) if readable else None,  # (B', [T,] 3, H, W)
-    }
-
-
-@torch.no_grad()
-def encode_pixels(encoder: nn.Module, pixels: torch.Tensor, max_images: int = 0) -> torch.Tensor:
-    """Per-image CNN features; video frames are folded into the batch.
-
-    Args:
-        encoder: maps (N, 3, H, W) -> (N, D).
-        pixels: (B, 3, H, W) or (B, T, 3, H, W).
-        max_images: most images per forward pass (0: all at once).
-
-    Returns:
-        (B, D) or (B, T, D).
-    """
-    lead = pixels.shape[:-3]
-    images = pixels.reshape(-1, *pixels.shape[-3:])  # (B*T, 3, H, W)
-    step = max_images or images.shape[0]
-    features = torch.cat([encoder(images[i : i + step]) for i in range(0, len(images), step)])
-    return features.reshape(*lead, -1)  # (B, [T,] D)
-
-
-def extract_features(cfg: Config, split: str) -> dict[str, Any]:
-    """Run the frozen encoder once over ``split`` and fill (or finish) its feature store.
-
-    Rows already in a store made the same way are kept; a store made with another encoder,
-    weights, image size or frame count is rebuilt.
-
-    Returns:
-        ``{"rows": items in the split, "new": rows computed now, "path": the .npy file,
-        "missing": unreadable items (data.on_error=skip)}``.
-
-    Raises:
-        LrcnError: no ``data.features``, the encoder is not frozen, or an item is unreadable
-            with ``data.on_error=raise``.
-    """
-    from lrcn import build
-
-    if cfg.task not in ("caption", "video_caption"):
-        raise LrcnError(
-            f"feature stores serve captioning (task caption or video_caption), not task "
-            f"{cfg.task}; activity models read frames."
-        )
-    if not cfg.data.features:
-        raise LrcnError(
-            "extract-features needs data.features, the store folder to fill: pass e.g. "
-            "data.features=features/NAME, and the same value to `lrcn train`."
-        )
-    header = store_header(cfg)
-    raw = build.build_source_raw(cfg, split)
-    header.update(items_header(raw))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed)  # weights=none: the same random encoder fit builds
-        encoder = build.build_encoder(cfg)
-    encoder.eval()
-    row_shape = (cfg.data.num_frames,) if raw.is_video else ()
-    row_shape = (*row_shape, encoder.feature_dim)
-    try:
-        writer = StoreWriter(cfg.data.features, split, header, row_shape, cfg.data.features_dtype)
-    except OSError as exc:
-        raise _unwritable(cfg.data.features, exc) from None
-    return _fill(writer, encoder, raw, cfg, split)
-
-
-def _unwritable(folder: str, exc: OSError) -> LrcnError:
-    return LrcnError(
-        f"cannot write the feature store {folder} ({exc.strerror or exc}); free disk space or "
-        "pass a writable folder as data.features."
-    )
-
-
-def _fill(
-    writer: StoreWriter, encoder: nn.Module, raw: Source, cfg: Config, split: str
-) -> dict[str, Any]:
-    """Encode the rows ``writer`` still lacks, batch by batch (see `extract_features`)."""
-    from lrcn.runtime import autocast, move_batch, resolve_device
-
-    row_shape = writer.shape[1:]
-    before = writer.filled
-    info = {"rows": len(raw), "path": str(writer.array_path)}
-    if writer.complete:
-        writer.close()
-        return {**info, "new": 0, "missing": len(writer.missing)}
-    device = resolve_device(cfg.train.device)
-    encoder.to(device)
-    checksum = {"encoder_checksum": encoder_checksum(encoder)}
-    frames = cfg.data.num_frames if raw.is_video else 1
-    batch_size = max(1, cfg.eval.batch_size // frames)  # about eval.batch_size images per pass
-    loader = DataLoader(
-        _Pixels(raw, range(writer.filled, len(raw))),
-        batch_size=batch_size,
-        collate_fn=_collate,
-        num_workers=cfg.data.num_workers,
-        pin_memory=device.type == "cuda",
-    )
-    if cfg.train.progress:
-        from tqdm.auto import tqdm
-
-        loader = tqdm(loader, desc=f"extract {split}", dynamic_ncols=True, leave=False)
-    try:
-        for batch in loader:
-            errors = batch["errors"]
-            if errors and cfg.data.on_error == "raise":
-                raise LrcnError(next(iter(errors.values())))
-            for message in errors.values():
-                log.warning("skipped: %s", message)
-            indices = batch["indices"]
-            rows = np.zeros((len(indices), *row_shape), dtype=np.float32)
-            if batch["pixels"] is not None:
-                pixels = move_batch({"pixels": batch["pixels"]}, device)["pixels"]
-                with autocast(device, cfg.train.amp):
-                    features = encode_pixels(encoder, pixels, cfg.eval.batch_size)  # (B', [T,] D)
-                readable = [i for i, index in enumerate(indices) if index not in errors]
-                rows[readable] = features.float().cpu().numpy()
-            try:
-                writer.write(indices[0], rows, sorted(errors), checksum)
-            except OSError as exc:
-                raise _unwritable(str(writer.folder), exc) from None
-    finally:
-        writer.close()
-    log.info("feature store %s: %d new rows", info["path"], writer.filled - before)
-    return {**info, "new": writer.filled - before, "missing": len(writer.missing)}

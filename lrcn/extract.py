@@ -1,0 +1,168 @@
+"""`lrcn extract-features`: run the frozen encoder once over a split and fill its feature store.
+
+The store's format, writer and reader are `lrcn.data.store`'s; this module builds the encoder and
+the raw source from the config (through `lrcn.build`) and feeds the writer batch by batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from lrcn import build
+from lrcn.config import Config
+from lrcn.data.datasets import Source
+from lrcn.data.store import StoreWriter, encoder_checksum, items_header
+from lrcn.errors import LrcnError
+from lrcn.runtime import autocast, move_batch, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+class _Pixels(Dataset):
+    """``(index, pixels or None, error or None)`` for rows ``indices`` of a raw source."""
+
+    def __init__(self, source: Source, indices: range) -> None:
+        self.source, self.indices = source, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> tuple[int, torch.Tensor | None, str | None]:
+        index = self.indices[position]
+        try:
+            return index, self.source.example(index).pixels, None
+        except LrcnError as exc:  # reported by the main process, which knows data.on_error
+            return index, None, str(exc)
+
+
+def _collate(items: list[tuple[int, torch.Tensor | None, str | None]]) -> dict[str, Any]:
+    readable = [pixels for _, pixels, error in items if error is None]
+    return {
+        "indices": [index for index, _, _ in items],
+        "errors": {index: error for index, _, error in items if error is not None},
+        "pixels": torch.stack(readable) if readable else None,  # (B', [T,] 3, H, W)
+    }
+
+
+@torch.no_grad()
+def encode_pixels(encoder: nn.Module, pixels: torch.Tensor, max_images: int = 0) -> torch.Tensor:
+    """Per-image CNN features; video frames are folded into the batch.
+
+    Args:
+        encoder: maps (N, 3, H, W) -> (N, D).
+        pixels: (B, 3, H, W) or (B, T, 3, H, W).
+        max_images: most images per forward pass (0: all at once).
+
+    Returns:
+        (B, D) or (B, T, D).
+    """
+    lead = pixels.shape[:-3]
+    images = pixels.reshape(-1, *pixels.shape[-3:])  # (B*T, 3, H, W)
+    step = max_images or images.shape[0]
+    features = torch.cat([encoder(images[i : i + step]) for i in range(0, len(images), step)])
+    return features.reshape(*lead, -1)  # (B, [T,] D)
+
+
+def extract_features(cfg: Config, split: str) -> dict[str, Any]:
+    """Run the frozen encoder once over ``split`` and fill (or finish) its feature store.
+
+    Rows already in a store made the same way are kept; a store made with another encoder,
+    weights, image size or frame count is rebuilt.
+
+    Returns:
+        ``{"rows": items in the split, "new": rows computed now, "path": the .npy file,
+        "missing": unreadable items (data.on_error=skip)}``.
+
+    Raises:
+        LrcnError: no ``data.features``, the encoder is not frozen, or an item is unreadable
+            with ``data.on_error=raise``.
+    """
+    if cfg.task not in ("caption", "video_caption"):
+        raise LrcnError(
+            f"feature stores serve captioning (task caption or video_caption), not task "
+            f"{cfg.task}; activity models read frames."
+        )
+    if not cfg.data.features:
+        raise LrcnError(
+            "extract-features needs data.features, the store folder to fill: pass e.g. "
+            "data.features=features/NAME, and the same value to `lrcn train`."
+        )
+    header = build.store_header(cfg)
+    raw = build.build_source_raw(cfg, split)
+    header.update(items_header(raw))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)  # weights=none: the same random encoder fit builds
+        encoder = build.build_encoder(cfg)
+    encoder.eval()
+    row_shape = (cfg.data.num_frames,) if raw.is_video else ()
+    row_shape = (*row_shape, encoder.feature_dim)
+    try:
+        writer = StoreWriter(cfg.data.features, split, header, row_shape, cfg.data.features_dtype)
+    except OSError as exc:
+        raise _unwritable(cfg.data.features, exc) from None
+    return _fill(writer, encoder, raw, cfg, split)
+
+
+def _unwritable(folder: str, exc: OSError) -> LrcnError:
+    return LrcnError(
+        f"cannot write the feature store {folder} ({exc.strerror or exc}); free disk space or "
+        "pass a writable folder as data.features."
+    )
+
+
+def _fill(
+    writer: StoreWriter, encoder: nn.Module, raw: Source, cfg: Config, split: str
+) -> dict[str, Any]:
+    """Encode the rows ``writer`` still lacks, batch by batch (see `extract_features`)."""
+
+    row_shape = writer.shape[1:]
+    before = writer.filled
+    info = {"rows": len(raw), "path": str(writer.array_path)}
+    if writer.complete:
+        writer.close()
+        return {**info, "new": 0, "missing": len(writer.missing)}
+    device = resolve_device(cfg.train.device)
+    encoder.to(device)
+    checksum = {"encoder_checksum": encoder_checksum(encoder)}
+    frames = cfg.data.num_frames if raw.is_video else 1
+    batch_size = max(1, cfg.eval.batch_size // frames)  # about eval.batch_size images per pass
+    loader = DataLoader(
+        _Pixels(raw, range(writer.filled, len(raw))),
+        batch_size=batch_size,
+        collate_fn=_collate,
+        num_workers=cfg.data.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    if cfg.train.progress:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc=f"extract {split}", dynamic_ncols=True, leave=False)
+    try:
+        for batch in loader:
+            errors = batch["errors"]
+            if errors and cfg.data.on_error == "raise":
+                raise LrcnError(next(iter(errors.values())))
+            for message in errors.values():
+                log.warning("skipped: %s", message)
+            indices = batch["indices"]
+            rows = np.zeros((len(indices), *row_shape), dtype=np.float32)
+            if batch["pixels"] is not None:
+                pixels = move_batch({"pixels": batch["pixels"]}, device)["pixels"]
+                with autocast(device, cfg.train.amp):
+                    features = encode_pixels(encoder, pixels, cfg.eval.batch_size)  # (B', [T,] D)
+                readable = [i for i, index in enumerate(indices) if index not in errors]
+                rows[readable] = features.float().cpu().numpy()
+            try:
+                writer.write(indices[0], rows, sorted(errors), checksum)
+            except OSError as exc:
+                raise _unwritable(str(writer.folder), exc) from None
+    finally:
+        writer.close()
+    log.info("feature store %s: %d new rows", info["path"], writer.filled - before)
+    return {**info, "new": writer.filled - before, "missing": len(writer.missing)}
