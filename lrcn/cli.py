@@ -20,23 +20,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from lrcn.errors import LrcnError
 
-METRIC_ORDER = (
-    "Bleu_1",
-    "Bleu_2",
-    "Bleu_3",
-    "Bleu_4",
-    "METEOR",
-    "ROUGE_L",
-    "CIDEr",
-    "accuracy",
-    "motion_accuracy",
-    "motion_colour_accuracy",
-    "scene_accuracy",
-    "scene_accuracy_1",
-    "scene_accuracy_2",
-    "scene_accuracy_3",
-)
-
 
 def _predict_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
     """PATH..., --checkpoint and repeatable --set KEY=VALUE, shared by caption and classify."""
@@ -126,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print_metrics(metrics: dict) -> None:
+    from lrcn.metrics import METRIC_ORDER  # lazy: lrcn.metrics loads numpy and nltk (0.5 s)
+
     rows = [(k, metrics[k]) for k in METRIC_ORDER if isinstance(metrics.get(k), float)]
     for prefix in ("reference_loo_", "baseline_"):
         rows += [

@@ -30,14 +30,13 @@ from lrcn import build
 from lrcn.config import Config, load_config
 from lrcn.errors import LrcnError
 from lrcn.io import write_text_atomic
-from lrcn.metrics import per_item_scores
+from lrcn.metrics import METRIC_ORDER, per_item_scores
 from lrcn.visualize import denormalise, frame_strip, to_rgb_array
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 96  # pixels: the height the page shows every picture and frame strip at
 STRIP_FRAMES = 4
-METRIC_ORDER = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr", "accuracy")
 
 
 @dataclass

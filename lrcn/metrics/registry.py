@@ -1,0 +1,127 @@
+"""The metric registry: one scorer interface (pycocoevalcap's) and one order of result keys.
+
+A metric is a class with ``compute_score(gts, res) -> (corpus_score, per_item_scores)``, as
+pycocoevalcap's ``Bleu``, ``Cider``... have, registered under a name::
+
+    @register_metric("toy")
+    class Toy:
+        keys = ("Toy",)  # result keys, optional: the registered name when left out
+
+        def compute_score(self, gts, res):
+            ...
+
+``gts`` maps each item key to its reference token lists, ``res`` the same keys to a list
+holding the one hypothesis token list. A metric with several keys (BLEU) returns one corpus
+score and one per-item array per key. A metric that cannot run here raises
+`MetricUnavailable` with the reason; `lrcn.metrics.score` reports it under ``unavailable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+from lrcn.errors import LrcnError
+
+Tokens = list[str]
+TokenizedItems = Mapping[Hashable, Sequence[Tokens]]
+
+# Keys of the metrics the datasets compute themselves (classification and scene/motion checks),
+# listed after the registered metrics' keys wherever metrics are printed or shown.
+TASK_KEYS = (
+    "accuracy",
+    "motion_accuracy",
+    "motion_colour_accuracy",
+    "scene_accuracy",
+    "scene_accuracy_1",
+    "scene_accuracy_2",
+    "scene_accuracy_3",
+)
+
+
+class MetricUnavailable(Exception):
+    """Raised by a scorer that cannot run here; the message is the reason a user reads."""
+
+
+class Scorer(Protocol):
+    """pycocoevalcap's scorer interface over tokenized captions."""
+
+    def compute_score(self, gts: TokenizedItems, res: TokenizedItems) -> tuple[Any, Any]:
+        """Score ``res[k][0]`` against ``gts[k]`` for every key of ``res``.
+
+        Returns:
+            (corpus score, per-item scores); a list of each when the metric has several keys.
+        """
+        ...
+
+
+_METRICS: dict[str, type] = {}
+_T = TypeVar("_T", bound=type)
+
+
+def register_metric(name: str) -> Callable[[_T], _T]:
+    """Class decorator: make a scorer class available as metric ``name`` (lower case).
+
+    Raises:
+        LrcnError: ``name`` is taken by another class, or the class has no ``compute_score``.
+    """
+    key = name.strip().lower()
+
+    def decorator(cls: _T) -> _T:
+        if not callable(getattr(cls, "compute_score", None)):
+            raise LrcnError(f"Metric {name!r}: {cls.__name__} needs a compute_score(gts, res).")
+        taken = _METRICS.get(key)
+        if taken is not None and taken.__qualname__ != cls.__qualname__:
+            raise LrcnError(
+                f"Metric {key!r} is registered already (by {taken.__qualname__}); pick another name."
+            )
+        _METRICS[key] = cls
+        return cls
+
+    return decorator
+
+
+def available_metrics() -> tuple[str, ...]:
+    """Registered metric names, in registration order (the built-in ones first)."""
+    return tuple(_METRICS)
+
+
+def get_metric(name: str) -> type:
+    """The scorer class registered as ``name``.
+
+    Raises:
+        LrcnError: no metric has that name; the sentence lists the registered ones.
+    """
+    cls = _METRICS.get(name.strip().lower())
+    if cls is None:
+        raise LrcnError(f"Unknown metric {name!r}; choose from {', '.join(available_metrics())}.")
+    return cls
+
+
+def metric_keys(name: str) -> tuple[str, ...]:
+    """The result keys metric ``name`` produces: its class's ``keys``, else the name itself."""
+    return tuple(getattr(get_metric(name), "keys", (name.strip().lower(),)))
+
+
+class _MetricOrder(Sequence[str]):
+    """Every registered metric's keys in registration order, then `TASK_KEYS`; always current."""
+
+    def _keys(self) -> tuple[str, ...]:
+        keys = [k for name in _METRICS for k in metric_keys(name)]
+        return tuple(dict.fromkeys([*keys, *TASK_KEYS]))
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._keys()[index]
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __repr__(self) -> str:
+        return f"METRIC_ORDER{self._keys()!r}"
+
+
+# The key order of the CLI's printout, the HTML report and the metrics file.
+METRIC_ORDER: Sequence[str] = _MetricOrder()
