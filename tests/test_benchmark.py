@@ -5,6 +5,7 @@ About 13 s on the shared 2-core machine, so not marked slow.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -35,7 +36,7 @@ def test_quick_benchmark_measures_every_figure(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert report["mode"] == "quick" and set(report["figures"]) == set(FIGURES)
+    assert report["mode"] == "quick" and list(report["figures"]) == list(FIGURES)
     for name, figure in report["figures"].items():
         assert math.isfinite(figure["ratio"]) and figure["ratio"] > 0, name
         assert len(figure["load_average"]) == 3, name
@@ -44,3 +45,13 @@ def test_quick_benchmark_measures_every_figure(tmp_path):
     assert report["machine"]["cores"] >= 1 and report["machine"]["torch"]
     lines = done.stdout.splitlines()
     assert sum("[target" in line for line in lines) == len(FIGURES)
+
+
+def test_every_figure_is_registered_with_a_target_in_order(monkeypatch):
+    spec = importlib.util.spec_from_file_location("benchmark", REPO / "scripts" / "benchmark.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "benchmark", benchmark)  # dataclasses look their module up
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script adds scripts/ to it
+    spec.loader.exec_module(benchmark)
+    assert tuple(benchmark.FIGURES) == FIGURES == tuple(benchmark.TARGETS)
+    assert set(benchmark.NEEDS) <= set(FIGURES)
