@@ -1,37 +1,74 @@
-"""The edge where a ``Config`` becomes datasets and models; nothing else in lrcn reads config."""
+"""The one place a ``Config`` becomes sources, datasets and models.
+
+Names in a config (dataset, encoder, decoder wiring, metrics) are checked here against the
+registries (:func:`check_config`), so a new entry registered anywhere, even in a user's own script,
+is accepted with no edit to the config module.
+"""
 
 from __future__ import annotations
 
-import hashlib  # [data helper: store_header]
-import inspect  # [data helper: store_header]
-from pathlib import Path  # [data helper: store_header]
-from typing import Any  # [data helper: store_header]
+import hashlib
+import inspect
+import json
+from pathlib import Path
+from typing import Any
 
 from torch import nn
 from torch.utils.data import Dataset
 
 from lrcn.config import Config
 from lrcn.data.datasets import Source
-from lrcn.data.manifest import read_manifest  # [data helper]
-from lrcn.data.sources import ManifestImageSource, ManifestVideoSource  # [data helper]
-from lrcn.data.store import FeatureSource  # [data helper]
-from lrcn.data.synthetic import available_datasets, find_dataset  # [data helper]
+from lrcn.data.manifest import read_manifest
+from lrcn.data.sources import ManifestImageSource, ManifestVideoSource
+from lrcn.data.store import FeatureSource
+from lrcn.data.synthetic import available_datasets, find_dataset
 from lrcn.errors import LrcnError
+from lrcn.metrics import available_metrics
 from lrcn.models.captioner import Captioner, ImageCaptioner, MeanPool, TemporalLSTM, VideoCaptioner
+from lrcn.models.classifier import ActivityClassifier
 from lrcn.models.decoder import LSTMDecoder
-from lrcn.models.encoders import ENCODERS, Encoder, create_encoder, encoder_spec
+from lrcn.models.encoders import (
+    ENCODERS,
+    Encoder,
+    available_encoders,
+    create_encoder,
+    encoder_spec,
+)
+from lrcn.models.init import keras_init_
+from lrcn.models.wirings import available_wirings
+
+
+def check_config(cfg: Config, source: str = "config") -> None:
+    """Refuse, in one sentence naming the key, a name no registry knows.
+
+    Args:
+        cfg: the loaded config.
+        source: where it came from (file name), for the message.
+
+    Raises:
+        LrcnError: unknown dataset for the task, encoder, decoder wiring or metric.
+    """
+    datasets = ["manifest", *available_datasets(cfg.task)]
+    names = [
+        ("data.dataset", [cfg.data.dataset], datasets),
+        ("encoder.name", [cfg.encoder.name], available_encoders()),
+        ("eval.metrics", list(cfg.eval.metrics), available_metrics()),
+    ]
+    if cfg.task != "activity":
+        names.append(("decoder.variant", [cfg.decoder.variant], available_wirings()))
+    for key, values, known in names:
+        for value in values:
+            if value not in known:
+                raise LrcnError(
+                    f"{source}: `{key}` is {value!r}, which is not registered for task "
+                    f"{cfg.task}; choose one of {', '.join(known)} (or register your own)."
+                )
 
 
 def normalisation(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean and std the configured encoder's weights expect."""
-    if cfg.encoder.name == "seed_cnn":
-        return (0.0,), (1.0,)
     spec = encoder_spec(cfg.encoder.name)
     return spec.mean, spec.std
-
-
-def _manifest_records(cfg: Config, split: str) -> list[dict]:
-    return read_manifest(cfg.data.manifest, split)
 
 
 def _split_size(cfg: Config, split: str) -> int:
@@ -43,7 +80,7 @@ def _split_size(cfg: Config, split: str) -> int:
 
 def build_source(cfg: Config, split: str) -> Source:
     """The captioning examples of one split (image or video), from the feature store when set."""
-    if cfg.data.features:  # [data helper: FeatureSource moved to lrcn.data.store]
+    if cfg.data.features:
         return FeatureSource(
             cfg.data.features, split, build_source_raw(cfg, split), expected=store_header(cfg)
         )
@@ -53,7 +90,6 @@ def build_source(cfg: Config, split: str) -> Source:
 def build_source_raw(cfg: Config, split: str) -> Source:
     """The captioning examples of one split as pixels (embedded generator or manifest)."""
     mean, std = normalisation(cfg)
-    # [data helper: synthetic datasets come from their registry]
     synthetic = find_dataset(cfg.data.dataset, cfg.task)
     if synthetic is not None:
         return synthetic.builder(
@@ -65,7 +101,7 @@ def build_source_raw(cfg: Config, split: str) -> Source:
             std=std,
         )
     if cfg.data.dataset == "manifest":
-        records = _manifest_records(cfg, split)
+        records = read_manifest(cfg.data.manifest, split)
         if cfg.task == "caption":
             return ManifestImageSource(records, cfg.data.image_size, mean, std)
         return ManifestVideoSource(records, cfg.data.image_size, mean, std, cfg.data.num_frames)
@@ -90,7 +126,7 @@ class ActivitySourceDataset(Dataset):
 
 def build_activity_dataset(cfg: Config, split: str) -> tuple[Dataset, list[str]]:
     """Activity dataset of one split and its class names."""
-    synthetic = find_dataset(cfg.data.dataset, "activity")  # [data helper: registry]
+    synthetic = find_dataset(cfg.data.dataset, "activity")
     if synthetic is not None:
         mean, std = normalisation(cfg)
         data = synthetic.builder(
@@ -103,9 +139,6 @@ def build_activity_dataset(cfg: Config, split: str) -> tuple[Dataset, list[str]]
         )
         return data, data.class_names
     if cfg.data.dataset == "manifest":
-        import json
-        from pathlib import Path
-
         labels_file = Path(cfg.data.manifest) / "labels.json"
         try:
             labels = json.loads(labels_file.read_text(encoding="utf-8"))
@@ -120,11 +153,7 @@ def build_activity_dataset(cfg: Config, split: str) -> tuple[Dataset, list[str]]
 
 
 def build_encoder(cfg: Config) -> Encoder:
-    if cfg.encoder.name == "seed_cnn":
-        from lrcn.models.classifier import build_seed_cnn
-
-        trunk, dim = build_seed_cnn(height=cfg.data.image_size, width=cfg.data.image_size)
-        return Encoder(trunk, dim, "seed_cnn", freeze=cfg.encoder.freeze)
+    """The configured CNN: any registered encoder, the seed CNN included."""
     options = {"feature_dim": cfg.encoder.feature_dim, "image_size": cfg.data.image_size}
     return create_encoder(
         cfg.encoder.name, weights=cfg.encoder.weights, freeze=cfg.encoder.freeze, **options
@@ -157,8 +186,7 @@ def build_captioner(cfg: Config, vocab_size: int, encoder: Encoder | None = None
 
 
 def build_classifier(cfg: Config, num_classes: int) -> nn.Module:
-    from lrcn.models.classifier import ActivityClassifier
-
+    """The activity classifier: TimeDistributed(CNN) -> LSTM -> per-class outputs."""
     encoder = build_encoder(cfg)
     num_outputs = cfg.classifier.num_outputs or num_classes
     if num_outputs == 1 and num_classes != 2:
@@ -185,8 +213,6 @@ def build_model(cfg: Config, vocab_size: int = 0, num_classes: int = 0) -> nn.Mo
         else build_captioner(cfg, vocab_size)
     )
     if cfg.train.init == "keras":
-        from lrcn.models.init import keras_init_
-
         pretrained = cfg.encoder.weights not in ("none", "")
         for name, child in model.named_children():
             # never re-draw pretrained weights
@@ -195,8 +221,8 @@ def build_model(cfg: Config, vocab_size: int = 0, num_classes: int = 0) -> nn.Mo
     return model
 
 
-# [data helper] store_header moved here from lrcn/data/features.py: it reads the config and the
-# encoder registry, which the feature store (lrcn.data.store) must not.
+# The feature store's header lives here: it reads the config and the encoder registry, which the
+# store itself (lrcn.data.store) must not.
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     try:

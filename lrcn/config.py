@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from lrcn.errors import LrcnError
+from lrcn.io import write_text_atomic
 
 TASKS = ("caption", "video_caption", "activity")
 _CAPTION_VALIDATION = ("Bleu_4", "Bleu_1", "Bleu_2", "Bleu_3", "CIDEr")
@@ -32,7 +33,9 @@ VALIDATION_METRICS = {
 class DataConfig:
     """Where examples come from and how they are shaped."""
 
-    dataset: str = "shapes"  # shapes | moving_shapes | moving_line | manifest
+    dataset: str = (
+        "shapes"  # a registered synthetic dataset (shapes, moving_shapes, moving_line) | manifest
+    )
     manifest: str | None = None  # folder with <split>.jsonl (from `lrcn prepare`)
     image_size: int = 64  # input side in pixels (square)
     num_frames: int = 16  # frames per video clip
@@ -252,12 +255,10 @@ def _apply(obj: Any, data: dict[str, Any], source: str, prefix: str = "") -> Non
 def _validate(cfg: Config, source: str) -> None:
     choices = {
         "task": (cfg.task, TASKS),
-        "data.dataset": (cfg.data.dataset, ("shapes", "moving_shapes", "moving_line", "manifest")),
         "data.frame_sampling": (cfg.data.frame_sampling, ("uniform", "clips")),
         "data.on_error": (cfg.data.on_error, ("raise", "skip")),
         "data.features_dtype": (cfg.data.features_dtype, ("float16", "float32")),
         "encoder.temporal": (cfg.encoder.temporal, ("mean", "lstm")),
-        "decoder.variant": (cfg.decoder.variant, ("show_tell", "lrcn1u", "lrcn2f")),
         "classifier.prediction": (cfg.classifier.prediction, ("mean", "last")),
         "train.optimizer": (cfg.train.optimizer, ("adamw", "adam")),
         "train.scheduler": (cfg.train.scheduler, ("cosine", "step", "none")),
@@ -381,6 +382,5 @@ def load_config_over(cfg: Config, overrides: list[str]) -> Config:
 
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    from lrcn.io import write_text_atomic
 
     write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

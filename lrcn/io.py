@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lrcn.errors import LrcnError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -38,3 +40,22 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_json_atomic(path: str | os.PathLike, data: Any, indent: int | None = 2) -> None:
     """Write ``data`` as JSON atomically (non-ASCII kept as is)."""
     write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | os.PathLike, fix: str) -> Any:
+    """Parse a UTF-8 JSON file; a missing, unreadable or invalid file is one sentence ending in ``fix``.
+
+    Raises:
+        LrcnError: naming ``path`` (and the line of invalid JSON).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LrcnError(f"{path}: no such file; {fix}.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise LrcnError(f"{path} could not be read ({err}); {fix}.") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LrcnError(f"{path} line {err.lineno}: not valid JSON ({err.msg}); {fix}.") from None

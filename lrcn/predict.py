@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from lrcn import build
 from lrcn.checkpoint import load_checkpoint, load_state_dict_checked, resolve_checkpoint_path
 from lrcn.config import Config, config_from_dict, load_config_over
+from lrcn.data.datasets import CaptionEvalDataset, make_eval_collate
+from lrcn.data.manifest import read_manifest
+from lrcn.data.media import (
+    IMAGE_EXTENSIONS,
+    frames_to_tensor,
+    image_files_in,
+    image_to_tensor,
+    load_image,
+    read_frames,
+)
+from lrcn.decoding import decode
+from lrcn.engine import evaluate_classifier, generate_captions, score_captions
 from lrcn.errors import LrcnError
 from lrcn.io import write_json_atomic
+from lrcn.metrics import leave_one_out_scores
+from lrcn.models.encoders import encoder_spec
+from lrcn.runtime import make_loader, resolve_device
 from lrcn.text.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -36,14 +52,13 @@ def load_model(
     Returns:
         (model in eval mode on the device, config, raw checkpoint payload).
     """
-    from lrcn import build
-    from lrcn.runtime import resolve_device
 
     path = resolve_checkpoint_path(checkpoint)
     payload = load_checkpoint(path, task=task)
     cfg = load_config_over(
         config_from_dict(payload["config"], f"{path} (saved config)"), overrides or []
     )
+    build.check_config(cfg, f"{path} (saved config)")
     # pretrained weights are inside the checkpoint: build without fetching them again, but return the
     # config unchanged (a feature store checks the encoder's weights against it)
     build_cfg = config_from_dict(cfg.to_dict())
@@ -60,6 +75,7 @@ def load_model(
 
 
 def run_dir_of(checkpoint_path: str | Path) -> Path:
+    """The run directory a checkpoint file belongs to."""
     path = Path(checkpoint_path)
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
@@ -78,10 +94,6 @@ def evaluate(
     others) and ``baseline_*`` (the most frequent training caption for every item).
     Classifiers report clip ``accuracy``.
     """
-    from lrcn import build
-    from lrcn.data.datasets import CaptionEvalDataset, make_eval_collate
-    from lrcn.engine import evaluate_classifier, generate_captions, score_captions
-    from lrcn.runtime import make_loader
 
     extra = list(overrides or []) + ([f"eval.beam_size={beam_size}"] if beam_size else [])
     model, cfg, payload = load_model(checkpoint, overrides=extra)
@@ -123,8 +135,6 @@ def evaluate(
         raise LrcnError(f"split `{split}` has no readable items; check the data paths.")
     metrics: dict[str, Any] = score_captions(hyps, refs, cfg.eval.metrics, cfg.eval.tokenizer)
     if cfg.eval.reference_points:
-        from lrcn.metrics import leave_one_out_scores
-
         loo_metrics = [
             m for m in cfg.eval.metrics if m != "meteor"
         ]  # METEOR's JVM is slow on 5x pairs
@@ -159,7 +169,6 @@ class _VideoClips(torch.utils.data.Dataset):
     """One manifest video per item: all its strided clips as pixels (N, L, 3, S, S), and its label."""
 
     def __init__(self, cfg: Config, records: list[dict]) -> None:
-        from lrcn import build
 
         self.records, self.cfg = records, cfg
         self.mean, self.std = build.normalisation(cfg)
@@ -168,7 +177,6 @@ class _VideoClips(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        from lrcn.data.media import frames_to_tensor, read_frames
 
         record, cfg = self.records[index], self.cfg
         length, stride = cfg.classifier.clip_length, cfg.classifier.clip_stride
@@ -189,8 +197,6 @@ def _clip_and_video_accuracy(
 
     Videos are decoded in ``data.num_workers`` DataLoader workers while the model runs; a long
     video's clips go through the model ``eval.batch_size`` at a time."""
-    from lrcn.data.manifest import read_manifest  # [data helper]
-    from lrcn.runtime import make_loader
 
     device = next(model.parameters()).device
     videos = _VideoClips(cfg, list(read_manifest(cfg.data.manifest, split)))
@@ -221,7 +227,6 @@ class _ImageFiles(torch.utils.data.Dataset):
     """Image files for ``lrcn caption``: (position, pixels) or (position, the error sentence)."""
 
     def __init__(self, paths: list[str], cfg: Config) -> None:
-        from lrcn import build
 
         self.paths, self.size = paths, cfg.data.image_size
         self.mean, self.std = build.normalisation(cfg)
@@ -230,7 +235,6 @@ class _ImageFiles(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | str]:
-        from lrcn.data.media import image_to_tensor, load_image
 
         try:
             image = load_image(self.paths[index], self.size)
@@ -242,7 +246,6 @@ class _ImageFiles(torch.utils.data.Dataset):
 def _expand_image_paths(paths: list[str]) -> list[tuple[str, str | None]]:
     """(path, None) per image; a folder stands for the image files directly in it, in natural
     order; a folder without any becomes (folder, the error sentence)."""
-    from lrcn.data.media import IMAGE_EXTENSIONS, image_files_in
 
     expanded: list[tuple[str, str | None]] = []
     for path in paths:
@@ -277,10 +280,6 @@ def iter_captions(
     are read in ``data.num_workers`` DataLoader workers and decoded ``eval.batch_size`` at a time
     (batched beam search gives the captions one-at-a-time decoding would).
     """
-    from lrcn import build
-    from lrcn.data.media import frames_to_tensor, read_frames
-    from lrcn.decoding import decode
-    from lrcn.runtime import make_loader
 
     model, cfg, payload = load_model(checkpoint, overrides=overrides)
     if cfg.task == "activity":
@@ -304,17 +303,33 @@ def iter_captions(
         return [" ".join(vocab.decode(t)) for t in tokens]
 
     if cfg.task == "video_caption":
-        mean, std = build.normalisation(cfg)
-        for path in paths:
-            try:
-                frames = read_frames(path, cfg.data.num_frames)
-            except LrcnError as exc:
-                yield path, None, str(exc)
-                continue
-            pixels = frames_to_tensor(frames, cfg.data.image_size, mean, std)  # (T, 3, S, S)
-            yield path, captions_of({"frames": pixels.unsqueeze(0).to(device)})[0], None
-        return
+        yield from _video_captions(paths, cfg, device, captions_of)
+    else:
+        yield from _image_captions(paths, cfg, device, captions_of)
 
+
+CaptionFn = Callable[[dict[str, torch.Tensor]], list[str]]
+
+
+def _video_captions(
+    paths: list[str], cfg: Config, device: torch.device, captions_of: CaptionFn
+) -> Iterator[tuple[str, str | None, str | None]]:
+    """Videos and frame folders one at a time: ``(path, caption, None)`` or ``(path, None, error)``."""
+    mean, std = build.normalisation(cfg)
+    for path in paths:
+        try:
+            frames = read_frames(path, cfg.data.num_frames)
+        except LrcnError as exc:
+            yield path, None, str(exc)
+            continue
+        pixels = frames_to_tensor(frames, cfg.data.image_size, mean, std)  # (T, 3, S, S)
+        yield path, captions_of({"frames": pixels.unsqueeze(0).to(device)})[0], None
+
+
+def _image_captions(
+    paths: list[str], cfg: Config, device: torch.device, captions_of: CaptionFn
+) -> Iterator[tuple[str, str | None, str | None]]:
+    """Images (folders expanded) read in workers and decoded in batches, yielded in input order."""
     expanded = _expand_image_paths(paths)
     readable = [path for path, error in expanded if error is None]
     loader = make_loader(
@@ -332,16 +347,25 @@ def iter_captions(
             yield path, None, error
             continue
         while position not in results:  # decode the next batch (in order)
-            items = next(batches)
-            images = [(i, x) for i, x in items if not isinstance(x, str)]
-            results.update({i: (None, x) for i, x in items if isinstance(x, str)})
-            if images:
-                pixels = torch.stack([x for _, x in images]).to(device, non_blocking=True)
-                for (i, _), caption in zip(images, captions_of({"images": pixels})):
-                    results[i] = (caption, None)
+            results.update(_caption_batch(next(batches), device, captions_of))
         caption, problem = results.pop(position)
         yield path, caption, problem
         position += 1
+
+
+def _caption_batch(
+    items: list[tuple[int, torch.Tensor | str]], device: torch.device, captions_of: CaptionFn
+) -> dict[int, tuple[str | None, str | None]]:
+    """{position: (caption, None) or (None, error)} for one loader batch."""
+    results: dict[int, tuple[str | None, str | None]] = {
+        i: (None, x) for i, x in items if isinstance(x, str)
+    }
+    images = [(i, x) for i, x in items if not isinstance(x, str)]
+    if images:
+        pixels = torch.stack([x for _, x in images]).to(device, non_blocking=True)
+        for (i, _), caption in zip(images, captions_of({"images": pixels})):
+            results[i] = (caption, None)
+    return results
 
 
 def caption_files(
@@ -367,8 +391,6 @@ def iter_classifications(
     """Label each video or frame folder with an activity checkpoint (clip-averaged over long
     videos): yields ``(path, label, probability, None)``, or ``(path, None, 0.0, error sentence)``
     for a file that cannot be read, in input order."""
-    from lrcn import build
-    from lrcn.data.media import frames_to_tensor, read_frames
 
     model, cfg, payload = load_model(checkpoint, overrides=overrides, task="activity")
     labels = payload["labels"]
@@ -393,8 +415,8 @@ def iter_classifications(
         pixels = torch.stack(
             [frames_to_tensor(c, cfg.data.image_size, mean, std) for c in clips]
         )  # (N, T, 3, S, S)
-        if cfg.encoder.name == "seed_cnn":
-            pixels = pixels.mean(dim=2, keepdim=True)  # the seed CNN reads one channel
+        if encoder_spec(cfg.encoder.name).in_channels == 1:
+            pixels = pixels.mean(dim=2, keepdim=True)  # e.g. the seed CNN reads one channel
         proba = torch.cat(
             [
                 model.predict_proba(pixels[i : i + chunk].to(device))

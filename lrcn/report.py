@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -29,8 +28,9 @@ from PIL import Image
 from lrcn import build
 from lrcn.config import Config, load_config
 from lrcn.errors import LrcnError
-from lrcn.io import write_text_atomic
+from lrcn.io import read_json, write_text_atomic
 from lrcn.metrics import METRIC_ORDER, per_item_scores
+from lrcn.predict import evaluate, run_dir_of
 from lrcn.visualize import denormalise, frame_strip, to_rgb_array
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,9 @@ class _Row:
     item_id: str
     thumbnail: str | None  # data URI
     cells: dict[str, Any] = field(default_factory=dict)
+
+
+_RERUN = "re-run `lrcn evaluate` for this split"
 
 
 def write_report(run_dir: str | Path, split: str = "test", out: str | Path | None = None) -> Path:
@@ -73,11 +76,9 @@ def write_report(run_dir: str | Path, split: str = "test", out: str | Path | Non
         not (eval_dir / f"{split}_metrics.json").is_file()
         or not (eval_dir / f"{split}_{wanted}.json").is_file()
     ):
-        from lrcn.predict import evaluate
-
         log.info("%s: split %s is not evaluated yet; evaluating it first", run_dir, split)
         evaluate(run_dir, split=split)
-    metrics = _read_json(eval_dir / f"{split}_metrics.json")
+    metrics = read_json(eval_dir / f"{split}_metrics.json", _RERUN)
     if not isinstance(metrics, dict):
         raise LrcnError(
             f"{eval_dir / f'{split}_metrics.json'}: not a JSON object; re-run `lrcn evaluate --checkpoint {run_dir} --split {split}`."
@@ -96,23 +97,12 @@ def write_report(run_dir: str | Path, split: str = "test", out: str | Path | Non
 
 def _run_folder(path: Path) -> Path:
     if path.is_file() and path.suffix == ".pt":
-        from lrcn.predict import run_dir_of
-
         path = run_dir_of(path)
     if not (path / "config.yaml").is_file():
         raise LrcnError(
             f"{path}: not a run folder (no config.yaml); pass the folder `lrcn train` wrote."
         )
     return path
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise LrcnError(
-            f"{path}: unreadable ({exc.__class__.__name__}); re-run `lrcn evaluate` for this split."
-        ) from None
 
 
 # ----------------------------------------------------------------------------- thumbnails
@@ -177,7 +167,7 @@ def _source_thumbnail(
 def _caption_rows(
     cfg: Config, split: str, captions_path: Path, run_dir: Path
 ) -> tuple[list[tuple[str, str]], list[_Row]]:
-    results = _read_json(captions_path)
+    results = read_json(captions_path, _RERUN)
     if not isinstance(results, list) or not all(
         isinstance(r, dict) and "image_id" in r and "caption" in r for r in results
     ):
@@ -224,7 +214,7 @@ def _caption_rows(
 def _activity_rows(
     cfg: Config, split: str, predictions_path: Path
 ) -> tuple[list[tuple[str, str]], list[_Row]]:
-    predictions = _read_json(predictions_path)
+    predictions = read_json(predictions_path, _RERUN)
     if not isinstance(predictions, list) or not all(
         isinstance(p, dict) and {"label", "predicted", "probability"} <= set(p) for p in predictions
     ):

@@ -1,6 +1,6 @@
 """Fill the feature store: ``python scripts/extract_features.py -c CONFIG [--split S] [key=value ...]``.
 
-The same as ``lrcn extract-features``; see ``lrcn.data.features``.
+The same as ``lrcn extract-features``; see ``lrcn.extract``.
 """
 
 import sys

@@ -83,7 +83,7 @@ def test_cli_classify_prints_label_and_probability(
 
 
 def test_manifest_videos_report_clip_and_video_accuracy(shared_data: Path, tmp_path: Path):
-    from lrcn.data.formats import write_manifest
+    from lrcn.data.manifest import write_manifest
     from lrcn.engine import fit
     from lrcn.predict import evaluate
 

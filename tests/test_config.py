@@ -1,5 +1,6 @@
 import pytest
 
+from lrcn.build import check_config
 from lrcn.config import load_config
 from lrcn.errors import LrcnError
 
@@ -25,8 +26,12 @@ def test_unknown_key_lists_valid_keys(tmp_path):
 def test_wrong_type_and_choice_and_bad_yaml(tmp_path):
     with pytest.raises(LrcnError, match="train.epochs` must be an integer"):
         load_config(None, ["train.epochs=many"])
-    with pytest.raises(LrcnError, match="decoder.variant"):
-        load_config(None, ["decoder.variant=transformer"])
+    with pytest.raises(LrcnError, match="decoder.variant.*show_tell"):
+        check_config(load_config(None, ["decoder.variant=transformer"]))
+    with pytest.raises(LrcnError, match="data.dataset.*moving_line"):
+        check_config(load_config(None, ["task=activity", "data.dataset=shapes"]))
+    with pytest.raises(LrcnError, match="eval.metrics.*cider"):
+        check_config(load_config(None, ["eval.metrics=bleu,cidr"]))
     path = tmp_path / "bad.yaml"
     path.write_text("train: [unclosed\n")
     with pytest.raises(LrcnError, match="bad.yaml line"):

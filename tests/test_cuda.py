@@ -96,7 +96,8 @@ def test_batched_beam_search_on_the_device_equals_one_at_a_time() -> None:
 
 
 def test_feature_store_from_the_device_matches_the_cpu(tmp_path: Path) -> None:
-    from lrcn.data.features import extract_features, store_paths
+    from lrcn.data.store import store_paths
+    from lrcn.extract import extract_features
 
     overrides = [
         "data.image_size=32",

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
-from lrcn.data.formats import read_flickr8k, write_manifest
+from lrcn.data.manifest import write_manifest
+from lrcn.data.readers.flickr import read_flickr8k
 
 PHOTOS = REPO.parent / "shared" / "data" / "flickr8k"
 

@@ -207,7 +207,7 @@ def test_nan_loss_stops_with_the_step_named_and_keeps_the_last_good_checkpoint(
 
 
 def _image_manifest(tmp_path: Path, corrupt: bool) -> Path:
-    from lrcn.data.formats import write_manifest
+    from lrcn.data.manifest import write_manifest
     from lrcn.data.synthetic.shapes import ShapesCaptions
 
     data, records = ShapesCaptions("train", 12, image_size=32), []

@@ -12,8 +12,8 @@ from conftest import REPO, TINY_SHAPES
 from lrcn.build import build_captioner
 from lrcn.config import load_config
 from lrcn.data.datasets import Source
+from lrcn.engine.scst import SelfCriticalLoss, load_or_build_cider
 from lrcn.metrics import CiderD
-from lrcn.scst import SelfCriticalLoss, load_or_build_cider
 from lrcn.text.vocab import Vocabulary
 
 WORDS = "a red blue green circle square triangle big small left right of the to".split()
@@ -229,7 +229,7 @@ def test_document_frequencies_are_cached_once_and_reused(tmp_path: Path, monkeyp
         raise AssertionError("the cached document frequencies should have been reused")
 
     with monkeypatch.context() as m:
-        m.setattr("lrcn.scst.CiderD.__init__", no_counting)
+        m.setattr("lrcn.engine.scst.CiderD.__init__", no_counting)
         second = load_or_build_cider(path, CORPUS, vocab, 24)
     assert len(saves) == 1 and path.stat().st_mtime_ns == stamp
     hyp, refs = [["a", "red", "circle"]], [[["a", "red", "circle"], ["a", "circle"]]]

@@ -65,7 +65,7 @@ def test_evaluate_video_checkpoint_reports_bleu_reference_points_and_motion(
 
 
 def test_caption_real_msvd_frame_folders(video_run: Path, shared_data: Path):
-    from lrcn.data.formats import read_msvd
+    from lrcn.data.readers.msvd import read_msvd
     from lrcn.predict import caption_files
 
     records = read_msvd(shared_data / "msvd")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from lrcn import distributed
+from lrcn.build import check_config
 from lrcn.checkpoint import (
     load_checkpoint,
     load_state_dict_checked,
@@ -25,9 +26,9 @@ from lrcn.config import Config, config_from_dict, load_config_over, parse_overri
 from lrcn.engine.loop import LossFn, TrainState, train_one_epoch
 from lrcn.engine.optim import build_optimizer, build_scheduler, planned_steps, set_base_lrs
 from lrcn.engine.run import Run
+from lrcn.engine.scst import SelfCriticalLoss
 from lrcn.errors import LrcnError
 from lrcn.runtime import make_grad_scaler, resolve_device
-from lrcn.scst import SelfCriticalLoss
 from lrcn.text.vocab import Vocabulary
 from lrcn.visualize import log_hparams, log_validation_grid
 
@@ -347,6 +348,7 @@ def fit(
     payload = None
     if resume:
         payload, cfg = _resume_payload(run_dir, list(overrides or []))
+    check_config(cfg)
     distributed.setup()
     device = distributed.device_for(resolve_device(cfg.train.device))
     _seed_everything(cfg.train.seed)

@@ -12,9 +12,8 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 
 from lrcn.errors import LrcnError
-from lrcn.io import write_json_atomic
+from lrcn.io import read_json, write_json_atomic
 from lrcn.metrics.cider import CIDER_SIGMA, cider_d, idf_weights
-from lrcn.metrics.coco import read_json
 from lrcn.metrics.ngrams import MAX_N, NgramTable, lookup, ngram_table, set_document_frequency
 from lrcn.metrics.tokenizer import tokenize_captions
 
@@ -158,7 +157,7 @@ class CiderD:
     @classmethod
     def load(cls, path: str | os.PathLike) -> CiderD:
         """Read a file written by `save`."""
-        data = read_json(path, "a CiderD document-frequency file written by CiderD.save")
+        data = read_json(path, "pass a CiderD document-frequency file written by CiderD.save")
         try:
             if data.get("format") != "lrcn.CiderD" or data.get("version") != 1:
                 raise ValueError("format is not lrcn.CiderD version 1")

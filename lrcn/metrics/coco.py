@@ -5,13 +5,12 @@ Also the one JSON reader of `lrcn.metrics`, whose errors name the file and what 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Hashable, Sequence
-from pathlib import Path
 from typing import Any
 
 from lrcn.errors import LrcnError
+from lrcn.io import read_json
 from lrcn.metrics.scoring import DEFAULT_METRICS, EmptyReferences, score
 from lrcn.metrics.tokenizer import lone_surrogate
 
@@ -19,27 +18,6 @@ _SURROGATE_FIX = (
     "which is not text; fix that \\u escape in the file (write the whole surrogate pair, "
     "e.g. \\ud83d\\ude00, or the character itself)."
 )
-
-
-def read_json(path: str | os.PathLike, what: str) -> Any:
-    """Parse a UTF-8 JSON file; a missing, unreadable or invalid file is one sentence.
-
-    Raises:
-        LrcnError: naming ``path`` and asking for ``what``.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise LrcnError(f"{path}: no such file; pass {what}.") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise LrcnError(f"{path} could not be read ({err}); pass {what}.") from err
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise LrcnError(
-            f"{path} line {err.lineno}: not valid JSON ({err.msg}); pass {what}."
-        ) from err
 
 
 def _check_text(path: str | os.PathLike, where: str, caption: str) -> str:
@@ -55,7 +33,7 @@ def _check_text(path: str | os.PathLike, where: str, caption: str) -> str:
 def load_coco_references(path: str | os.PathLike) -> dict[Hashable, list[str]]:
     """Read a COCO captions file (``annotations[].image_id/caption``) as image id -> captions."""
     what = "a COCO captions file such as captions_val2014.json"
-    data = read_json(path, what)
+    data = read_json(path, f"pass {what}")
     annotations = data.get("annotations") if isinstance(data, dict) else None
     if not isinstance(annotations, list):
         raise LrcnError(f"{path} has no 'annotations' list; pass {what}.")
@@ -99,7 +77,7 @@ def load_coco_results(path: str | os.PathLike) -> dict[Hashable, str]:
     twice is an error.
     """
     what = 'a COCO results file: a JSON list of {"image_id": ..., "caption": ...}'
-    data = read_json(path, what)
+    data = read_json(path, f"pass {what}")
     if not isinstance(data, list) or not data:
         raise LrcnError(f"{path} is not a non-empty JSON list; pass {what}.")
     hypotheses: dict[Hashable, str] = {}

@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
-from lrcn.data.features import StoreWriter, extract_features, items_header, store_header
+from lrcn.build import store_header
+from lrcn.data.store import StoreWriter, items_header
+from lrcn.extract import extract_features
 
 __all__ = [
     "REPO",

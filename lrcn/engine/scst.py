@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,14 +29,12 @@ from torch import nn
 
 from lrcn import decoding, distributed
 from lrcn.data.datasets import Source
+from lrcn.engine.run import Run
 from lrcn.errors import LrcnError
 from lrcn.metrics import CiderD
 from lrcn.models.decoder import LSTMDecoder
 from lrcn.text.tokenize import tokenize
 from lrcn.text.vocab import SPECIALS, Vocabulary
-
-if TYPE_CHECKING:
-    from lrcn.engine import Run
 
 log = logging.getLogger(__name__)
 
