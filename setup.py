@@ -1,3 +1,5 @@
+"""Packaging for lrcn: dependencies, extras and the `lrcn` console script."""
+
 from pathlib import Path
 
 from setuptools import find_packages, setup

@@ -100,9 +100,6 @@ def test_a_synthetic_dataset_registered_in_a_test_file_is_built() -> None:
     assert set(source.task_metrics({source.item_id(0): "a red square"})) >= {"scene_accuracy"}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="config validation still lists dataset names; the lead makes it read them"
-)
 def test_a_synthetic_dataset_registered_in_a_test_file_trains_and_scores(tmp_path: Path) -> None:
     run = tmp_path / "run"
     overrides = ["data.dataset=toy_shapes", "data.image_size=32", "train.epochs=1"]

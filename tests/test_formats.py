@@ -445,6 +445,7 @@ def test_prepare_options_and_registry(tmp_path: Path) -> None:
         manifests.prepare("flickr9k", root, tmp_path / "out")
     with pytest.raises(LrcnError, match="option check_files='maybe' is not a valid"):
         manifests.prepare("flickr8k", root, tmp_path / "out", check_files="maybe")
-    assert set(readers.available_readers()) == {
+    # the built-in readers (a test file may have registered more)
+    assert set(readers.available_readers()) >= {
         "karpathy", "coco", "flickr8k", "flickr30k", "kaggle_captions", "msvd", "msrvtt", "ucf101",
     }  # fmt: skip
