@@ -124,3 +124,27 @@ def test_overrides_on_both_sides_of_an_option(tmp_path: Path) -> None:
     payload = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert payload["config"]["data"]["train_size"] == 256
     assert payload["train_state"]["epoch"] == 1
+
+
+def test_an_epoch_ending_in_an_unreadable_batch_still_applies_its_gradients() -> None:
+    from lrcn.engine import TrainState, train_one_epoch
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(1))
+
+        def loss(self, batch: dict) -> torch.Tensor:
+            return (self.weight * batch["x"]).sum()
+
+    model = Tiny()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    batches = [{"x": torch.ones(2), "size": 2}, {"x": torch.ones(2), "size": 2}, {"size": 0}]
+    batches = torch.utils.data.DataLoader(batches, batch_size=None)
+    state = TrainState()
+    # three batches, three per optimizer step: the cycle closes at the (empty) last batch
+    train_one_epoch(model, batches, optimizer, scheduler, state, torch.device("cpu"),
+                    grad_accum_steps=3, progress=False)  # fmt: skip
+    assert state.step == 1 and state.batch_in_epoch == 3
+    assert model.weight.item() == pytest.approx(1.0 - 0.1 * 4 / 3)

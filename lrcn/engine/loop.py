@@ -66,10 +66,16 @@ def train_one_epoch(
     # an accumulation cycle always closes at the epoch's last batch
     last_batch = _start(loader) + len(loader)
     bar = progress_bar(loader, progress, desc=f"epoch {state.epoch + 1}")
+    pending = False  # gradients accumulated since the last optimizer step
     for batch in bar:
         _count_skipped(batch, state)
-        if batch.get("size", 1) == 0:
+        if batch.get("size", 1) == 0:  # every item unreadable (data.on_error: skip)
             state.batch_in_epoch += 1
+            if pending and state.batch_in_epoch == last_batch:  # still close the epoch's cycle
+                if _optimizer_step(model, optimizer, grad_clip, scaler if scaling else None):
+                    scheduler.step()
+                state.step += 1
+                pending = False
             continue
         batch = move_batch(batch, device)
         with autocast(device, amp):
@@ -82,11 +88,13 @@ def train_one_epoch(
             )
         loss = loss / grad_accum_steps
         (scaler.scale(loss) if scaling else loss).backward()
+        pending = True
         state.batch_in_epoch += 1
         if state.batch_in_epoch % grad_accum_steps == 0 or state.batch_in_epoch == last_batch:
             if _optimizer_step(model, optimizer, grad_clip, scaler if scaling else None):
                 scheduler.step()  # the schedule follows the steps actually taken
             state.step += 1
+            pending = False
         total += value
         count += 1
         items += int(batch.get("size", 0)) or next(
