@@ -109,6 +109,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA only
+    sync_batchnorm: bool = True  # torchrun: BatchNorm statistics of the global batch, as 1 process
     grad_accum_steps: int = 1
     monitor: str = "auto"  # metric for best.pt / early stopping; auto: Bleu_4 or accuracy
     early_stopping_patience: int = 0  # epochs without improvement; 0 disables
