@@ -135,10 +135,10 @@ def test_two_processes_train_the_shapes_model_like_one(one_process_shapes: Path,
     Covered: the same global batches (train.batch_size is global; a last partial global batch is
     padded by wrapping, so choose train_size as a multiple of it for equality), BatchNorm over the
     global batch, each rank's caption loss weighted by its share of the batch's tokens. Not
-    covered: random draws made per process (dropout masks, scheduled sampling, SCST samples) come
-    from the same seed on every rank, so they are equal in distribution, not in value (with
-    decoder.dropout=0.1 the weights differed by up to 8e-3 and BatchNorm statistics by up to
-    0.15 after two epochs).
+    covered: random draws made during training (dropout masks, scheduled sampling, SCST samples).
+    Every process seeds its generator with train.seed, so the ranks draw the same masks for their
+    slices where one process draws a fresh one per item (with decoder.dropout=0.1 the weights
+    differed by up to 8e-3 and BatchNorm statistics by up to 0.15 after two epochs).
     """
     run = tmp_path / "two"
     command = [*TORCHRUN, "--nproc_per_node=2", f"--master_port={_free_port()}", *TRAIN]
