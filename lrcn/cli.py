@@ -164,10 +164,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_beam_size(beam_size: int | None) -> None:
+    """``--beam-size`` below 1 cannot decode; refuse it rather than fall back to the config's."""
+    if beam_size is not None and beam_size < 1:
+        raise LrcnError(
+            f"--beam-size {beam_size}: a beam holds at least 1 caption; pass --beam-size 1 "
+            "(greedy) or more, or leave it out to use the checkpoint's eval.beam_size."
+        )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``lrcn evaluate``: score a checkpoint on a split and print the metrics."""
     from lrcn.predict import evaluate
 
+    _check_beam_size(args.beam_size)
     metrics = evaluate(
         args.checkpoint,
         split=args.split,
@@ -195,6 +205,7 @@ def cmd_caption(args: argparse.Namespace) -> int:
     """``lrcn caption``: one caption per image, video or frame folder."""
     from lrcn.predict import iter_captions
 
+    _check_beam_size(args.beam_size)
     results = iter_captions(args.checkpoint, args.paths, args.beam_size, args.overrides)
     return _print_results("caption", ((f"{p}\t{c}", e) for p, c, e in results))
 

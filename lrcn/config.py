@@ -7,6 +7,7 @@ typo never silently does nothing.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA only
+    sync_batchnorm: bool = True  # torchrun: BatchNorm statistics of the global batch, as 1 process
     grad_accum_steps: int = 1
     monitor: str = "auto"  # metric for best.pt / early stopping; auto: Bleu_4 or accuracy
     early_stopping_patience: int = 0  # epochs without improvement; 0 disables
@@ -252,6 +254,125 @@ def _apply(obj: Any, data: dict[str, Any], source: str, prefix: str = "") -> Non
             setattr(obj, key, _coerce(value, hints[key], dotted, source))
 
 
+class Range(typing.NamedTuple):
+    """The valid values of a numeric key: ``low``..``high`` (None: unbounded), ends included
+    unless ``open_low``/``open_high``; NaN and infinities never."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    why: str = ""  # what a value outside does, when the range alone does not say
+
+    def admits(self, value: float) -> bool:
+        """True when ``value`` is finite and inside the range."""
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def describe(self, integer: bool) -> str:
+        """``"an integer of at least 1"``, ``"a number above 0 and at most 1"``..."""
+        kind = "an integer" if integer else "a finite number"
+        low = high = ""
+        if self.low is not None:
+            low = f"above {self.low}" if self.open_low else f"of at least {self.low}"
+        if self.high is not None:
+            high = f"below {self.high}" if self.open_high else f"at most {self.high}"
+        return " and ".join(part for part in (f"{kind} {low}".strip(), high) if part)
+
+
+_COUNT = Range(low=1)  # sizes, steps, epochs, batch and beam sizes: at least one
+_NATURAL = Range(low=0)  # 0 has a meaning (off, none, all)
+_SEED = Range(low=0, high=2**32 - 1, why="numpy seeds are 32-bit and non-negative")
+_PROBABILITY = Range(low=0, high=1, open_high=True)
+# Adam and AdamW move each weight by about lr per step: above 1 nothing can be learned (and from
+# about 3e37 the first step overflows float32).
+_LEARNING_RATE = Range(low=0, high=1, open_low=True)
+_SPLIT = Range(low=0, why="a split cannot hold fewer than no items")
+
+# key -> its valid values; every int and float field of the config is here (a test checks).
+RANGES: dict[str, Range] = {
+    "data.image_size": _COUNT,
+    "data.num_frames": _COUNT,
+    "data.train_size": _SPLIT,
+    "data.val_size": _SPLIT,
+    "data.test_size": _SPLIT,
+    "data.seed": _SEED,
+    "data.min_word_count": _COUNT,
+    "data.max_caption_length": _COUNT,
+    "data.num_workers": _NATURAL,
+    "encoder.feature_dim": _COUNT,
+    "encoder.temporal_hidden_dim": _COUNT,
+    "decoder.embed_dim": _COUNT,
+    "decoder.hidden_dim": _COUNT,
+    "decoder.num_layers": _COUNT,
+    "decoder.dropout": _PROBABILITY,
+    "classifier.hidden_dim": _COUNT,
+    "classifier.num_layers": _COUNT,
+    "classifier.dropout": _PROBABILITY,
+    "classifier.num_outputs": Range(0, 1, why="0 is one output per class, 1 a single sigmoid"),
+    "classifier.clip_length": _COUNT,
+    "classifier.clip_stride": _COUNT,
+    "train.epochs": _COUNT,
+    "train.batch_size": _COUNT,
+    "train.lr": _LEARNING_RATE,
+    "train.encoder_lr": _LEARNING_RATE,
+    "train.weight_decay": _NATURAL,
+    "train.adam_eps": Range(low=0, open_low=True),
+    "train.grad_clip": Range(low=0, why="0 disables clipping"),
+    "train.warmup_steps": _NATURAL,
+    "train.seed": _SEED,
+    "train.grad_accum_steps": _COUNT,
+    "train.early_stopping_patience": Range(low=0, why="0 disables early stopping"),
+    "train.checkpoint_every_steps": Range(low=0, why="0 checkpoints at epoch ends only"),
+    "train.log_every_steps": _COUNT,
+    "train.val_max_items": Range(low=0, why="0 validates on the whole split"),
+    "train.scheduled_sampling_max": Range(low=0, high=1),
+    "train.scheduled_sampling_ramp_epochs": _NATURAL,
+    "train.scst_samples": _COUNT,
+    "eval.beam_size": _COUNT,
+    "eval.max_length": _COUNT,
+    "eval.length_penalty": Range(),
+    "eval.batch_size": _COUNT,
+}
+# Generated datasets must have items where training reads them: fit trains on `train` and
+# validates on `val` after every epoch (for best.pt and early stopping).
+_NEEDED_SPLITS = {
+    "data.train_size": "there is nothing to train on",
+    "data.val_size": "fit validates after every epoch to choose best.pt",
+}
+
+
+def _value(cfg: Config, key: str) -> Any:
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _check_ranges(cfg: Config, source: str) -> None:
+    """Refuse a numeric value outside its ``RANGES`` entry, naming the key, value and fix."""
+    defaults = Config()
+    for key, valid in RANGES.items():
+        value = _value(cfg, key)
+        if not valid.admits(value):
+            why = f" ({valid.why})" if valid.why else ""
+            raise LrcnError(
+                f"{source}: `{key}` is {value!r}, which cannot work{why}; set it to "
+                f"{valid.describe(isinstance(value, int))} (default {_value(defaults, key)!r})."
+            )
+    if cfg.data.dataset != "manifest":
+        for key, why in _NEEDED_SPLITS.items():
+            if _value(cfg, key) < 1:
+                raise LrcnError(
+                    f"{source}: `{key}` is {_value(cfg, key)}, an empty split of the generated "
+                    f"{cfg.data.dataset} dataset, but {why}; set it to at least 1 "
+                    f"(default {_value(defaults, key)})."
+                )
+
+
 def _validate(cfg: Config, source: str) -> None:
     choices = {
         "task": (cfg.task, TASKS),
@@ -268,18 +389,7 @@ def _validate(cfg: Config, source: str) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise LrcnError(f"{source}: `{key}` is {value!r}; choose one of {', '.join(allowed)}.")
-    positive = {
-        "train.epochs": cfg.train.epochs,
-        "train.batch_size": cfg.train.batch_size,
-        "train.grad_accum_steps": cfg.train.grad_accum_steps,
-        "eval.beam_size": cfg.eval.beam_size,
-        "eval.max_length": cfg.eval.max_length,
-        "data.image_size": cfg.data.image_size,
-        "data.num_frames": cfg.data.num_frames,
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise LrcnError(f"{source}: `{key}` must be at least 1, got {value}.")
+    _check_ranges(cfg, source)
     monitors = VALIDATION_METRICS[cfg.task]
     if cfg.train.monitor not in ("auto", *monitors):
         raise LrcnError(
