@@ -171,21 +171,25 @@ def _valid_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
-def _coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
-    """Check ``value`` against the field's annotation; ints are accepted for floats."""
+def coerce_value(value: Any, annotation: Any, key: str, source: str) -> Any:
+    """Check ``value`` against a type annotation (a config field's, or a reader option's).
+
+    Ints are accepted for floats; a comma-separated string for a list. Raises ``LrcnError``
+    naming ``key`` and ``source`` when the value does not fit.
+    """
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key, source)
+        return coerce_value(value, inner[0], key, source)
     if origin is list:
         if not isinstance(value, list | tuple):
             if not isinstance(value, str):
                 _type_error(value, "a list", key, source)
             value = [v.strip() for v in value.split(",") if v.strip()]  # "bleu,cider"
-        return [_coerce(v, args[0], key, source) for v in value]
+        return [coerce_value(v, args[0], key, source) for v in value]
     scalar = _SCALARS.get(annotation)
     if scalar is None:
         return value
@@ -251,7 +255,7 @@ def _apply(obj: Any, data: dict[str, Any], source: str, prefix: str = "") -> Non
         if dataclasses.is_dataclass(hints[key]):
             _apply(getattr(obj, key), value, source, dotted + ".")
         else:
-            setattr(obj, key, _coerce(value, hints[key], dotted, source))
+            setattr(obj, key, coerce_value(value, hints[key], dotted, source))
 
 
 class Range(typing.NamedTuple):

@@ -84,7 +84,7 @@ def test_a_reader_registered_in_a_test_file_prepares_and_trains(tmp_path: Path) 
 def test_unknown_reader_and_option_are_one_sentence(tmp_path: Path) -> None:
     with pytest.raises(LrcnError, match="unknown dataset 'toy2'; choose one of .*toy"):
         prepare("toy2", tmp_path, tmp_path / "out")
-    with pytest.raises(LrcnError, match="option copies='two' is not a valid"):
+    with pytest.raises(LrcnError, match="copies. must be an integer, got 'two'"):
         prepare("toy", tmp_path, tmp_path / "out", copies="two")
 
 

@@ -443,7 +443,7 @@ def test_prepare_options_and_registry(tmp_path: Path) -> None:
         manifests.prepare("flickr8k", root, tmp_path / "out", splt="1")
     with pytest.raises(LrcnError, match="unknown dataset 'flickr9k'; choose one of coco"):
         manifests.prepare("flickr9k", root, tmp_path / "out")
-    with pytest.raises(LrcnError, match="option check_files='maybe' is not a valid"):
+    with pytest.raises(LrcnError, match="check_files. must be true or false, got 'maybe'"):
         manifests.prepare("flickr8k", root, tmp_path / "out", check_files="maybe")
     # the built-in readers (a test file may have registered more)
     assert set(readers.available_readers()) >= {

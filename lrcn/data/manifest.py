@@ -6,12 +6,12 @@ import inspect
 import json
 import logging
 import os
-import types
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lrcn.config import coerce_value, parse_override
 from lrcn.data.readers import get_reader
 from lrcn.data.readers.files import SPLITS, read_json
 from lrcn.errors import LrcnError
@@ -167,7 +167,7 @@ def prepare(
 
 
 def coerce_options(reader: Callable, dataset: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Check ``options`` against the reader's parameters; convert strings to their int/float/bool.
+    """Check ``options`` against the reader's parameters and their type hints (the config's coercer).
 
     Raises:
         LrcnError: an option the reader does not take, or a value that does not convert.
@@ -179,25 +179,10 @@ def coerce_options(reader: Callable, dataset: str, options: dict[str, Any]) -> d
     for name, value in options.items():
         if name not in valid:
             raise LrcnError(f"{dataset} has no option {name!r}; valid options: {', '.join(valid)}.")
-        coerced[name] = _coerce(value, hints.get(name), name) if isinstance(value, str) else value
+        if isinstance(value, str):  # from a library call; the CLI parses YAML scalars already
+            value = parse_override(f"{name}={value}")[1]
+        hint = hints.get(name)
+        coerced[name] = (
+            value if hint is None else coerce_value(value, hint, name, f"{dataset} option")
+        )
     return coerced
-
-
-def _coerce(value: str, hint: Any, name: str) -> Any:
-    """Convert a command-line string to the parameter's int, float or bool type."""
-    kinds = set(typing.get_args(hint)) if isinstance(hint, types.UnionType) else {hint}
-    if str in kinds:
-        return value
-    try:
-        if bool in kinds:
-            lowered = value.strip().lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return lowered in ("true", "1", "yes")
-        if int in kinds:
-            return int(value)
-        if float in kinds:
-            return float(value)
-    except ValueError:
-        raise LrcnError(f"option {name}={value!r} is not a valid {hint}; fix its value.") from None
-    return value
