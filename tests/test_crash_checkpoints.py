@@ -38,7 +38,9 @@ def same_checkpoint(a: Path, b: Path) -> bool:
         if isinstance(x, torch.Tensor):
             return isinstance(y, torch.Tensor) and x.dtype == y.dtype and torch.equal(x, y)
         if isinstance(x, dict):
-            return isinstance(y, dict) and x.keys() == y.keys() and all(equal(x[k], y[k]) for k in x)
+            return (
+                isinstance(y, dict) and x.keys() == y.keys() and all(equal(x[k], y[k]) for k in x)
+            )
         if isinstance(x, list):
             return isinstance(y, list) and len(x) == len(y) and all(map(equal, x, y))
         return x == y
@@ -86,7 +88,10 @@ def test_a_death_at_any_checkpoint_write_resumes_to_the_same_last_and_best(
         monkeypatch.setattr(torch, "save", real_save)
         fit(None, run, resume=True)
         for name in ("last.pt", "best.pt"):
-            assert same_checkpoint(reference / "checkpoints" / name, run / "checkpoints" / name), (n, name)
+            assert same_checkpoint(reference / "checkpoints" / name, run / "checkpoints" / name), (
+                n,
+                name,
+            )
 
 
 def test_leftover_temp_files_are_removed_at_the_next_start(reference: Path, tmp_path: Path):
@@ -129,5 +134,7 @@ def test_changed_empty_and_truncated_checkpoints_are_refused_with_a_sentence(
         path.write_bytes(content)
         code, err = _evaluate(path, capsys)
         assert code == 2, (name, err)
-        assert f"{path}:" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert (
+            f"{path}:" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+        ), err
         assert __import__("re").search(sentence, err), (name, err)

@@ -309,19 +309,27 @@ class _Trainer:
         self.checkpoint("last.pt")
 
     def close(self) -> None:
-        """Final hyper-parameter summary and the TensorBoard file closed."""
+        """Final hyper-parameter summary and the TensorBoard file closed.
+
+        TensorBoard logs are a view of the run, not the run: a disk that filled up (or went
+        read-only) under them is a warning here, so the sentence about the checkpoint that could not
+        be written, if any, is the one the user sees.
+        """
         if self.writer is None:
             return
         final = self.state.history[-1] if self.state.history else {}
-        log_hparams(
-            self.writer,
-            self.cfg.to_dict(),
-            {
-                **{k: v for k, v in final.items() if k != "epoch"},
-                f"best_{self.run.monitor}": self.state.best,
-            },
-        )
-        self.writer.close()
+        try:
+            log_hparams(
+                self.writer,
+                self.cfg.to_dict(),
+                {
+                    **{k: v for k, v in final.items() if k != "epoch"},
+                    f"best_{self.run.monitor}": self.state.best,
+                },
+            )
+            self.writer.close()
+        except OSError as exc:
+            log.warning("the TensorBoard logs in %s could not be written: %s", self.run.run_dir, exc)
 
 
 def _start_run(
