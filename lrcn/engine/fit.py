@@ -173,6 +173,9 @@ class _Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, total)
         self.scaler = make_grad_scaler(device, cfg.train.amp)
         self.state = TrainState()
+        # the epoch's training loss so far, summed as train_one_epoch sums it: saved in every
+        # checkpoint, so an epoch resumed mid-way reports the mean over all its batches
+        self.epoch_loss = [0.0, 0]
         self.ckpt_dir = run.run_dir / "checkpoints"
         self.writer: SummaryWriter | None = None
 
@@ -187,6 +190,7 @@ class _Trainer:
         if (saved_lrs.lr, saved_lrs.encoder_lr) != (self.cfg.train.lr, self.cfg.train.encoder_lr):
             set_base_lrs(self.optimizer, self.scheduler, self.cfg)
         self.state = TrainState(**payload["train_state"])
+        self.epoch_loss = list(payload.get("epoch_loss", [0.0, 0]))
         restore_rng_state(payload["rng"])
         log.info(
             "resumed from %s at epoch %d, step %d",
@@ -213,6 +217,7 @@ class _Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "grad_scaler": self.scaler.state_dict(),  # {} unless float16 autocast
                 "train_state": asdict(self.state),
+                "epoch_loss": list(self.epoch_loss),
                 "rng": rng_state(),
             },
         )
@@ -241,6 +246,8 @@ class _Trainer:
 
     def _on_step(self, st: TrainState, loss: float, stop: _StopFlag) -> None:
         cfg = self.cfg
+        self.epoch_loss[0] += loss
+        self.epoch_loss[1] += 1
         if self.writer is not None and st.step % max(cfg.train.log_every_steps, 1) == 0:
             self.writer.add_scalar("train/loss", loss, st.step)
             self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], st.step)
@@ -257,9 +264,11 @@ class _Trainer:
         state = self.state
         state.epoch += 1
         state.batch_in_epoch = 0
+        total, count = self.epoch_loss
+        self.epoch_loss = [0.0, 0]
         record: dict[str, Any] = {
             "epoch": state.epoch,
-            "train_loss": stats["loss"],
+            "train_loss": total / max(count, 1),  # == stats["loss"] unless resumed mid-epoch
             "seconds": stats["seconds"],
         }
         if self.is_main:
