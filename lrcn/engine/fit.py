@@ -338,7 +338,9 @@ class _Trainer:
             )
             self.writer.close()
         except OSError as exc:
-            log.warning("the TensorBoard logs in %s could not be written: %s", self.run.run_dir, exc)
+            log.warning(
+                "the TensorBoard logs in %s could not be written: %s", self.run.run_dir, exc
+            )
 
 
 def _start_run(
