@@ -5,21 +5,25 @@ a file carrying pickled code is refused before any of it runs.
 
 Integrity: torch.save writes a zip archive whose central directory records each member's CRC32,
 but torch never checks them, so a file whose bytes changed after writing would load silently.
-:func:`load_checkpoint` verifies every CRC over a memory map of the file and then loads the
-tensors from that same file mapped (``torch.load(mmap=True)``) rather than copied: the pages the
-check reads are the ones the tensors use, so the check costs about what the copy it replaces did
-(measured on a 105 MB state_dict: within noise of a plain ``torch.load``; a separate CRC pass
-would double the load time).
+:func:`load_checkpoint` verifies every CRC over a memory map of the file, on a few threads, and
+then loads the tensors from that same file mapped (``torch.load(mmap=True)``) rather than copied,
+so the check replaces the copy a plain load makes. Measured on a 105 MB state_dict (2-core EPYC,
+warm page cache): plain ``torch.load`` 18.6 ms, this 29.3 ms (+58%; a CRC pass before a plain load
+was +130%); loading and then reading every tensor 25.2 vs 35.4 ms (+40%). zlib's CRC32 runs at
+about 3.5 GB/s a core, so the share falls with cores (about 4 ms on 8) and is small next to a cold
+read from disk.
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import pickle
 import random
 import struct
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -196,27 +200,32 @@ def _verify_crcs(path: Path) -> None:
 
 
 def _first_bad_member(archive: zipfile.ZipFile, mm: mmap.mmap) -> str | None:
-    """The first member whose bytes do not match their recorded CRC32 (None: all match)."""
+    """The first member whose bytes do not match their recorded CRC32 (None: all match).
+
+    The CRCs run on a few threads (zlib releases the GIL), member by member.
+    """
+    spans = []  # (name, start, size, crc) of each stored member
+    for info in archive.infolist():
+        if info.compress_type != zipfile.ZIP_STORED:  # torch stores; read anything else
+            with archive.open(info) as member:  # raises BadZipFile on a bad CRC
+                while member.read(1 << 20):
+                    pass
+            continue
+        offset = info.header_offset
+        if mm[offset : offset + 4] != b"PK\x03\x04":
+            return info.filename
+        name_len, extra_len = struct.unpack("<HH", mm[offset + 26 : offset + 30])
+        start = offset + 30 + name_len + extra_len
+        if start + info.compress_size > len(mm):
+            raise zipfile.BadZipFile(f"{info.filename} runs past the end of the file")
+        spans.append((info.filename, start, info.compress_size, info.CRC))
     view = memoryview(mm)
     try:
-        for info in archive.infolist():
-            if info.compress_type != zipfile.ZIP_STORED:  # torch stores; read anything else
-                with archive.open(info) as member:  # raises BadZipFile on a bad CRC
-                    while member.read(1 << 20):
-                        pass
-                continue
-            offset = info.header_offset
-            if mm[offset : offset + 4] != b"PK\x03\x04":
-                return info.filename
-            name_len, extra_len = struct.unpack("<HH", mm[offset + 26 : offset + 30])
-            start = offset + 30 + name_len + extra_len
-            if start + info.compress_size > len(mm):
-                raise zipfile.BadZipFile(f"{info.filename} runs past the end of the file")
-            if zlib.crc32(view[start : start + info.compress_size]) != info.CRC:
-                return info.filename
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            matches = list(pool.map(lambda s: zlib.crc32(view[s[1] : s[1] + s[2]]) == s[3], spans))
     finally:
         view.release()
-    return None
+    return next((span[0] for span, ok in zip(spans, matches, strict=True) if not ok), None)
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
