@@ -26,7 +26,7 @@ from lrcn.data.media import (
 from lrcn.decoding import decode
 from lrcn.engine import evaluate_classifier, generate_captions, score_captions
 from lrcn.errors import LrcnError
-from lrcn.io import write_json_atomic
+from lrcn.io import check_writable, write_json_atomic
 from lrcn.metrics import leave_one_out_scores
 from lrcn.models.encoders import encoder_spec
 from lrcn.runtime import make_loader, resolve_device
@@ -96,9 +96,10 @@ def evaluate(
     """
 
     extra = list(overrides or []) + ([f"eval.beam_size={beam_size}"] if beam_size else [])
+    # fail in the first second, not after decoding the whole split, when the outputs cannot be written
+    out_dir = check_writable(out_dir or run_dir_of(resolve_checkpoint_path(checkpoint)) / "eval")
     model, cfg, payload = load_model(checkpoint, overrides=extra)
     device = next(model.parameters()).device
-    out_dir = Path(out_dir) if out_dir else run_dir_of(payload["path"]) / "eval"
     if cfg.task == "activity":
         data, _ = build.build_activity_dataset(cfg, split)
         loader = make_loader(data, cfg.eval.batch_size, None, None, cfg.data.num_workers, device)

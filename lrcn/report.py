@@ -28,7 +28,7 @@ from PIL import Image
 from lrcn import build
 from lrcn.config import Config, load_config
 from lrcn.errors import LrcnError
-from lrcn.io import read_json, write_text_atomic
+from lrcn.io import check_writable, read_json, write_text_atomic
 from lrcn.metrics import METRIC_ORDER, per_item_scores
 from lrcn.predict import evaluate, run_dir_of
 from lrcn.visualize import denormalise, frame_strip, to_rgb_array
@@ -71,6 +71,8 @@ def write_report(run_dir: str | Path, split: str = "test", out: str | Path | Non
     run_dir = _run_folder(Path(run_dir))
     cfg = load_config(run_dir / "config.yaml")
     eval_dir = run_dir / "eval"
+    out_path = Path(out) if out else eval_dir / f"{split}_report.html"
+    check_writable(out_path.parent)  # before any evaluation or rendering
     wanted = "predictions" if cfg.task == "activity" else "captions"
     if (
         not (eval_dir / f"{split}_metrics.json").is_file()
@@ -89,7 +91,6 @@ def write_report(run_dir: str | Path, split: str = "test", out: str | Path | Non
     else:
         columns, rows = _caption_rows(cfg, split, eval_dir / f"{split}_captions.json", run_dir)
     page = _page(run_dir, cfg, split, metrics, columns, rows)
-    out_path = Path(out) if out else eval_dir / f"{split}_report.html"
     write_text_atomic(out_path, page)
     log.info("report of %d items in %.1f s: %s", len(rows), time.perf_counter() - start, out_path)
     return out_path

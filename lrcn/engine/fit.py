@@ -1,11 +1,20 @@
 """``fit``: a resumable, DDP-aware training run writing ``config.yaml``, ``vocab.json``,
-checkpoints and TensorBoard logs into its run directory."""
+checkpoints and TensorBoard logs into its run directory.
+
+Crash consistency: one process writes a run directory at a time (an OS lock on ``<run>/.lock``,
+held for the whole of ``fit``), its writability is checked before any data is built, temporary
+files a killed run left are removed at the next start, and every checkpoint is renamed into place
+whole. Whatever instant a run is killed, ``--resume`` ends with the ``last.pt`` and ``best.pt`` an
+uninterrupted run writes (tests/test_crash_harness.py kills it at 30+ points).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import signal
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,6 +37,7 @@ from lrcn.engine.optim import build_optimizer, build_scheduler, planned_steps, s
 from lrcn.engine.run import Run
 from lrcn.engine.scst import SelfCriticalLoss
 from lrcn.errors import LrcnError
+from lrcn.io import check_writable, hold_lock, kill_point, remove_stale_temps
 from lrcn.runtime import make_grad_scaler, resolve_device
 from lrcn.text.vocab import Vocabulary
 from lrcn.visualize import log_hparams, log_validation_grid
@@ -163,6 +173,9 @@ class _Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg, total)
         self.scaler = make_grad_scaler(device, cfg.train.amp)
         self.state = TrainState()
+        # the epoch's training loss so far, summed as train_one_epoch sums it: saved in every
+        # checkpoint, so an epoch resumed mid-way reports the mean over all its batches
+        self.epoch_loss = [0.0, 0]
         self.ckpt_dir = run.run_dir / "checkpoints"
         self.writer: SummaryWriter | None = None
 
@@ -177,6 +190,7 @@ class _Trainer:
         if (saved_lrs.lr, saved_lrs.encoder_lr) != (self.cfg.train.lr, self.cfg.train.encoder_lr):
             set_base_lrs(self.optimizer, self.scheduler, self.cfg)
         self.state = TrainState(**payload["train_state"])
+        self.epoch_loss = list(payload.get("epoch_loss", [0.0, 0]))
         restore_rng_state(payload["rng"])
         log.info(
             "resumed from %s at epoch %d, step %d",
@@ -203,6 +217,7 @@ class _Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "grad_scaler": self.scaler.state_dict(),  # {} unless float16 autocast
                 "train_state": asdict(self.state),
+                "epoch_loss": list(self.epoch_loss),
                 "rng": rng_state(),
             },
         )
@@ -231,10 +246,13 @@ class _Trainer:
 
     def _on_step(self, st: TrainState, loss: float, stop: _StopFlag) -> None:
         cfg = self.cfg
+        self.epoch_loss[0] += loss
+        self.epoch_loss[1] += 1
         if self.writer is not None and st.step % max(cfg.train.log_every_steps, 1) == 0:
             self.writer.add_scalar("train/loss", loss, st.step)
             self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], st.step)
         every = cfg.train.checkpoint_every_steps
+        kill_point("step")
         if every and st.step % every == 0 and st.batch_in_epoch % cfg.train.grad_accum_steps == 0:
             self.checkpoint("last.pt")
         if stop.requested:
@@ -246,9 +264,11 @@ class _Trainer:
         state = self.state
         state.epoch += 1
         state.batch_in_epoch = 0
+        total, count = self.epoch_loss
+        self.epoch_loss = [0.0, 0]
         record: dict[str, Any] = {
             "epoch": state.epoch,
-            "train_loss": stats["loss"],
+            "train_loss": total / max(count, 1),  # == stats["loss"] unless resumed mid-epoch
             "seconds": stats["seconds"],
         }
         if self.is_main:
@@ -267,6 +287,7 @@ class _Trainer:
     def _validate(self, record: dict[str, Any]) -> None:
         state, run = self.state, self.run
         val = run.validate()
+        kill_point("validate")
         samples = val.pop("samples", [])
         grid = val.pop("grid", None)
         if self.writer is not None and grid is not None:
@@ -285,24 +306,41 @@ class _Trainer:
             state.epoch,
             ", ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float)),
         )
-        self.checkpoint("last.pt")
+        # best.pt BEFORE last.pt: last.pt is where a resume starts, so until it is renamed into
+        # place the epoch has not happened. A kill between the two leaves a best.pt one epoch
+        # "ahead"; the resume retrains that epoch from the previous last.pt (deterministically: same
+        # weights, same RNG), finds the same improvement and rewrites best.pt byte for byte, then
+        # last.pt. The opposite order left best.pt stale forever: last.pt already held the new best,
+        # so no later epoch counted as an improvement. (An index file written last would also make
+        # the pair atomic, but adds a third file every reader must consult.)
         if improved:
             self.checkpoint("best.pt")
+        self.checkpoint("last.pt")
 
     def close(self) -> None:
-        """Final hyper-parameter summary and the TensorBoard file closed."""
+        """Final hyper-parameter summary and the TensorBoard file closed.
+
+        TensorBoard logs are a view of the run, not the run: a disk that filled up (or went
+        read-only) under them is a warning here, so the sentence about the checkpoint that could not
+        be written, if any, is the one the user sees.
+        """
         if self.writer is None:
             return
         final = self.state.history[-1] if self.state.history else {}
-        log_hparams(
-            self.writer,
-            self.cfg.to_dict(),
-            {
-                **{k: v for k, v in final.items() if k != "epoch"},
-                f"best_{self.run.monitor}": self.state.best,
-            },
-        )
-        self.writer.close()
+        try:
+            log_hparams(
+                self.writer,
+                self.cfg.to_dict(),
+                {
+                    **{k: v for k, v in final.items() if k != "epoch"},
+                    f"best_{self.run.monitor}": self.state.best,
+                },
+            )
+            self.writer.close()
+        except OSError as exc:
+            log.warning(
+                "the TensorBoard logs in %s could not be written: %s", self.run.run_dir, exc
+            )
 
 
 def _start_run(
@@ -345,6 +383,32 @@ def fit(
         Summary: final epoch, best validation metric, history, paths.
     """
     run_dir = Path(run_dir)
+    with _own_run_dir(run_dir, resume):
+        return _fit(cfg, run_dir, resume, overrides)
+
+
+@contextlib.contextmanager
+def _own_run_dir(run_dir: Path, resume: bool) -> Iterator[None]:
+    """Lock ``run_dir`` for this process (rank 0 under torchrun) after checking it is writable, and
+    remove the temporary files a killed run left; other ranks only read the run directory."""
+    if not distributed.is_main() or (resume and not run_dir.is_dir()):
+        yield  # (a missing folder to resume: _resume_payload names it)
+        return
+    check_writable(run_dir)
+    with hold_lock(run_dir / ".lock", "another `lrcn train`"):
+        for folder in (run_dir, run_dir / "checkpoints"):
+            if folder.is_dir():
+                for tmp in remove_stale_temps(folder):
+                    log.info("removed %s, left by a run that was killed while writing it", tmp)
+        if (run_dir / "checkpoints").is_dir() or not resume:
+            check_writable(run_dir / "checkpoints")
+        yield
+
+
+def _fit(
+    cfg: Config | None, run_dir: Path, resume: bool, overrides: list[str] | None
+) -> dict[str, Any]:
+    """:func:`fit` once the run directory is this process's."""
     payload = None
     if resume:
         payload, cfg = _resume_payload(run_dir, list(overrides or []))

@@ -1,0 +1,131 @@
+"""The kill harness: a tiny training SIGKILLed at 30+ points (mid-epoch, in validation, inside every
+write: before and after torch.save of the temporary file, after its rename, between best.pt and
+last.pt, inside config.yaml and vocab.json) and resumed each time; at the end its last.pt and
+best.pt equal an uninterrupted run's and no temporary file is left.
+
+The kills come from ``lrcn.io.kill_point``: ``LRCN_TEST_KILL_AT=*:n`` makes a process SIGKILL
+itself at its n-th kill point. One chain of processes (killed, resumed, killed again ...) covers
+the points cheaply: each is forked from a driver that imported torch once, and each resumes where
+the previous one died. The driver runs as its own process (``python tests/test_crash_harness.py``)
+so that forking never meets pytest's threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+ARGS = ["data.train_size=48", "data.val_size=8", "data.test_size=8", "train.batch_size=16",
+        "train.epochs=3", "train.checkpoint_every_steps=1", "train.progress=false",
+        "encoder.feature_dim=32", "decoder.embed_dim=16", "decoder.hidden_dim=32",
+        "decoder.dropout=0.3", "eval.metrics=bleu,cider", "eval.tokenizer=python"]  # fmt: skip
+KILLS = 34
+
+
+def _child(run: Path, kill_at: str | None, trace: Path) -> str:
+    """Train (or resume) ``run`` in a forked child; 'killed', 'done' or 'failed'."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 1
+        try:
+            import logging
+
+            import torch
+
+            from lrcn.config import load_config
+            from lrcn.engine import fit
+            from lrcn.io import KILL_ENV
+
+            torch.set_num_threads(1)
+            logging.disable(logging.CRITICAL)
+            os.environ.pop(KILL_ENV, None)
+            if kill_at:
+                os.environ[KILL_ENV], os.environ[KILL_ENV + "_TRACE"] = kill_at, str(trace)
+            if (run / "checkpoints" / "last.pt").is_file():
+                fit(None, run, resume=True)
+            else:
+                fit(load_config(REPO / "configs" / "shapes.yaml", ARGS), run)
+            code = 0
+        except BaseException:  # noqa: BLE001 - reported by the exit status
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+        return "killed"
+    return "done" if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else "failed"
+
+
+def drive(base: Path, seed: int = 0) -> dict:
+    """The uninterrupted run, then the chain of killed-and-resumed runs; a summary."""
+    from test_crash_checkpoints import same_checkpoint
+
+    import lrcn.engine  # noqa: F401 - imported once, before forking
+
+    reference, chained, trace = base / "reference", base / "chained", base / "trace.txt"
+    assert _child(reference, None, trace) == "done"
+    rng = random.Random(seed)
+    # first the points inside epoch 1's writes (its validation always improves on "no best yet"),
+    # each killed run resuming from the last step's checkpoint; then random points: the n-th of
+    # the child's kill points (4 at each start: config.yaml, vocab.json; 4 per step; 7 at an
+    # epoch's end), until KILLS points are done; then one run to the end
+    named = [
+        "best.pt:before-save:1",
+        "best.pt:written:1",
+        "best.pt:renamed:1",
+        "validate:1",
+        "step:2",
+    ]
+    outcomes = []
+    while len(outcomes) < KILLS:
+        kill_at = named[len(outcomes)] if len(outcomes) < len(named) else f"*:{rng.randint(1, 11)}"
+        outcomes.append(_child(chained, kill_at, trace))
+        if outcomes[-1] != "killed":
+            break
+    if outcomes[-1] == "killed":
+        outcomes.append(_child(chained, None, trace))
+    points = trace.read_text().split() if trace.exists() else []
+    return {
+        "outcomes": outcomes,
+        "kills": len(points),
+        "points": points,
+        "equal": {
+            name: same_checkpoint(reference / "checkpoints" / name, chained / "checkpoints" / name)
+            for name in ("last.pt", "best.pt")
+        },
+        "temps": [str(p) for p in chained.rglob(".*.tmp")],
+    }
+
+
+@pytest.mark.slow
+def test_kill_anywhere_then_resume_ends_bitwise_equal(tmp_path: Path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(Path(__file__)), str(tmp_path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["outcomes"][-1] == "done", summary
+    assert summary["kills"] >= 30, summary
+    assert summary["equal"] == {"last.pt": True, "best.pt": True}, summary
+    assert summary["temps"] == [], summary
+    where = set(summary["points"])
+    for point in ("step", "validate", "last.pt:before-save", "last.pt:written", "last.pt:renamed",
+                  "best.pt:before-save", "best.pt:written", "best.pt:renamed"):  # fmt: skip
+        assert point in where, (point, summary["points"])
+    print(f"{summary['kills']} kills at: {sorted((p, summary['points'].count(p)) for p in where)}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    print(json.dumps(drive(Path(sys.argv[1]))))
