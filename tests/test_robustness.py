@@ -18,15 +18,6 @@ from lrcn.checkpoint import FORMAT
 from lrcn.config import load_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-TINY_LINE = [
-    "data.train_size=64",
-    "data.val_size=8",
-    "data.test_size=8",
-    "data.image_size=16",
-    "data.num_frames=8",
-    "train.batch_size=16",
-    "train.progress=false",
-]
 
 
 def _lrcn(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

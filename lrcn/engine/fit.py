@@ -420,7 +420,13 @@ def _fit(
     trainer = _Trainer(cfg, run, device, loss_fn)
     if payload is not None:
         trainer.restore(payload)
-    train_model = distributed.wrap(run.model, device)
+    train_model = distributed.wrap(run.model, device, cfg.train.sync_batchnorm)
+    if distributed.world_size() > 1:
+        # Every rank was seeded (or restored) alike; dropout on different slices of the batch
+        # needs different masks. Each rank gets its own stream, fixed by the run's position.
+        torch.manual_seed(
+            cfg.train.seed * 1_000_003 + trainer.state.step * 1_009 + distributed.rank()
+        )
     if trainer.is_main and SummaryWriter is not None:
         trainer.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
     state = trainer.state
