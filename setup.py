@@ -27,6 +27,7 @@ setup(
         "nltk>=3.8",
         "tqdm>=4.60",
         "tensorboard>=2.12",
+        "isal>=1.0",  # fast CRC32 for checkpoint integrity checks (zlib's is the fallback)
     ],
     extras_require={
         "video": ["av>=11.0"],

@@ -59,6 +59,8 @@ _FIXES = {
     errno.EROFS: "the file system is read-only; write to a writable folder instead",
     errno.EACCES: "permission denied; make the folder writable for this user or write elsewhere",
     errno.EPERM: "permission denied; make the folder writable for this user or write elsewhere",
+    errno.EEXIST: "cannot be written: a file stands where its folder should be; choose another folder",
+    errno.ENOTDIR: "cannot be written: a file stands where its folder should be; choose another folder",
 }
 
 

@@ -20,6 +20,7 @@ FIGURES = (
     "extraction_pipeline",
     "scoring",
     "store_memory",
+    "checkpoint_integrity",
 )
 
 

@@ -315,7 +315,10 @@ def test_from_run_rejects_settings_a_user_can_fix(tmp_path: Path):
 
     from lrcn.errors import LrcnError
 
-    cfg = load_config(None, ["train.scst=true", "train.scst_samples=0"])
+    with pytest.raises(LrcnError, match="train.scst_samples.* is 0, which cannot work"):
+        load_config(None, ["train.scst=true", "train.scst_samples=0"])  # refused at load time
+    cfg = load_config(None, ["train.scst=true"])
+    cfg.train.scst_samples = 0  # a config built in code, past the loader's checks
     run = SimpleNamespace(cfg=cfg, vocab=_vocab(), run_dir=tmp_path, train_data=None)
     with pytest.raises(LrcnError, match="train.scst_samples is 0"):
         SelfCriticalLoss.from_run(run)
