@@ -113,7 +113,9 @@ def test_toy_metric_through_lrcn_score(tmp_path: Path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed == score(REFS, HYPS, ["bleu", "toy"], tokenizer="python")
     assert main([*argv, "--metrics", "bleu,wer", "--tokenizer", "python"]) == 2
-    assert "choose from bleu, meteor, rouge, cider, spice, toy" in capsys.readouterr().err
+    assert (
+        "choose from bleu, meteor, rouge, cider, spice, " in capsys.readouterr().err
+    )  # then any registered by tests
 
 
 @pytest.mark.slow
