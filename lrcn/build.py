@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,19 +88,25 @@ def build_source(cfg: Config, split: str) -> Source:
     return build_source_raw(cfg, split)
 
 
+def _synthetic_split(builder: Callable[..., Any], cfg: Config, split: str) -> Any:
+    """One split of a registered synthetic dataset, sized and seeded by ``cfg.data``."""
+    mean, std = normalisation(cfg)
+    return builder(
+        split=split,
+        size=_split_size(cfg, split),
+        seed=cfg.data.seed,
+        data=cfg.data,
+        mean=mean,
+        std=std,
+    )
+
+
 def build_source_raw(cfg: Config, split: str) -> Source:
     """The captioning examples of one split as pixels (embedded generator or manifest)."""
-    mean, std = normalisation(cfg)
     synthetic = find_dataset(cfg.data.dataset, cfg.task)
     if synthetic is not None:
-        return synthetic.builder(
-            split=split,
-            size=_split_size(cfg, split),
-            seed=cfg.data.seed,
-            data=cfg.data,
-            mean=mean,
-            std=std,
-        )
+        return _synthetic_split(synthetic.builder, cfg, split)
+    mean, std = normalisation(cfg)
     if cfg.data.dataset == "manifest":
         records = read_manifest(cfg.data.manifest, split)
         if cfg.task == "caption":
@@ -128,15 +135,7 @@ def build_activity_dataset(cfg: Config, split: str) -> tuple[Dataset, list[str]]
     """Activity dataset of one split and its class names."""
     synthetic = find_dataset(cfg.data.dataset, "activity")
     if synthetic is not None:
-        mean, std = normalisation(cfg)
-        data = synthetic.builder(
-            split=split,
-            size=_split_size(cfg, split),
-            seed=cfg.data.seed,
-            data=cfg.data,
-            mean=mean,
-            std=std,
-        )
+        data = _synthetic_split(synthetic.builder, cfg, split)
         return data, data.class_names
     if cfg.data.dataset == "manifest":
         labels_file = Path(cfg.data.manifest) / "labels.json"
