@@ -6,7 +6,7 @@ a file carrying pickled code is refused before any of it runs.
 Integrity: torch.save writes a zip archive whose central directory records each member's CRC32,
 but torch never checks them, so a file whose bytes changed after writing would load silently.
 :func:`load_checkpoint` verifies every CRC over a memory map of the file, on a few threads, and
-then loads the tensors from that same file mapped (``torch.load(mmap=True)``) rather than copied,
+then loads the tensors from that same file memory-mapped (``mmap=True``) rather than copied,
 so the check replaces the copy a plain load makes. Figure 6 of ``scripts/benchmark.py`` measures
 it on a 105 MB checkpoint (2-core EPYC, warm page cache, ISA-L's CRC32 at about 7.5 GB/s a core):
 load and read every tensor 19.7 ms with the check, 9.8 ms memory-mapped without it, 98 ms for the

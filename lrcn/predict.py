@@ -99,19 +99,34 @@ def evaluate(
     # fail in the first second, not after decoding the whole split, when the outputs cannot be written
     out_dir = check_writable(out_dir or run_dir_of(resolve_checkpoint_path(checkpoint)) / "eval")
     model, cfg, payload = load_model(checkpoint, overrides=extra)
-    device = next(model.parameters()).device
     if cfg.task == "activity":
-        data, _ = build.build_activity_dataset(cfg, split)
-        loader = make_loader(data, cfg.eval.batch_size, None, None, cfg.data.num_workers, device)
-        result = evaluate_classifier(model, loader, device, payload["labels"])
-        metrics = {"accuracy": result["accuracy"], "items": result["items"], "split": split}
-        if cfg.data.dataset == "manifest" and cfg.data.frame_sampling == "clips":
-            metrics.update(_clip_and_video_accuracy(model, cfg, split, payload["labels"]))
-        else:  # one clip per video: the two levels coincide
-            metrics.update(clip_accuracy=result["accuracy"], video_accuracy=result["accuracy"])
-        write_json_atomic(out_dir / f"{split}_metrics.json", metrics)
-        write_json_atomic(out_dir / f"{split}_predictions.json", result["predictions"])
-        return metrics
+        return _evaluate_activity(model, cfg, payload, split, out_dir)
+    return _evaluate_captions(model, cfg, payload, split, out_dir)
+
+
+def _evaluate_activity(
+    model: nn.Module, cfg: Config, payload: dict[str, Any], split: str, out_dir: Path
+) -> dict[str, Any]:
+    """Clip accuracy, and LRCN's clip/video accuracies; writes metrics and predictions."""
+    device = next(model.parameters()).device
+    data, _ = build.build_activity_dataset(cfg, split)
+    loader = make_loader(data, cfg.eval.batch_size, None, None, cfg.data.num_workers, device)
+    result = evaluate_classifier(model, loader, device, payload["labels"])
+    metrics = {"accuracy": result["accuracy"], "items": result["items"], "split": split}
+    if cfg.data.dataset == "manifest" and cfg.data.frame_sampling == "clips":
+        metrics.update(_clip_and_video_accuracy(model, cfg, split, payload["labels"]))
+    else:  # one clip per video: the two levels coincide
+        metrics.update(clip_accuracy=result["accuracy"], video_accuracy=result["accuracy"])
+    write_json_atomic(out_dir / f"{split}_metrics.json", metrics)
+    write_json_atomic(out_dir / f"{split}_predictions.json", result["predictions"])
+    return metrics
+
+
+def _evaluate_captions(
+    model: nn.Module, cfg: Config, payload: dict[str, Any], split: str, out_dir: Path
+) -> dict[str, Any]:
+    """Decode the split, score it with the reference points and the dataset's own metrics."""
+    device = next(model.parameters()).device
     vocab = Vocabulary.from_dict(payload["vocab"])
     source = build.build_source(cfg, split)
     dataset = CaptionEvalDataset(source, on_error=cfg.data.on_error)
@@ -136,34 +151,30 @@ def evaluate(
         raise LrcnError(f"split `{split}` has no readable items; check the data paths.")
     metrics: dict[str, Any] = score_captions(hyps, refs, cfg.eval.metrics, cfg.eval.tokenizer)
     if cfg.eval.reference_points:
-        loo_metrics = [
-            m for m in cfg.eval.metrics if m != "meteor"
-        ]  # METEOR's JVM is slow on 5x pairs
-        metrics.update(
-            {
-                k: v
-                for k, v in leave_one_out_scores(
-                    refs, metrics=loo_metrics, tokenizer=cfg.eval.tokenizer
-                ).items()
-                if k.startswith("reference_loo_")
-            }
-        )
-        baseline = payload.get("baseline_caption") or ""
-        if baseline:
-            fixed = score_captions(
-                {k: baseline for k in hyps}, refs, loo_metrics, cfg.eval.tokenizer
-            )
-            metrics.update({f"baseline_{k}": v for k, v in fixed.items() if isinstance(v, float)})
-            metrics["baseline_caption"] = baseline
-    metrics.update(source.task_metrics(hyps))  # [data helper] e.g. scene_accuracy, motion_accuracy
+        metrics.update(_reference_points(hyps, refs, cfg, payload.get("baseline_caption") or ""))
+    metrics.update(source.task_metrics(hyps))  # e.g. scene_accuracy, motion_accuracy
     metrics.update(split=split, items=len(hyps), beam_size=cfg.eval.beam_size, skipped=skipped)
     write_json_atomic(out_dir / f"{split}_metrics.json", metrics)
     results = [{"image_id": _coco_id(k), "caption": v} for k, v in hyps.items()]
     write_json_atomic(out_dir / f"{split}_captions.json", results)
-    write_json_atomic(
-        out_dir / f"{split}_references.json", refs
-    )  # the report works after data moves
+    # the references too: the report works after the data moves
+    write_json_atomic(out_dir / f"{split}_references.json", refs)
     return metrics
+
+
+def _reference_points(
+    hyps: dict[str, str], refs: dict[str, list[str]], cfg: Config, baseline: str
+) -> dict[str, Any]:
+    """``reference_loo_*`` (each reference against the others) and ``baseline_*`` (the most
+    frequent training caption for every item)."""
+    loo_metrics = [m for m in cfg.eval.metrics if m != "meteor"]  # METEOR's JVM is slow on 5x pairs
+    loo = leave_one_out_scores(refs, metrics=loo_metrics, tokenizer=cfg.eval.tokenizer)
+    points: dict[str, Any] = {k: v for k, v in loo.items() if k.startswith("reference_loo_")}
+    if baseline:
+        fixed = score_captions({k: baseline for k in hyps}, refs, loo_metrics, cfg.eval.tokenizer)
+        points.update({f"baseline_{k}": v for k, v in fixed.items() if isinstance(v, float)})
+        points["baseline_caption"] = baseline
+    return points
 
 
 class _VideoClips(torch.utils.data.Dataset):
