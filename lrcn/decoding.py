@@ -57,15 +57,20 @@ def _unroll(
     start_id: int,
     end_id: int,
     choose: Callable[[torch.Tensor], torch.Tensor],
+    pad_id: int = PAD_ID,
+    score: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Feed each row's chosen token back until every row has produced ``<end>``.
 
     Args:
-        choose: masked log-probabilities (B, V) -> the next tokens (B,).
+        choose: log-probabilities (B, V) -> the next tokens (B,), never ``<pad>``/``<start>``.
+        score: False when the caller needs only the tokens (greedy): the sum stays zero.
 
     Returns:
         (tokens (B, max_length) padded with ``<end>``, summed log-probabilities (B,) of the tokens
-        up to and including the first ``<end>``; it carries gradients when they are enabled).
+        up to and including the first ``<end>`` under the distribution tokens are drawn from: the
+        model's, renormalised over the tokens other than ``<pad>`` and ``<start>``. It carries
+        gradients when they are enabled: SCST's policy gradient is that of the policy it samples.)
     """
     B, device = features.shape[0], features.device
     state = decoder.init_state(features)
@@ -77,8 +82,10 @@ def _unroll(
         log_probs, state = decoder.step(tokens, state)  # (B, V)
         tokens = choose(log_probs)
         tokens = torch.where(done, torch.full_like(tokens, end_id), tokens)
-        picked = log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
-        total = total + torch.where(done, torch.zeros_like(picked), picked)
+        if score:
+            policy = torch.log_softmax(_forbid(log_probs, start_id, pad_id), dim=-1)  # (B, V)
+            picked = policy.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (B,)
+            total = total + torch.where(done, torch.zeros_like(picked), picked)
         out[:, t] = tokens
         done = done | (tokens == end_id)
         if bool(done.all()):
@@ -112,6 +119,7 @@ def greedy(
         start_id,
         end_id,
         lambda log_probs: _forbid(log_probs, start_id, pad_id).argmax(dim=-1),
+        score=False,
     )
     return _trim(out, end_id)
 
@@ -211,7 +219,7 @@ def sample_sequences(
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     features = features.repeat_interleave(num_samples, dim=0)
-    return _unroll(decoder, features, max_length, start_id, end_id, draw)
+    return _unroll(decoder, features, max_length, start_id, end_id, draw, pad_id)
 
 
 @torch.no_grad()

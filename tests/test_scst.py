@@ -176,13 +176,15 @@ class _FixedReward(SelfCriticalLoss):
 
 
 def _sequence_log_prob(model, batch, ids: torch.Tensor) -> float:
-    """Total log-probability of one token row (cut after <end>)."""
+    """Total log-probability of one token row (cut after <end>) under the sampling policy: the
+    model's distribution renormalised over the tokens other than <pad> (0) and <start> (1)."""
     with torch.no_grad():
         state = model.decoder.init_state(model.encode(batch))
         total, previous = 0.0, torch.tensor([1])
         for token in ids.tolist():
             log_probs, state = model.decoder.step(previous, state)
-            total += log_probs[0, token].item()
+            log_probs = log_probs.index_fill(-1, torch.tensor([0, 1]), float("-inf"))
+            total += torch.log_softmax(log_probs, -1)[0, token].item()
             if token == 2:
                 break
             previous = torch.tensor([token])
