@@ -5,6 +5,11 @@ Nothing here knows about tasks, models or configs.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -14,6 +19,49 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from lrcn.errors import LrcnError
+
+log = logging.getLogger(__name__)
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_allocator_tuned: bool | None = None
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed memory in the process for reuse instead of returning it to the system (glibc).
+
+    glibc serves every allocation above 32 MB with a fresh ``mmap`` and returns it with ``munmap``
+    when freed, so a training step that makes the same large activations every time pays a page
+    fault for each 4 KB page of each of them, every step. On the seed's CNN-LSTM (1,600 frames of
+    50x50 a batch) that was 75% of the step on CPU: 0.54 s a step against 0.14 s with memory
+    kept (BENCHMARKS.md), the cost FINDINGS.md first attributed to oneDNN's convolution. The
+    remedy is what jemalloc and tcmalloc do, and what PyTorch's CPU tuning guides recommend them
+    for, without a preloaded library: no ``mmap`` for large blocks and no trimming of the heap.
+    Memory a process has used stays counted in its resident size until it ends.
+
+    Does nothing on other C libraries or when ``LRCN_MALLOC=system``; returns whether it tuned.
+    Idempotent. Arithmetic is unchanged: only where buffers live changes.
+    """
+    global _allocator_tuned
+    if _allocator_tuned is None:
+        _allocator_tuned = _mallopt_keep_memory()
+    return _allocator_tuned
+
+
+def _mallopt_keep_memory() -> bool:
+    if os.environ.get("LRCN_MALLOC", "").lower() == "system" or not sys.platform.startswith(
+        "linux"
+    ):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl or no libc found: nothing to tune
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    log.debug("CPU allocator keeps freed memory: %s", tuned)
+    return tuned
 
 
 def resolve_device(name: str) -> torch.device:

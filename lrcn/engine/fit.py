@@ -38,7 +38,7 @@ from lrcn.engine.run import Run
 from lrcn.engine.scst import SelfCriticalLoss
 from lrcn.errors import LrcnError
 from lrcn.io import check_writable, hold_lock, kill_point, remove_stale_temps
-from lrcn.runtime import make_grad_scaler, resolve_device
+from lrcn.runtime import make_grad_scaler, resolve_device, tune_cpu_allocator
 from lrcn.text.vocab import Vocabulary
 from lrcn.visualize import log_hparams, log_validation_grid
 
@@ -382,6 +382,7 @@ def fit(
     Returns:
         Summary: final epoch, best validation metric, history, paths.
     """
+    tune_cpu_allocator()  # large activations reused, not page-faulted in every step
     run_dir = Path(run_dir)
     with _own_run_dir(run_dir, resume):
         return _fit(cfg, run_dir, resume, overrides)
