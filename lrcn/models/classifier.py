@@ -22,6 +22,7 @@ from torch import nn
 
 from lrcn.clips import clip_starts
 from lrcn.models.init import keras_init_
+from lrcn.models.pooling import MaxPool2d
 from lrcn.models.time_distributed import TimeDistributed
 
 Prediction = Literal["last", "mean"]
@@ -227,7 +228,7 @@ def build_seed_cnn(
         keras_same_padding(kernel_size),
         nn.Conv2d(in_channels, filters, kernel_size),  # (N, filters, H, W)
         nn.ReLU(),
-        nn.MaxPool2d(pool),  # (N, filters, H // pool, W // pool)
+        MaxPool2d(pool),  # (N, filters, H // pool, W // pool)
         nn.Flatten(),  # (N, filters * (H // pool) * (W // pool))
     )
     return cnn, filters * (height // pool) * (width // pool)

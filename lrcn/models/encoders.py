@@ -34,6 +34,7 @@ from lrcn.models.efficientnet import (
     EFFICIENTNET_LITE0_STD,
     efficientnet_lite0_features,
 )
+from lrcn.models.pooling import MaxPool2d, use_fast_pools
 
 Builder = Callable[..., tuple[nn.Module, int]]
 
@@ -91,7 +92,7 @@ class SmallCNN(nn.Module):
                 nn.Conv2d(in_ch, out_ch, 3, padding=1),
                 nn.BatchNorm2d(out_ch),
                 nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
+                MaxPool2d(2),
             ]
             in_ch = out_ch
         self.features = nn.Sequential(*layers)
@@ -314,4 +315,4 @@ def create_encoder(
     if weights == "imagenet" and not spec.pretrained:
         raise LrcnError(f"encoder {name} has no ImageNet weights; set encoder.weights=none.")
     trunk, dim = spec.builder(weights=weights, **options)
-    return Encoder(trunk, dim, name, freeze=freeze)
+    return Encoder(use_fast_pools(trunk), dim, name, freeze=freeze)
