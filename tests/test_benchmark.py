@@ -21,6 +21,7 @@ FIGURES = (
     "scoring",
     "store_memory",
     "checkpoint_integrity",
+    "seed_vs_keras",
 )
 
 
@@ -31,7 +32,7 @@ def test_quick_benchmark_measures_every_figure(tmp_path):
         [sys.executable, str(REPO / "scripts" / "benchmark.py"), "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,
         env=env,
         cwd=tmp_path,
     )
