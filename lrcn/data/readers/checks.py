@@ -161,7 +161,9 @@ class MediaIndex:
         """Image files (``kind`` images) or video files and frame folders (``videos``)."""
         found = []
         for folder, subfolders, files in os.walk(root, followlinks=True):
-            subfolders[:] = sorted((d for d in subfolders if not d.startswith(".")), key=natural_key)
+            subfolders[:] = sorted(
+                (d for d in subfolders if not d.startswith(".")), key=natural_key
+            )
             images = [f for f in files if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
             if kind == "videos":
                 if images and Path(folder) != root:  # a frame folder is one video
@@ -248,7 +250,11 @@ def resolve_entries(
         first = not_found[0]
         raise LrcnError(
             f"{first.where} names {first.name}, which is not under {index.root}"
-            + (f" (nor are {len(not_found) - 1} more {what} it names)" if len(not_found) > 1 else "")
+            + (
+                f" (nor are {len(not_found) - 1} more {what} it names)"
+                if len(not_found) > 1
+                else ""
+            )
             + f"; put the files under {index.root} (any depth), correct the names, or pass "
             "missing=drop to leave them out."
         )
