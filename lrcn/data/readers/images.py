@@ -107,9 +107,9 @@ def read_images(
     checks = CheckSummary()
     index = MediaIndex(root, "images")
     resolved = resolve_entries(entries, index, checks, missing, check_files)
-    drop_empty_captions(resolved, checks, "images")
     if check_files:
         check_unnamed(index, resolved, checks)
+    drop_empty_captions(resolved, checks, "images")
     splits = _splits(resolved, val_fraction, test_fraction, seed)
     taken: set[str] = set()
     records = [

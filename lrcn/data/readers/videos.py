@@ -129,9 +129,9 @@ def _captioned(
     entries = read_entries(table, video_column, VIDEO_COLUMNS, "video_column", caption_column,
                            split_column, group_column)  # fmt: skip
     resolved = resolve_entries(entries, index, checks, missing, check_files)
-    drop_empty_captions(resolved, checks, "videos")
     if check_files:
         check_unnamed(index, resolved, checks)
+    drop_empty_captions(resolved, checks, "videos")
     return {
         relative: {"captions": entry.captions, "split": entry.split, "group": entry.group}
         for relative, entry in resolved.items()
