@@ -24,8 +24,8 @@ from lrcn.data.readers.tables import (
     GROUP_COLUMNS,
     IMAGE_COLUMNS,
     SPLIT_COLUMNS,
+    VIDEO_COLUMNS,
     Entry,
-    Table,
     caption_columns,
     find_column,
     gather_captions,
@@ -48,21 +48,38 @@ def find_captions_file(root: Path, captions: str | None) -> Path:
     return found
 
 
-def read_entries(
-    table: Table,
-    name_column: str | None,
-    name_spellings: tuple[str, ...],
-    name_option: str,
-    caption_column: str | None,
-    split_column: str | None,
-    group_column: str | None,
+def captioned_files(
+    root: Path,
+    captions: str | None,
+    index: MediaIndex,
+    checks: CheckSummary,
+    columns: tuple[str | None, str | None, str | None, str | None],
+    missing: str,
+    check_files: bool,
 ) -> dict[str, Entry]:
-    """The captions file's entries by file name, its columns guessed or as named."""
-    name = find_column(table, name_column, name_spellings, name_option, True)
+    """The captions file's entries by the relative path of the image or video each names.
+
+    ``columns`` are the name, caption, split and group columns the user gave (None: guessed).
+    The name checks of the check pass run here: names of missing files, two names of one file,
+    files never named (with ``check_files``) and captions with no word.
+    """
+    name_column, caption_column, split_column, group_column = columns
+    spellings, option = (
+        (IMAGE_COLUMNS, "image_column")
+        if index.kind == "images"
+        else (VIDEO_COLUMNS, "video_column")
+    )
+    table = read_table(find_captions_file(root, captions))
+    name = find_column(table, name_column, spellings, option, True) or ""
     texts = caption_columns(table, caption_column)
     split = find_column(table, split_column, SPLIT_COLUMNS, "split_column", False)
     group = find_column(table, group_column, GROUP_COLUMNS, "group_column", False)
-    return gather_captions(table, name or "", texts, split, group)
+    entries = gather_captions(table, name, texts, split, group)
+    resolved = resolve_entries(entries, index, checks, missing, check_files)
+    if check_files:
+        check_unnamed(index, resolved, checks)
+    drop_empty_captions(resolved, checks, index.kind)
+    return resolved
 
 
 def check_missing_option(missing: str) -> None:
@@ -101,15 +118,10 @@ def read_images(
     root = Path(root)
     check_fractions(val_fraction, test_fraction)
     check_missing_option(missing)
-    table = read_table(find_captions_file(root, captions))
-    entries = read_entries(table, image_column, IMAGE_COLUMNS, "image_column", caption_column,
-                           split_column, group_column)  # fmt: skip
     checks = CheckSummary()
     index = MediaIndex(root, "images")
-    resolved = resolve_entries(entries, index, checks, missing, check_files)
-    if check_files:
-        check_unnamed(index, resolved, checks)
-    drop_empty_captions(resolved, checks, "images")
+    columns = (image_column, caption_column, split_column, group_column)
+    resolved = captioned_files(root, captions, index, checks, columns, missing, check_files)
     splits = _splits(resolved, val_fraction, test_fraction, seed)
     taken: set[str] = set()
     records = [

@@ -15,16 +15,13 @@ from lrcn.data.readers.checks import (
     Records,
     check_fractions,
     check_readable,
-    check_unnamed,
-    drop_empty_captions,
     record_id,
-    resolve_entries,
     split_groups,
 )
 from lrcn.data.readers.files import abspath
-from lrcn.data.readers.images import check_missing_option, find_captions_file, read_entries
+from lrcn.data.readers.images import captioned_files, check_missing_option
 from lrcn.data.readers.registry import register_reader
-from lrcn.data.readers.tables import SPLIT_NAMES, VIDEO_COLUMNS, read_table
+from lrcn.data.readers.tables import SPLIT_NAMES
 from lrcn.errors import LrcnError
 
 
@@ -124,14 +121,7 @@ def _captioned(
     columns: tuple[str | None, str | None, str | None, str | None],
 ) -> dict[str, dict]:
     """Videos named in the captions file, with their captions and any split and group."""
-    video_column, caption_column, split_column, group_column = columns
-    table = read_table(find_captions_file(root, captions))
-    entries = read_entries(table, video_column, VIDEO_COLUMNS, "video_column", caption_column,
-                           split_column, group_column)  # fmt: skip
-    resolved = resolve_entries(entries, index, checks, missing, check_files)
-    if check_files:
-        check_unnamed(index, resolved, checks)
-    drop_empty_captions(resolved, checks, "videos")
+    resolved = captioned_files(root, captions, index, checks, columns, missing, check_files)
     return {
         relative: {"captions": entry.captions, "split": entry.split, "group": entry.group}
         for relative, entry in resolved.items()
