@@ -312,6 +312,9 @@ def test_frame_folders_split_folders_and_a_group_column(tmp_path: Path) -> None:
     assert {r["id"]: r["split"] for r in records} == {"train/wave/a": "train",
                                                       "train/wave/b": "train", "test/wave/c": "test"}  # fmt: skip
     assert {r["label_name"] for r in records} == {"wave"}
+    _photos(tmp_path / "flat", ["clip/f0.png", "clip/f1.png"])  # a frame folder in no class folder
+    with pytest.raises(LrcnError, match=r"video \S+/flat/clip is not inside a class folder; put"):
+        read_videos(tmp_path / "flat")
 
 
 def test_a_class_folder_with_no_readable_video_is_one_sentence(tmp_path: Path) -> None:
