@@ -16,7 +16,11 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=find_packages(include=["lrcn", "lrcn.*"]),
+    # configs/ stays the single source of the recipes; the wheel carries it as lrcn/configs/ so
+    # `lrcn train -c shapes` works outside a clone (lrcn/recipes.py finds either).
+    packages=[*find_packages(include=["lrcn", "lrcn.*"]), "lrcn.configs"],
+    package_dir={"lrcn.configs": "configs"},
+    package_data={"lrcn.configs": ["*.yaml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.2",

@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a config")
-    p.add_argument("-c", "--config", help="YAML config (configs/*.yaml)")
+    p.add_argument("-c", "--config", help="YAML config file, or a recipe name (lrcn recipes)")
     p.add_argument("--run-dir", help="output folder (default: runs/<config>-<time>)")
     p.add_argument(
         "--resume", metavar="RUN", help="continue the run in this folder from checkpoints/last.pt"
@@ -76,7 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "extract-features", help="fill the feature store with a frozen encoder's features"
     )
-    p.add_argument("-c", "--config", required=True)
+    p.add_argument(
+        "-c", "--config", required=True, help="YAML config file, or a recipe name (lrcn recipes)"
+    )
     p.add_argument(
         "--split", action="append", help="split(s) to extract (default: train, val, test)"
     )
@@ -100,6 +102,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="reader options, e.g. split=1 check_files=true",
     )
+
+    sub.add_parser("recipes", help="list the recipes -c NAME accepts, with their descriptions")
+
+    p = sub.add_parser(
+        "make-example", help="write the worked examples' files (docs/your-own-data.md)"
+    )
+    p.add_argument("kind", choices=("images", "videos"))
+    p.add_argument("--out", required=True, help="folder to write into")
+    p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("report", help="an HTML page of an evaluation: images, captions, scores")
     p.add_argument("run_dir")
@@ -247,11 +258,36 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     """``lrcn prepare``: a dataset's native files -> manifests."""
     from lrcn.config import parse_override
-    from lrcn.data.manifest import prepare
+    from lrcn.data.manifest import CHECKS_FILE, prepare_with_checks
 
     options = dict(parse_override(o) for o in args.options)
-    counts = prepare(args.dataset, args.root, args.out, **options)
+    counts, checks = prepare_with_checks(args.dataset, args.root, args.out, **options)
     print(" ".join(f"{split}: {n}" for split, n in counts.items()) + f"  -> {args.out}")
+    if checks is not None:
+        print(f"{checks}\n(every file the checks found: {Path(args.out) / CHECKS_FILE})")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    """``lrcn recipes``: the recipe names ``-c`` accepts, one line each."""
+    from lrcn.recipes import available_recipes, describe_recipe, recipes_dir
+
+    recipes = available_recipes()
+    if not recipes:
+        raise LrcnError("no recipes found: this lrcn was installed without its configs folder.")
+    width = max(len(name) for name in recipes)
+    for name, path in recipes.items():
+        print(f"{name:<{width}}  {describe_recipe(path)}")
+    print(f"(from {recipes_dir()}; use: lrcn train -c NAME [key=value ...])")
+    return 0
+
+
+def cmd_make_example(args: argparse.Namespace) -> int:
+    """``lrcn make-example``: the worked examples' photos or videos and captions file."""
+    from lrcn.data.examples import make_example
+
+    made = make_example(args.kind, args.out, seed=args.seed)
+    print(f"{made['root']}  {made['captions']}")
     return 0
 
 
@@ -273,6 +309,8 @@ COMMANDS = {
     "score": cmd_score,
     "prepare": cmd_prepare,
     "report": cmd_report,
+    "recipes": cmd_recipes,
+    "make-example": cmd_make_example,
 }
 
 

@@ -18,6 +18,7 @@ import yaml
 
 from lrcn.errors import LrcnError
 from lrcn.io import write_text_atomic
+from lrcn.recipes import resolve_config
 
 TASKS = ("caption", "video_caption", "activity")
 _CAPTION_VALIDATION = ("Bleu_4", "Bleu_1", "Bleu_2", "Bleu_3", "CIDEr")
@@ -440,7 +441,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     """Load a YAML config and apply dotted overrides.
 
     Args:
-        path: YAML file, or None for the defaults.
+        path: YAML file, a recipe name (``shapes``: see `lrcn.recipes`), or None for the defaults.
         overrides: ``["train.epochs=2", "data.image_size=32"]``.
 
     Raises:
@@ -449,12 +450,15 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     cfg = Config()
     source = str(path) if path else "defaults"
     if path is not None:
-        path = Path(path)
+        resolved = resolve_config(path)
+        if resolved != Path(path):  # a recipe name: messages name its file
+            source = str(resolved)
+        path = resolved
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise LrcnError(
-                f"{path}: config file not found; pass an existing YAML file (see configs/)."
+                f"{path}: config file not found; pass an existing YAML file or a recipe name (`lrcn recipes` lists them)."
             ) from None
         except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
             raise LrcnError(

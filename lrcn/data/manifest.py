@@ -15,11 +15,12 @@ from lrcn.config import coerce_value, parse_override
 from lrcn.data.readers import get_reader
 from lrcn.data.readers.files import SPLITS, read_json
 from lrcn.errors import LrcnError
-from lrcn.io import atomic_path, write_json_atomic
+from lrcn.io import atomic_path, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.json"
+CHECKS_FILE = "checks.txt"
 
 
 def write_manifest(
@@ -156,6 +157,16 @@ def prepare(
     Returns:
         the number of records per split.
     """
+    return prepare_with_checks(dataset, root, out_dir, **options)[0]
+
+
+def prepare_with_checks(
+    dataset: str, root: str | os.PathLike, out_dir: str | os.PathLike, **options: Any
+) -> tuple[dict[str, int], str | None]:
+    """`prepare`, also returning the reader's check table (None for readers without a check pass).
+
+    The table, followed by every file each check touched, is saved as ``<out_dir>/checks.txt``.
+    """
     reader = get_reader(dataset)
     options = coerce_options(reader, dataset, options)
     records = reader(root, **options)
@@ -163,7 +174,13 @@ def prepare(
         raise LrcnError(f"the {dataset} reader found no records under {root}; check --root.")
     counts = write_manifest(records, out_dir)
     logger.info("wrote %s manifest to %s: %s", dataset, out_dir, counts)
-    return counts
+    checks = getattr(records, "checks", None)  # lrcn.data.readers.checks.Records
+    checks_file = Path(out_dir) / CHECKS_FILE
+    if checks is None:
+        checks_file.unlink(missing_ok=True)  # a stale table would describe other data
+        return counts, None
+    write_text_atomic(checks_file, checks.details())
+    return counts, checks.table()
 
 
 def coerce_options(reader: Callable, dataset: str, options: dict[str, Any]) -> dict[str, Any]:

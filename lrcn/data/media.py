@@ -295,6 +295,20 @@ def _decode(av, path: Path, needed: set[int]) -> tuple[dict[int, np.ndarray], in
     return frames, decoded
 
 
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8) -> Path:
+    """Encode frames (T, H, W, 3) uint8 (even H and W) as an H.264 video (.mp4) with PyAV."""
+    av = _import_av()
+    path = Path(path)
+    _, height, width, _ = frames.shape
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
 # ----------------------------------------------------------------------------- frame folders
 
 

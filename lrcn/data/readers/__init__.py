@@ -21,10 +21,12 @@ from lrcn.data.readers.flickr import (
     read_flickr30k,
     read_kaggle_captions,
 )
+from lrcn.data.readers.images import read_images
 from lrcn.data.readers.msrvtt import read_msrvtt
 from lrcn.data.readers.msvd import MSVD_SPLIT_BOUNDS, read_msvd
 from lrcn.data.readers.registry import READERS, available_readers, get_reader, register_reader
 from lrcn.data.readers.ucf101 import read_ucf101, read_ucf101_classes
+from lrcn.data.readers.videos import read_videos
 
 __all__ = [
     "FLICKR8K_ABSENT_IMAGES",
@@ -35,11 +37,13 @@ __all__ = [
     "read_coco",
     "read_flickr8k",
     "read_flickr30k",
+    "read_images",
     "read_kaggle_captions",
     "read_karpathy",
     "read_msrvtt",
     "read_msvd",
     "read_ucf101",
     "read_ucf101_classes",
+    "read_videos",
     "register_reader",
 ]
