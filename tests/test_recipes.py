@@ -87,12 +87,15 @@ def test_the_built_wheel_trains_from_a_recipe_name_outside_the_repository(tmp_pa
     venv = _fresh_venv(tmp_path)
     python = venv / "bin" / "python"
     wheel = next(wheels.glob("lrcn-*.whl"))
-    subprocess.run([str(python), "-m", "pip", "--disable-pip-version-check", "-q", "install",
-                    "--no-deps", "--no-index", str(wheel)], check=True)  # fmt: skip
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["OMP_NUM_THREADS"] = "1"
+    # Away from the repository (whose lrcn.egg-info an editable install leaves in its root, where
+    # pip would take it for lrcn already installed) and forced, for the same reason.
+    subprocess.run([str(python), "-m", "pip", "--disable-pip-version-check", "-q", "install",
+                    "--no-deps", "--no-index", "--force-reinstall", str(wheel)],
+                   check=True, cwd=work, env=env)  # fmt: skip
 
     def run(*args: str) -> str:
         done = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True)
