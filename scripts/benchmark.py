@@ -49,6 +49,7 @@ from benchmarks.memory import memory_child, store_memory  # noqa: E402
 from benchmarks.scoring import scoring  # noqa: E402
 from benchmarks.seed_keras import seed_child, seed_vs_keras  # noqa: E402
 from benchmarks.train_store import train_store_vs_live  # noqa: E402
+from benchmarks.video_encoder import video_child, video_encoder  # noqa: E402
 
 from lrcn.io import write_json_atomic  # noqa: E402
 
@@ -78,6 +79,7 @@ FIGURES: dict[str, Callable[[Session], dict[str, Any]]] = {
     "store_memory": lambda s: store_memory(s.size, s.work),
     "checkpoint_integrity": lambda s: checkpoint_integrity(s.size, s.work),
     "seed_vs_keras": lambda s: seed_vs_keras(s.size),
+    "video_encoder": lambda s: video_encoder(s.size),
 }
 # figure -> the figures it needs run before it
 NEEDS = {"beam_batched_vs_single": ("train_store_vs_live",)}  # its trained decoder is the beam's
@@ -100,7 +102,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", help="comma-separated figure names to run (default: all)")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     parser.add_argument("--seed-child", help=argparse.SUPPRESS)
-    parser.add_argument("--steps", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--video-child", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", default="0", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -133,10 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.seed_child:
-        print(json.dumps(seed_child(args.seed_child, args.threads, args.steps)))
+        print(json.dumps(seed_child(args.seed_child, args.threads, int(args.steps))))
+        return 0
+    if args.video_child:
+        clips, rounds = (int(n) for n in args.steps.split(","))
+        print(json.dumps(video_child(args.video_child, clips, rounds)))
         return 0
     if args.memory_child:
-        print(json.dumps(memory_child(json.loads(args.memory_child), args.steps)))
+        print(json.dumps(memory_child(json.loads(args.memory_child), int(args.steps))))
         return 0
 
     logging.basicConfig(level=logging.WARNING)

@@ -22,6 +22,7 @@ FIGURES = (
     "store_memory",
     "checkpoint_integrity",
     "seed_vs_keras",
+    "video_encoder",
 )
 
 
