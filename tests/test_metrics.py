@@ -328,7 +328,8 @@ def test_per_item_scores_keys_and_values():
     hyps = {"a": "a dog runs on the grass", "b": "a bird flies"}
     per_item = metrics.per_item_scores(refs, hyps, tokenizer="none")
     assert list(per_item) == ["a", "b"]
-    assert set(per_item["a"]) == {"Bleu_4", "CIDEr"}
+    # imgToEval's keys (METEOR only when asked for)
+    assert set(per_item["a"]) == {*metrics.BLEU_KEYS, "ROUGE_L", "CIDEr"}
     assert per_item["a"]["Bleu_4"] == pytest.approx(1.0)
     assert per_item["b"]["Bleu_4"] < 1e-3
     assert per_item["a"]["CIDEr"] > per_item["b"]["CIDEr"]
