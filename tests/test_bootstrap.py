@@ -143,3 +143,22 @@ def test_paired_test_is_calibrated_and_finds_a_better_system():
         assert better[key]["diff"] > 0
         assert better[key]["p"] < 0.01, key
         assert better[key]["diff_ci95"][0] > 0, key
+
+
+def test_caption_statistics_on_hand_made_captions():
+    from lrcn.metrics.diversity import caption_statistics
+
+    training = ["A dog runs.", "a cat sleeps", "Two birds fly"]
+    hyps = {1: "a dog runs", 2: "a dog runs", 3: "a red cat", 4: "a cat sleeps"}
+    refs = {1: ["a dog is running"], 2: ["the dog"], 3: ["a cat"], 4: ["a cat is sleeping"]}
+    stats = caption_statistics(hyps, refs, training)
+    assert stats["copied_from_train"] == 0.75  # "a dog runs" twice (after normalising), "a cat sleeps"
+    assert stats["distinct_captions"] == 0.75  # 3 distinct of 4
+    assert stats["vocabulary"] == 6  # a dog runs red cat sleeps
+    assert stats["reference_vocabulary"] == 7  # a dog is running the cat sleeping
+    # unigrams: 12 in all, distinct 6; bigrams: 8 in all, distinct: a-dog dog-runs a-red red-cat a-cat cat-sleeps
+    assert stats["distinct_1"] == 6 / 12
+    assert stats["distinct_2"] == 6 / 8
+    assert stats["mean_length"] == 3.0
+    assert stats["reference_mean_length"] == (4 + 2 + 2 + 4) / 4
+    assert "copied_from_train" not in caption_statistics(hyps, refs)
