@@ -89,6 +89,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--metrics", default="bleu,meteor,rouge,cider")
     p.add_argument("--tokenizer", default="auto", choices=("auto", "ptb", "python"))
+    p.add_argument(
+        "--per-item",
+        metavar="OUT.json",
+        help="also write every item's scores (imgToEval as a list)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="resamples for the 95%% intervals (<metric>_ci95); 0: none",
+    )
 
     p = sub.add_parser("prepare", help="turn a dataset's native files into manifests")
     p.add_argument("dataset")
@@ -120,7 +132,9 @@ def _print_metrics(metrics: dict) -> None:
         ]
     width = max((len(k) for k, _ in rows), default=0)
     for key, value in rows:
-        print(f"{key:<{width}}  {value:.4f}")
+        interval = metrics.get(f"{key}_ci95")
+        bounds = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if isinstance(interval, list) else ""
+        print(f"{key:<{width}}  {value:.4f}{bounds}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -235,12 +249,17 @@ def cmd_score(args: argparse.Namespace) -> int:
     from lrcn.metrics import score_files
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    print(
-        json.dumps(
-            score_files(args.annotations, args.results, metrics=metrics, tokenizer=args.tokenizer),
-            indent=2,
-        )
+    if args.bootstrap < 0:
+        raise LrcnError(f"--bootstrap {args.bootstrap}: pass 0 (no intervals) or more resamples.")
+    result = score_files(
+        args.annotations,
+        args.results,
+        metrics=metrics,
+        tokenizer=args.tokenizer,
+        bootstrap=args.bootstrap,
+        per_item_path=args.per_item,
     )
+    print(json.dumps(result, indent=2))
     return 0
 
 
