@@ -113,6 +113,18 @@ def _parser() -> argparse.ArgumentParser:
         help="reader options, e.g. split=1 check_files=true",
     )
 
+    p = sub.add_parser(
+        "compare", help="paired test of two evaluations of the same items (intervals, p-values)"
+    )
+    p.add_argument("run_a", nargs="?", help="run folder, eval folder or metrics file")
+    p.add_argument("run_b", nargs="?")
+    p.add_argument("--split", default="test")
+    p.add_argument("--a", dest="runs_a", metavar="RUN,RUN", help="several runs for side A (seeds)")
+    p.add_argument("--b", dest="runs_b", metavar="RUN,RUN", help="several runs for side B")
+    p.add_argument("--resamples", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="default: <A>/eval/compare_<B>_<split>.json")
+
     p = sub.add_parser("report", help="an HTML page of an evaluation: images, captions, scores")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test")
@@ -274,6 +286,28 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``lrcn compare``: A vs B on the same items: differences, intervals, p-values."""
+    from lrcn.compare import compare, format_table
+
+    # positional runs fill the sides that --a / --b leave open, A first
+    positional = [r for r in (args.run_a, args.run_b) if r]
+    sides = []
+    for listed in (args.runs_a, args.runs_b):
+        if listed:
+            sides.append([r for r in listed.split(",") if r])
+        else:
+            sides.append([positional.pop(0)] if positional else [])
+    if positional:
+        raise LrcnError(
+            f"lrcn compare got {positional[0]} besides --a and --b; pass RUN_A RUN_B or --a/--b."
+        )
+    runs_a, runs_b = sides
+    result = compare(runs_a, runs_b, args.split, args.resamples, args.seed, args.out)
+    print(format_table(result))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """``lrcn report``: one self-contained HTML page of an evaluation."""
     from lrcn.report import write_report
@@ -292,6 +326,7 @@ COMMANDS = {
     "score": cmd_score,
     "prepare": cmd_prepare,
     "report": cmd_report,
+    "compare": cmd_compare,
 }
 
 

@@ -152,7 +152,9 @@ def test_caption_statistics_on_hand_made_captions():
     hyps = {1: "a dog runs", 2: "a dog runs", 3: "a red cat", 4: "a cat sleeps"}
     refs = {1: ["a dog is running"], 2: ["the dog"], 3: ["a cat"], 4: ["a cat is sleeping"]}
     stats = caption_statistics(hyps, refs, training)
-    assert stats["copied_from_train"] == 0.75  # "a dog runs" twice (after normalising), "a cat sleeps"
+    assert (
+        stats["copied_from_train"] == 0.75
+    )  # "a dog runs" twice (after normalising), "a cat sleeps"
     assert stats["distinct_captions"] == 0.75  # 3 distinct of 4
     assert stats["vocabulary"] == 6  # a dog runs red cat sleeps
     assert stats["reference_vocabulary"] == 7  # a dog is running the cat sleeping
