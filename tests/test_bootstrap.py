@@ -10,6 +10,7 @@ import pytest
 from test_metrics import COCO_ANNOTATIONS, COCO_RESULTS, needs_coco_data, needs_java
 
 from lrcn import metrics
+from lrcn.errors import LrcnError
 from lrcn.metrics.bleu import BleuStatistics
 from lrcn.metrics.bootstrap import ItemScores, bootstrap_intervals, paired_test
 from lrcn.metrics.per_item import per_item_records, read_per_item, write_per_item
@@ -164,3 +165,12 @@ def test_caption_statistics_on_hand_made_captions():
     assert stats["mean_length"] == 3.0
     assert stats["reference_mean_length"] == (4 + 2 + 2 + 4) / 4
     assert "copied_from_train" not in caption_statistics(hyps, refs)
+
+
+@pytest.mark.parametrize("content", ["{}", "[]", '[{"image_id": 1, "Bleu_4": "x"}]', "not json"])
+def test_a_damaged_per_item_file_is_one_sentence(tmp_path, content):
+    path = tmp_path / "test_per_item.json"
+    path.write_text(content)
+    with pytest.raises(LrcnError) as err:
+        read_per_item(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)

@@ -84,6 +84,8 @@ def read_per_item(path: str | os.PathLike) -> tuple[list[str], list[str], ItemSc
     if not isinstance(records, list) or not records or not isinstance(records[0], dict):
         raise _bad(path, "not a non-empty JSON list of per-item records")
     metric_keys = [k for k, v in records[0].items() if isinstance(v, float) and k not in _STATS]
+    if not metric_keys:
+        raise _bad(path, "its first record holds no scores (e.g. a number under 'CIDEr')")
     try:
         ids = [str(r["image_id"]) for r in records]
         captions = [str(r.get("caption", "")) for r in records]
