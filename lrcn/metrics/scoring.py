@@ -29,6 +29,7 @@ from lrcn.metrics.registry import (
 from lrcn.metrics.tokenizer import lone_surrogate, tokenize_captions
 
 DEFAULT_METRICS = ("bleu", "meteor", "rouge", "cider")
+MEAN_KEYS = ("METEOR", "ROUGE_L", "CIDEr")  # resampled as means of per-item scores
 
 
 class EmptyReferences(LrcnError):
@@ -155,9 +156,23 @@ def _run_scorers(
         values = corpus if len(keys) > 1 else [corpus]
         item_values = items if len(keys) > 1 else [items]
         results.update({key: float(value) for key, value in zip(keys, values)})
-        per_item.update({key: np.asarray(v, dtype=float) for key, v in zip(keys, item_values)})
+        per_item.update(_item_arrays(keys, item_values, len(res)))
     ordered = {k: results[k] for k in METRIC_ORDER if k in results}
     return {**ordered, **results}, per_item, unavailable
+
+
+def _item_arrays(keys: Sequence[str], item_values: Any, size: int) -> dict[str, np.ndarray]:
+    """Each key's per-item scores as an (N,) float array; keys whose scores are not are left out
+    (a registered metric may return anything as its per-item scores)."""
+    out = {}
+    for key, values in zip(keys, item_values):
+        try:
+            array = np.asarray(values, dtype=float)
+        except (TypeError, ValueError):
+            continue
+        if array.shape == (size,):
+            out[key] = array
+    return out
 
 
 def score_tokens(
@@ -189,8 +204,17 @@ class ItemEvaluation:
     unavailable: dict[str, str] = field(default_factory=dict)
 
     def item_scores(self) -> ItemScores:
-        """The per-item scores in the form the bootstrap and paired tests resample."""
-        return ItemScores(self.per_item, self.bleu)
+        """The per-item scores in the form the bootstrap and paired tests resample.
+
+        BLEU is resampled through its statistics; ROUGE_L, CIDEr and METEOR as means of their
+        per-item scores; another metric only when its corpus score is the mean of its items'.
+        """
+        means = {
+            key: values
+            for key, values in self.per_item.items()
+            if key in MEAN_KEYS or abs(float(values.mean()) - self.corpus.get(key, np.nan)) <= 1e-9
+        }
+        return ItemScores(means, self.bleu)
 
     def results(self, bootstrap: int = 0, seed: int = DEFAULT_SEED) -> dict[str, Any]:
         """`score`'s dict: corpus scores, ``<key>_ci95`` intervals when ``bootstrap`` > 0,
