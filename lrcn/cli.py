@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("overrides", nargs="*")
 
+    _scoring_and_data_parsers(sub)
+    return parser
+
+
+def _scoring_and_data_parsers(sub: argparse._SubParsersAction) -> None:
+    """score, prepare, recipes, make-example, compare and report: the commands that need no model."""
     p = sub.add_parser("score", help="coco-caption metrics of a results file")
     p.add_argument("--annotations", required=True, help="COCO captions JSON (images, annotations)")
     p.add_argument(
@@ -91,6 +97,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--metrics", default="bleu,meteor,rouge,cider")
     p.add_argument("--tokenizer", default="auto", choices=("auto", "ptb", "python"))
+    p.add_argument(
+        "--per-item",
+        metavar="OUT.json",
+        help="also write every item's scores (imgToEval as a list)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="resamples for the 95%% intervals (<metric>_ci95); 0: none",
+    )
 
     p = sub.add_parser("prepare", help="turn a dataset's native files into manifests")
     p.add_argument("dataset")
@@ -112,11 +130,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write into")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser(
+        "compare", help="paired test of two evaluations of the same items (intervals, p-values)"
+    )
+    p.add_argument("run_a", nargs="?", help="run folder, eval folder or metrics file")
+    p.add_argument("run_b", nargs="?")
+    p.add_argument("--split", default="test")
+    p.add_argument("--a", dest="runs_a", metavar="RUN,RUN", help="several runs for side A (seeds)")
+    p.add_argument("--b", dest="runs_b", metavar="RUN,RUN", help="several runs for side B")
+    p.add_argument("--resamples", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="default: <A>/eval/compare_<B>_<split>.json")
+
     p = sub.add_parser("report", help="an HTML page of an evaluation: images, captions, scores")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test")
     p.add_argument("--out", help="default: <run>/eval/<split>_report.html")
-    return parser
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -131,7 +160,9 @@ def _print_metrics(metrics: dict) -> None:
         ]
     width = max((len(k) for k, _ in rows), default=0)
     for key, value in rows:
-        print(f"{key:<{width}}  {value:.4f}")
+        interval = metrics.get(f"{key}_ci95")
+        bounds = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if isinstance(interval, list) else ""
+        print(f"{key:<{width}}  {value:.4f}{bounds}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -246,12 +277,17 @@ def cmd_score(args: argparse.Namespace) -> int:
     from lrcn.metrics import score_files
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    print(
-        json.dumps(
-            score_files(args.annotations, args.results, metrics=metrics, tokenizer=args.tokenizer),
-            indent=2,
-        )
+    if args.bootstrap < 0:
+        raise LrcnError(f"--bootstrap {args.bootstrap}: pass 0 (no intervals) or more resamples.")
+    result = score_files(
+        args.annotations,
+        args.results,
+        metrics=metrics,
+        tokenizer=args.tokenizer,
+        bootstrap=args.bootstrap,
+        per_item_path=args.per_item,
     )
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -291,6 +327,28 @@ def cmd_make_example(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``lrcn compare``: A vs B on the same items: differences, intervals, p-values."""
+    from lrcn.compare import compare, format_table
+
+    # positional runs fill the sides that --a / --b leave open, A first
+    positional = [r for r in (args.run_a, args.run_b) if r]
+    sides = []
+    for listed in (args.runs_a, args.runs_b):
+        if listed:
+            sides.append([r for r in listed.split(",") if r])
+        else:
+            sides.append([positional.pop(0)] if positional else [])
+    if positional:
+        raise LrcnError(
+            f"lrcn compare got {positional[0]} besides --a and --b; pass RUN_A RUN_B or --a/--b."
+        )
+    runs_a, runs_b = sides
+    result = compare(runs_a, runs_b, args.split, args.resamples, args.seed, args.out)
+    print(format_table(result))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """``lrcn report``: one self-contained HTML page of an evaluation."""
     from lrcn.report import write_report
@@ -311,6 +369,7 @@ COMMANDS = {
     "report": cmd_report,
     "recipes": cmd_recipes,
     "make-example": cmd_make_example,
+    "compare": cmd_compare,
 }
 
 

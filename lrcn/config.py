@@ -141,6 +141,7 @@ class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["bleu", "cider", "rouge", "meteor"])
     tokenizer: str = "auto"  # auto | ptb | python
     reference_points: bool = True  # leave-one-out reference and fixed-caption baseline
+    bootstrap: int = 1000  # resamples for the metrics' 95% intervals (<metric>_ci95); 0: none
 
 
 @dataclass
@@ -341,6 +342,7 @@ RANGES: dict[str, Range] = {
     "eval.max_length": _COUNT,
     "eval.length_penalty": Range(),
     "eval.batch_size": _COUNT,
+    "eval.bootstrap": Range(low=0, why="0 turns the intervals off"),
 }
 # Generated datasets must have items where training reads them: fit trains on `train` and
 # validates on `val` after every epoch (for best.pt and early stopping).

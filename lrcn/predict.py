@@ -27,7 +27,9 @@ from lrcn.decoding import decode
 from lrcn.engine import evaluate_classifier, generate_captions, score_captions
 from lrcn.errors import LrcnError
 from lrcn.io import check_writable, write_json_atomic
-from lrcn.metrics import leave_one_out_scores
+from lrcn.metrics import evaluate_items, leave_one_out_scores
+from lrcn.metrics.diversity import caption_statistics
+from lrcn.metrics.per_item import evaluation_identity, write_per_item
 from lrcn.models.encoders import encoder_spec
 from lrcn.runtime import make_loader, resolve_device
 from lrcn.text.vocab import Vocabulary
@@ -89,8 +91,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score a checkpoint on a split; write ``eval/<split>_metrics.json`` (and ``_captions.json``).
 
-    Captioners report BLEU-1..4 (and CIDEr, ROUGE_L, METEOR as configured), plus two reference
-    points on the same split: ``reference_loo_*`` (each human reference scored against the
+    Captioners report BLEU-1..4 (and CIDEr, ROUGE_L, METEOR as configured) with their 95%
+    bootstrap intervals (``<metric>_ci95``, ``eval.bootstrap`` resamples), copy and diversity
+    ``caption_statistics``, what identifies the evaluation (``evaluation``: split, items,
+    tokenizer, digests of the ids and references) and write every item's scores to
+    ``<split>_per_item.json``; plus two reference points on the same split: ``reference_loo_*`` (each human reference scored against the
     others) and ``baseline_*`` (the most frequent training caption for every item).
     Classifiers report clip ``accuracy``.
     """
@@ -149,17 +154,37 @@ def _evaluate_captions(
     )
     if not hyps:
         raise LrcnError(f"split `{split}` has no readable items; check the data paths.")
-    metrics: dict[str, Any] = score_captions(hyps, refs, cfg.eval.metrics, cfg.eval.tokenizer)
+    evaluation = evaluate_items(refs, hyps, cfg.eval.metrics, cfg.eval.tokenizer)
+    metrics: dict[str, Any] = evaluation.results(cfg.eval.bootstrap)
     if cfg.eval.reference_points:
         metrics.update(_reference_points(hyps, refs, cfg, payload.get("baseline_caption") or ""))
     metrics.update(source.task_metrics(hyps))  # e.g. scene_accuracy, motion_accuracy
     metrics.update(split=split, items=len(hyps), beam_size=cfg.eval.beam_size, skipped=skipped)
+    # what `lrcn compare` checks before pairing two evaluations item by item
+    metrics["evaluation"] = {
+        "split": split,
+        **evaluation_identity(evaluation.keys, refs, evaluation.tokenizer),
+        "bootstrap": cfg.eval.bootstrap,
+        "per_item": f"{split}_per_item.json",
+    }
+    metrics["caption_statistics"] = caption_statistics(hyps, refs, _training_captions(cfg))
+    write_per_item(out_dir / f"{split}_per_item.json", evaluation, hyps)
     write_json_atomic(out_dir / f"{split}_metrics.json", metrics)
     results = [{"image_id": _coco_id(k), "caption": v} for k, v in hyps.items()]
     write_json_atomic(out_dir / f"{split}_captions.json", results)
     # the references too: the report works after the data moves
     write_json_atomic(out_dir / f"{split}_references.json", refs)
     return metrics
+
+
+def _training_captions(cfg: Config) -> list[str] | None:
+    """Every training caption, to tell which generated captions are copies; None if unreadable."""
+    try:
+        source = build.build_source_raw(cfg, "train")
+        return [c for i in range(len(source)) for c in source.captions(i)]
+    except (LrcnError, OSError) as err:
+        log.warning("no copy statistics: the training captions cannot be read (%s)", err)
+        return None
 
 
 def _reference_points(

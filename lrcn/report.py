@@ -2,8 +2,10 @@
 
 The page shows the split's metrics (the model, the leave-one-out human references and the
 most-frequent-caption baseline side by side), then every item: a thumbnail (a strip of frames for
-video), the generated caption, the references and the item's BLEU-4 and CIDEr, sortable by
-clicking a column header. Activity runs list label, prediction and probability instead.
+video), the generated caption, the references and the item's BLEU-4 and CIDEr (read from the
+evaluation's ``<split>_per_item.json``; evaluations older than that file are scored again),
+sortable by clicking a column header. The metrics carry their 95% intervals, and what the
+captions copy from training and how varied they are follows. Activity runs list label, prediction and probability instead.
 
 Thumbnails are embedded as data URIs and the page carries its own CSS and a few lines of
 JavaScript, so the file can be mailed or archived alone. When the split has not been evaluated
@@ -190,7 +192,9 @@ def _caption_rows(
             )
         hypotheses[item_id] = str(result["caption"])
     references = {item_id: source.captions(index_of[item_id]) for item_id in hypotheses}
-    scores = per_item_scores(references, hypotheses, tokenizer="python")
+    scores = _stored_scores(captions_path.with_name(f"{split}_per_item.json"), hypotheses)
+    if scores is None:  # an evaluation older than per-item files: score again, as before
+        scores = per_item_scores(references, hypotheses, tokenizer="python")
     mean, std = build.normalisation(cfg)
     rows = []
     for item_id, caption in hypotheses.items():
@@ -210,6 +214,29 @@ def _caption_rows(
         )
     columns = [("caption", "text"), ("Bleu_4", "num"), ("CIDEr", "num")]
     return columns, rows
+
+
+def _stored_scores(path: Path, hypotheses: dict[str, str]) -> dict[str, dict[str, float]] | None:
+    """Per-item BLEU-4 and CIDEr from the evaluation's per-item file, or None to rescore.
+
+    None when the file is absent (evaluated before lrcn kept it) or lists other items than the
+    captions file (then a warning says so).
+    """
+    if not path.is_file():
+        return None
+    records = read_json(path, _RERUN)
+    try:
+        scores = {
+            str(r["image_id"]): {"Bleu_4": float(r["Bleu_4"]), "CIDEr": float(r["CIDEr"])}
+            for r in records
+        }
+    except (KeyError, TypeError, ValueError):
+        log.warning("%s: not per-item scores with Bleu_4 and CIDEr; scoring again", path)
+        return None
+    if set(scores) != set(hypotheses):
+        log.warning("%s lists other items than the captions file; scoring again", path)
+        return None
+    return scores
 
 
 def _activity_rows(
@@ -301,6 +328,7 @@ td.score { width: 1%; white-space: nowrap; text-align: right; font-variant-numer
 .ok { color: #16803c; font-weight: 600; }
 .bad { color: #c4320a; font-weight: 600; }
 .note { color: var(--muted); font-size: 12px; margin-top: 8px; }
+.ci { color: var(--muted); font-size: 12px; }
 """
 
 _JS = """
@@ -361,8 +389,14 @@ def _metric_table(metrics: dict[str, Any]) -> str:
         cells = []
         for prefix, _ in columns:
             value = metrics.get(prefix + name)
+            interval = metrics.get(f"{prefix}{name}_ci95")
+            bounds = (
+                f' <span class="ci">[{interval[0]:.4f}, {interval[1]:.4f}]</span>'
+                if isinstance(interval, list) and len(interval) == 2
+                else ""
+            )
             cells.append(
-                f'<td class="num">{value:.4f}</td>'
+                f'<td class="num">{value:.4f}{bounds}</td>'
                 if isinstance(value, int | float)
                 else '<td class="num">&ndash;</td>'
             )
@@ -386,10 +420,45 @@ def _metric_table(metrics: dict[str, Any]) -> str:
     ]
     if details:
         notes.append(", ".join(details))
+    if any(isinstance(metrics.get(f"{k}_ci95"), list) for k in names):
+        notes.append(
+            "[low, high]: 95% bootstrap interval over items (resampling the split's items); "
+            "compare two models on the same items with `lrcn compare`"
+        )
     unavailable = metrics.get("unavailable")
     if isinstance(unavailable, dict):
         notes += [f"{_esc(k)} not computed: {_esc(v)}" for k, v in unavailable.items()]
-    return table + "".join(f'<p class="note">{n}</p>' for n in notes)
+    notes_html = "".join(f'<p class="note">{n}</p>' for n in notes)
+    return table + notes_html + _caption_statistics(metrics.get("caption_statistics"))
+
+
+_STATISTICS = (
+    ("copied_from_train", "copied verbatim from a training caption", "{:.1%}"),
+    ("distinct_captions", "distinct captions", "{:.1%}"),
+    ("vocabulary", "words used", "{}"),
+    ("reference_vocabulary", "words in the references", "{}"),
+    ("distinct_1", "distinct-1 (distinct words / words)", "{:.4f}"),
+    ("distinct_2", "distinct-2 (distinct bigrams / bigrams)", "{:.4f}"),
+    ("mean_length", "mean length (words)", "{:.2f}"),
+    ("reference_mean_length", "references' mean length (words)", "{:.2f}"),
+)
+
+
+def _caption_statistics(stats: Any) -> str:
+    """What the captions copy and how varied they are, as a small table (empty when absent)."""
+    if not isinstance(stats, dict):
+        return ""
+    rows = [
+        f'<tr><th>{_esc(title)}</th><td class="num">{_esc(fmt.format(stats[key]))}</td></tr>'
+        for key, title, fmt in _STATISTICS
+        if isinstance(stats.get(key), int | float)
+    ]
+    if not rows:
+        return ""
+    return (
+        '<h2>Captions: copies and diversity</h2><div class="card" style="display:inline-block">'
+        f'<table class="metrics"><tbody>{"".join(rows)}</tbody></table></div>'
+    )
 
 
 def _score_cell(value: float, top: float) -> str:
@@ -480,9 +549,11 @@ def _page(
         correct = sum(1 for row in rows if row.cells["correct"])
         summary = f"{correct} of {len(rows)} correct. Click a column header to sort."
     else:
+        stored = (run_dir / "eval" / f"{split}_per_item.json").is_file()
+        tokenizer = metrics.get("tokenizer", "python") if stored else "python, scored again"
         summary = (
             f"{len(rows)} items. Per-item BLEU-4 is coco-caption's sentence BLEU; per-item CIDEr "
-            "uses the document frequencies of the whole split (python tokenizer). "
+            f"uses the document frequencies of the whole split ({tokenizer} tokenizer). "
             "Click a column header to sort."
         )
     return f"""<!DOCTYPE html>

@@ -105,6 +105,25 @@ def test_report_evaluates_first_then_lists_every_item(shapes_report):
     assert f'data-sort="{scores["Bleu_4"]:.6f}"' in row[:2000]
 
 
+def test_report_reads_per_item_scores_intervals_and_caption_statistics(shapes_report, tmp_path):
+    run, _, page = shapes_report
+    metrics = json.loads((run / "eval" / "test_metrics.json").read_text())
+    low, high = metrics["CIDEr_ci95"]
+    assert f'{metrics["CIDEr"]:.4f} <span class="ci">[{low:.4f}, {high:.4f}]</span>' in page
+    assert "Captions: copies and diversity" in page and "distinct-2" in page
+    # the per-item file, not a rescoring, gives each row's scores
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    per_item_path = copy / "eval" / "test_per_item.json"
+    records = json.loads(per_item_path.read_text())
+    records[0]["CIDEr"] = 123.456789
+    per_item_path.write_text(json.dumps(records))
+    assert 'data-sort="123.456789"' in write_report(copy).read_text(encoding="utf-8")
+    per_item_path.unlink()  # an older evaluation: scored again, as before
+    again = write_report(copy).read_text(encoding="utf-8")
+    assert 'data-sort="123.456789"' not in again and "python, scored again" in again
+
+
 def test_report_is_self_contained(shapes_report):
     page = shapes_report[2]
     assert not re.search(r'(src|href)="(https?:)?//', page)

@@ -8,8 +8,10 @@ downloads Stanford CoreNLP models on first use).
 
 One module per concern: `tokenizer` (coco-caption's PTB tokenizer or its Python equivalent),
 `ngrams`, one module per metric (`bleu`, `meteor`, `rouge`, `cider`, `spice`), `cider_corpus`
-(`CiderD`, self-critical training's reward), `scoring` (`score`), `reference` (leave-one-out)
-and `coco` (COCO files, `score_files`). Every metric is a scorer with pycocoevalcap's
+(`CiderD`, self-critical training's reward), `scoring` (`score`, `evaluate_items`),
+`bootstrap` (intervals and paired tests), `per_item` (per-item score files), `diversity`
+(copy and diversity statistics), `reference` (leave-one-out) and `coco` (COCO files,
+`score_files`). Every metric is a scorer with pycocoevalcap's
 ``compute_score(gts, res)``, registered by name (`registry`): a new metric is one module with
 ``@register_metric("name")``, also from outside this package.
 """
@@ -36,7 +38,13 @@ from lrcn.metrics.registry import (
     get_metric,
     register_metric,
 )
-from lrcn.metrics.scoring import DEFAULT_METRICS, per_item_scores, score
+from lrcn.metrics.scoring import (
+    DEFAULT_METRICS,
+    ItemEvaluation,
+    evaluate_items,
+    per_item_scores,
+    score,
+)
 from lrcn.metrics.spice import SPICE_REASON
 from lrcn.metrics.tokenizer import TOKENIZERS, resolve_tokenizer, tokenize_captions
 
@@ -52,10 +60,12 @@ __all__ = [
     "TASK_KEYS",
     "TOKENIZERS",
     "CiderD",
+    "ItemEvaluation",
     "MetricUnavailable",
     "Scorer",
     "Tokens",
     "available_metrics",
+    "evaluate_items",
     "get_metric",
     "leave_one_out_scores",
     "load_coco_references",

@@ -6,6 +6,7 @@ Written to give pycocoevalcap's numbers (within 1e-6) on the same tokens, and fa
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,18 +32,30 @@ def _clipped_matches(table: NgramTable, num_hyps: int, ref_item: np.ndarray, k: 
     return sum_by(sent[~is_ref], clipped, num_hyps)
 
 
-def coco_bleu(
-    table: NgramTable, num_hyps: int, ref_item: np.ndarray
-) -> tuple[list[float], np.ndarray]:
-    """coco-caption's ``BleuScorer.compute_score(option="closest")``.
+TINY, SMALL = 1e-15, 1e-9  # coco-caption's: no zero division, and 0 matches score 0
+
+
+@dataclass
+class BleuStatistics:
+    """Per-item sufficient statistics of corpus BLEU: resample these, not per-item BLEU.
+
+    ``correct`` and ``guess`` are (n, N): clipped n-gram matches and the hypothesis' n-gram
+    count per order; ``length`` (N,) the hypothesis length, ``ref_length`` (N,) the closest
+    reference length (the shorter on ties), as coco-caption's ``BleuScorer`` keeps them.
+    """
+
+    correct: np.ndarray
+    guess: np.ndarray
+    length: np.ndarray
+    ref_length: np.ndarray
+
+
+def bleu_statistics(table: NgramTable, num_hyps: int, ref_item: np.ndarray) -> BleuStatistics:
+    """Each item's clipped matches, guesses, length and closest reference length.
 
     Sentences ``0..num_hyps-1`` of ``table`` are the hypotheses, the rest references, grouped by
     item (``ref_item`` non-decreasing, every item has one).
-
-    Returns:
-        (corpus BLEU-1..n, per-item BLEU-1..n of shape (n, N)).
     """
-    tiny, small = 1e-15, 1e-9  # coco-caption's: no zero division, and 0 matches score 0
     n = len(table.sent)
     test_len = table.lengths[:num_hyps]  # (N,)
     ref_len = table.lengths[num_hyps:]  # (R,)
@@ -55,6 +68,45 @@ def coco_bleu(
     for k in range(n):
         correct[k] = _clipped_matches(table, num_hyps, ref_item, k)
         guess[k] = np.maximum(0, test_len - k)
+    return BleuStatistics(correct, guess, test_len, closest)
+
+
+def corpus_bleu(
+    correct: np.ndarray, guess: np.ndarray, length: np.ndarray, ref_length: np.ndarray
+) -> np.ndarray:
+    """coco-caption's corpus BLEU-1..n from summed statistics, for many (re)samples at once.
+
+    Args:
+        correct, guess: (..., n) summed clipped matches and guesses per order.
+        length, ref_length: (...,) summed hypothesis and closest reference lengths.
+
+    Returns:
+        (..., n) BLEU-1..n, the floats coco-caption's loop gives on the same sums.
+    """
+    # cumulative products in coco-caption's order, so the floats match
+    precision = np.cumprod((correct + TINY) / (guess + SMALL), axis=-1)  # (..., n)
+    bleu = precision ** (1.0 / np.arange(1, correct.shape[-1] + 1))
+    ratio = (length + TINY) / (ref_length + SMALL)  # (...,)
+    penalty = np.where(ratio < 1, np.exp(1 - 1 / np.minimum(ratio, 1)), 1.0)
+    return bleu * penalty[..., None]
+
+
+def coco_bleu(
+    table: NgramTable, num_hyps: int, ref_item: np.ndarray
+) -> tuple[list[float], np.ndarray]:
+    """coco-caption's ``BleuScorer.compute_score(option="closest")``.
+
+    Sentences ``0..num_hyps-1`` of ``table`` are the hypotheses, the rest references, grouped by
+    item (``ref_item`` non-decreasing, every item has one).
+
+    Returns:
+        (corpus BLEU-1..n, per-item BLEU-1..n of shape (n, N)).
+    """
+    tiny, small = TINY, SMALL
+    stats = bleu_statistics(table, num_hyps, ref_item)
+    n = len(table.sent)
+    correct, guess = stats.correct, stats.guess
+    test_len, closest = stats.length, stats.ref_length
     # cumulative products in coco-caption's order, so the floats match
     per_item = np.cumprod((correct + tiny) / (guess + small), axis=0)  # (n, N)
     per_item **= 1.0 / np.arange(1, n + 1)[:, None]

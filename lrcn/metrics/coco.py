@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Sequence
+from pathlib import Path
 from typing import Any
 
 from lrcn.errors import LrcnError
-from lrcn.io import read_json
-from lrcn.metrics.scoring import DEFAULT_METRICS, EmptyReferences, score
+from lrcn.io import check_writable, read_json
+from lrcn.metrics.per_item import write_per_item
+from lrcn.metrics.scoring import DEFAULT_METRICS, EmptyReferences, evaluate_items
 from lrcn.metrics.tokenizer import lone_surrogate
 
 _SURROGATE_FIX = (
@@ -97,11 +99,18 @@ def score_files(
     results_path: str | os.PathLike,
     metrics: Sequence[str] = DEFAULT_METRICS,
     tokenizer: str = "auto",
+    bootstrap: int = 0,
+    per_item_path: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Score a COCO results file against COCO caption annotations (the ``lrcn score`` command).
 
     Only the image ids in the results are scored, as coco-caption does with
     ``cocoEval.params["image_id"] = cocoRes.getImgIds()``.
+
+    Args:
+        bootstrap: resamples for the ``<metric>_ci95`` intervals; 0 leaves them out.
+        per_item_path: where to write every item's scores (pycocoevalcap's ``imgToEval`` as a
+            JSON list, see `lrcn.metrics.per_item`); None writes nothing.
 
     Returns:
         The same keys as `score`.
@@ -114,10 +123,15 @@ def score_files(
             f"{results_path}: {len(missing)} image_id(s) have no captions in {annotations_path} "
             f"(first: {missing[0]!r}); score results against the annotations of the same split."
         )
+    if per_item_path is not None:
+        check_writable(Path(per_item_path).parent)
     try:
-        return score(references, hypotheses, metrics, tokenizer)
+        evaluation = evaluate_items(references, hypotheses, metrics, tokenizer)
     except EmptyReferences as err:
         raise LrcnError(
             f"{annotations_path}: every caption of image_id {err.key!r} is empty (no words after "
             f"tokenization), so it cannot be scored; fix its captions or leave it out of {results_path}."
         ) from err
+    if per_item_path is not None:
+        write_per_item(per_item_path, evaluation, hypotheses)
+    return evaluation.results(bootstrap)

@@ -8,10 +8,15 @@ metrics' keys, in `METRIC_ORDER`.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from lrcn.errors import LrcnError
-from lrcn.metrics.ngrams import shared_tables
+from lrcn.metrics.bleu import BleuStatistics, bleu_statistics
+from lrcn.metrics.bootstrap import DEFAULT_SEED, ItemScores, bootstrap_intervals
+from lrcn.metrics.ngrams import eval_table, shared_tables
 from lrcn.metrics.registry import (
     METRIC_ORDER,
     MetricUnavailable,
@@ -24,6 +29,7 @@ from lrcn.metrics.registry import (
 from lrcn.metrics.tokenizer import lone_surrogate, tokenize_captions
 
 DEFAULT_METRICS = ("bleu", "meteor", "rouge", "cider")
+MEAN_KEYS = ("METEOR", "ROUGE_L", "CIDEr")  # resampled as means of per-item scores
 
 
 class EmptyReferences(LrcnError):
@@ -133,6 +139,42 @@ def _tokenized_items(
     return keys, gts, res, used
 
 
+def _run_scorers(
+    gts: TokenizedItems, res: TokenizedItems, metrics: Sequence[str]
+) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, str]]:
+    """(corpus score per key, per-item scores per key, reason per metric that could not run)."""
+    results: dict[str, float] = {}
+    per_item: dict[str, np.ndarray] = {}
+    unavailable: dict[str, str] = {}
+    for name in metrics:
+        keys = metric_keys(name)
+        try:
+            corpus, items = get_metric(name)().compute_score(gts, res)
+        except MetricUnavailable as err:
+            unavailable[keys[0] if len(keys) == 1 else name] = str(err)
+            continue
+        values = corpus if len(keys) > 1 else [corpus]
+        item_values = items if len(keys) > 1 else [items]
+        results.update({key: float(value) for key, value in zip(keys, values)})
+        per_item.update(_item_arrays(keys, item_values, len(res)))
+    ordered = {k: results[k] for k in METRIC_ORDER if k in results}
+    return {**ordered, **results}, per_item, unavailable
+
+
+def _item_arrays(keys: Sequence[str], item_values: Any, size: int) -> dict[str, np.ndarray]:
+    """Each key's per-item scores as an (N,) float array; keys whose scores are not are left out
+    (a registered metric may return anything as its per-item scores)."""
+    out = {}
+    for key, values in zip(keys, item_values):
+        try:
+            array = np.asarray(values, dtype=float)
+        except (TypeError, ValueError):
+            continue
+        if array.shape == (size,):
+            out[key] = array
+    return out
+
+
 def score_tokens(
     gts: TokenizedItems, res: TokenizedItems, metrics: Sequence[str]
 ) -> tuple[dict[str, float], dict[str, str]]:
@@ -141,20 +183,68 @@ def score_tokens(
     Returns:
         (corpus score per result key in `METRIC_ORDER`, reason per metric that could not run).
     """
-    results: dict[str, float] = {}
-    unavailable: dict[str, str] = {}
     with shared_tables():
-        for name in metrics:
-            keys = metric_keys(name)
-            try:
-                corpus, _ = get_metric(name)().compute_score(gts, res)
-            except MetricUnavailable as err:
-                unavailable[keys[0] if len(keys) == 1 else name] = str(err)
-                continue
-            values = corpus if len(keys) > 1 else [corpus]
-            results.update({key: float(value) for key, value in zip(keys, values)})
-    ordered = {k: results[k] for k in METRIC_ORDER if k in results}
-    return {**ordered, **results}, unavailable
+        results, _, unavailable = _run_scorers(gts, res, metrics)
+    return results, unavailable
+
+
+@dataclass
+class ItemEvaluation:
+    """One scoring pass kept whole: corpus scores, per-item scores and BLEU's statistics.
+
+    ``per_item`` maps each result key to an (N,) array in the order of ``keys`` (pycocoevalcap's
+    ``imgToEval`` values); ``bleu`` holds what corpus BLEU sums, for resampling.
+    """
+
+    keys: list[Hashable]
+    corpus: dict[str, float]
+    per_item: dict[str, np.ndarray]
+    bleu: BleuStatistics | None
+    tokenizer: str
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def item_scores(self) -> ItemScores:
+        """The per-item scores in the form the bootstrap and paired tests resample.
+
+        BLEU is resampled through its statistics; ROUGE_L, CIDEr and METEOR as means of their
+        per-item scores; another metric only when its corpus score is the mean of its items'.
+        """
+        means = {
+            key: values
+            for key, values in self.per_item.items()
+            if key in MEAN_KEYS or abs(float(values.mean()) - self.corpus.get(key, np.nan)) <= 1e-9
+        }
+        return ItemScores(means, self.bleu)
+
+    def results(self, bootstrap: int = 0, seed: int = DEFAULT_SEED) -> dict[str, Any]:
+        """`score`'s dict: corpus scores, ``<key>_ci95`` intervals when ``bootstrap`` > 0,
+        ``tokenizer`` and ``unavailable``."""
+        out: dict[str, Any] = dict(self.corpus)
+        out.update(bootstrap_intervals(self.item_scores(), bootstrap, seed))
+        out["tokenizer"] = self.tokenizer
+        if self.unavailable:
+            out["unavailable"] = self.unavailable
+        return out
+
+
+def evaluate_items(
+    references: Mapping[Hashable, Sequence[str]],
+    hypotheses: Mapping[Hashable, str],
+    metrics: Sequence[str] | str = DEFAULT_METRICS,
+    tokenizer: str = "auto",
+) -> ItemEvaluation:
+    """Score captions as coco-caption does and keep every item's scores (see `score`)."""
+    wanted = check_metrics(metrics)
+    keys, gts, res, used = _tokenized_items(references, hypotheses, tokenizer)
+    with shared_tables():
+        corpus, per_item, unavailable = _run_scorers(gts, res, wanted)
+        bleu = bleu_statistics(*_bleu_table(gts, res)) if "bleu" in wanted else None
+    return ItemEvaluation(keys, corpus, per_item, bleu, used, unavailable)
+
+
+def _bleu_table(gts: TokenizedItems, res: TokenizedItems) -> tuple[Any, int, np.ndarray]:
+    table, ref_item = eval_table(gts, res)
+    return table, len(res), ref_item
 
 
 def score(
@@ -162,6 +252,8 @@ def score(
     hypotheses: Mapping[Hashable, str],
     metrics: Sequence[str] = DEFAULT_METRICS,
     tokenizer: str = "auto",
+    bootstrap: int = 0,
+    seed: int = DEFAULT_SEED,
 ) -> dict[str, Any]:
     """Score captions as coco-caption does, over the keys of ``hypotheses``.
 
@@ -171,40 +263,39 @@ def score(
         metrics: registered metric names (built in: ``bleu, meteor, rouge, cider, spice``), a
             list or one comma-separated string as the command line takes it.
         tokenizer: ``auto``, ``ptb``, ``python`` or ``none`` (see `tokenize_captions`).
+        bootstrap: resamples for 95% intervals (``<key>_ci95``); 0 leaves them out.
+        seed: the resampling seed.
 
     Returns:
         ``Bleu_1``..``Bleu_4``, ``METEOR``, ``ROUGE_L``, ``CIDEr`` (those asked for and
-        available, and the keys of other registered metrics asked for), ``tokenizer`` (the one
-        used) and, when a metric could not run, ``unavailable`` (metric -> reason).
+        available, and the keys of other registered metrics asked for), their ``<key>_ci95``
+        intervals when ``bootstrap`` > 0, ``tokenizer`` (the one used) and, when a metric could
+        not run, ``unavailable`` (metric -> reason).
 
     Raises:
         LrcnError: unknown metric, missing keys, a caption that is not text, or an item whose
             references hold no word.
     """
-    wanted = check_metrics(metrics)
-    _, gts, res, used = _tokenized_items(references, hypotheses, tokenizer)
-    results, unavailable = score_tokens(gts, res, wanted)
-    out: dict[str, Any] = dict(results)
-    out["tokenizer"] = used
-    if unavailable:
-        out["unavailable"] = unavailable
-    return out
+    return evaluate_items(references, hypotheses, metrics, tokenizer).results(bootstrap, seed)
 
 
 def per_item_scores(
     references: Mapping[Hashable, Sequence[str]],
     hypotheses: Mapping[Hashable, str],
     tokenizer: str = "auto",
+    metrics: Sequence[str] | str = ("bleu", "rouge", "cider"),
 ) -> dict[Hashable, dict[str, float]]:
-    """Per-item ``Bleu_4`` (coco-caption's sentence BLEU) and ``CIDEr`` (df over the whole set).
+    """Each item's scores, as pycocoevalcap's ``imgToEval`` holds them.
+
+    Per-item BLEU is coco-caption's sentence BLEU, CIDEr-D uses the document frequencies of the
+    whole reference set, METEOR (when asked for and Java runs) the jar's per-segment score.
 
     Returns:
-        key -> {"Bleu_4": ..., "CIDEr": ...} for every key of ``hypotheses``.
+        key -> {"Bleu_1".."Bleu_4", "ROUGE_L", "CIDEr", ...} for every key of ``hypotheses``.
     """
-    keys, gts, res, _ = _tokenized_items(references, hypotheses, tokenizer)
-    with shared_tables():
-        _, bleu = get_metric("bleu")().compute_score(gts, res)  # (4, N)
-        _, cider = get_metric("cider")().compute_score(gts, res)  # (N,)
+    evaluation = evaluate_items(references, hypotheses, metrics, tokenizer)
+    per_item = evaluation.per_item
     return {
-        key: {"Bleu_4": float(bleu[3, i]), "CIDEr": float(cider[i])} for i, key in enumerate(keys)
+        key: {name: float(values[i]) for name, values in per_item.items()}
+        for i, key in enumerate(evaluation.keys)
     }

@@ -1,8 +1,9 @@
 """Tokenizing captions before scoring, as coco-caption does.
 
 ``"ptb"`` is coco-caption's Java PTBTokenizer, ``"python"`` its pure-Python equivalent
-`lrcn.text.tokenize.tokenize`, ``"none"`` splits on whitespace, and ``"auto"`` picks ``"ptb"``
-when Java and pycocoevalcap are present.
+`lrcn.metrics.ptb.ptb_tokenize` (the same tokens, brackets, periods and quotes included),
+``"none"`` splits on whitespace, and ``"auto"`` picks ``"ptb"`` when Java and pycocoevalcap are
+present. Training's tokenizer (`lrcn.text.tokenize`) is a separate function.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 
 from lrcn.errors import LrcnError
 from lrcn.metrics import java
+from lrcn.metrics.ptb import ptb_tokenize
 from lrcn.metrics.registry import Tokens
-from lrcn.text.tokenize import tokenize as python_tokenize
 
 TOKENIZERS = ("auto", "ptb", "python", "none")
 
@@ -117,5 +118,5 @@ def tokenize_captions(captions: Sequence[str], tokenizer: str = "auto") -> tuple
     if used == "ptb":
         return _ptb_tokenize(captions), used
     if used == "python":
-        return [python_tokenize(c) for c in captions], used
+        return [list(ptb_tokenize(c)) for c in captions], used
     return [c.split() for c in captions], used

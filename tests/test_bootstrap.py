@@ -1,0 +1,176 @@
+"""Per-item scores equal pycocoevalcap's imgToEval; bootstrap intervals; the paired tests."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+import pytest
+from test_metrics import COCO_ANNOTATIONS, COCO_RESULTS, needs_coco_data, needs_java
+
+from lrcn import metrics
+from lrcn.errors import LrcnError
+from lrcn.metrics.bleu import BleuStatistics
+from lrcn.metrics.bootstrap import ItemScores, bootstrap_intervals, paired_test
+from lrcn.metrics.per_item import per_item_records, read_per_item, write_per_item
+from lrcn.metrics.scoring import evaluate_items
+
+COCO_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+
+
+@pytest.fixture(scope="module")
+def coco_evaluation():
+    if not COCO_ANNOTATIONS.exists():
+        pytest.skip("../shared/data/coco (reference data) is absent")
+    refs = metrics.load_coco_references(COCO_ANNOTATIONS)
+    hyps = metrics.load_coco_results(COCO_RESULTS)
+    return refs, hyps, evaluate_items(refs, hyps, ["bleu", "rouge", "cider"], "python")
+
+
+@pytest.mark.slow
+@needs_coco_data
+@needs_java
+def test_per_item_scores_equal_cocoevalcaps_img_to_eval(monkeypatch):
+    pytest.importorskip("pycocotools")
+    import pycocoevalcap.eval as coco_eval
+    from pycocotools.coco import COCO
+
+    class NoSpice:  # SPICE downloads Stanford CoreNLP models on first use
+        def compute_score(self, gts, res):
+            return 0.0, [0.0] * len(gts)
+
+        def method(self):
+            return "SPICE"
+
+    monkeypatch.setattr(coco_eval, "Spice", NoSpice)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(COCO_ANNOTATIONS))
+        results = coco.loadRes(str(COCO_RESULTS))
+        evaluator = coco_eval.COCOEvalCap(coco, results)
+        evaluator.params["image_id"] = results.getImgIds()
+        evaluator.evaluate()
+    refs = metrics.load_coco_references(COCO_ANNOTATIONS)
+    hyps = metrics.load_coco_results(COCO_RESULTS)
+    # the Java tokenizer with every metric; the Python one (no METEOR: one JVM less)
+    for tokenizer, keys in (("ptb", COCO_KEYS), ("python", COCO_KEYS[:4] + COCO_KEYS[5:])):
+        names = ["bleu", "rouge", "cider"] + (["meteor"] if "METEOR" in keys else [])
+        ours = metrics.per_item_scores(refs, hyps, tokenizer, names)
+        assert set(ours) == set(evaluator.imgToEval)
+        expected = evaluator.imgToEval
+        worst = {key: max(abs(ours[i][key] - expected[i][key]) for i in ours) for key in keys}
+        assert max(worst.values()) < 1e-6, (tokenizer, worst)
+
+
+def test_corpus_from_item_statistics_equals_the_scorers(coco_evaluation):
+    _, _, evaluation = coco_evaluation
+    recomputed = evaluation.item_scores().corpus()
+    for key in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"):
+        assert recomputed[key][0] == pytest.approx(evaluation.corpus[key], abs=1e-12), key
+
+
+def test_bootstrap_is_reproducible_and_holds_the_full_set_value(coco_evaluation):
+    _, _, evaluation = coco_evaluation
+    scores = evaluation.item_scores()
+    first = bootstrap_intervals(scores, 1000, seed=7)
+    assert first == bootstrap_intervals(scores, 1000, seed=7)  # bit for bit
+    assert first != bootstrap_intervals(scores, 1000, seed=8)
+    for key, value in evaluation.corpus.items():
+        low, high = first[f"{key}_ci95"]
+        assert low < value < high, key
+        assert high - low < 0.5 * value  # 200 items: informative, not degenerate
+    assert bootstrap_intervals(scores, 0) == {}
+
+
+def test_score_prints_intervals_beside_plain_numbers(coco_evaluation):
+    refs, hyps, _ = coco_evaluation
+    result = metrics.score(refs, hyps, ["bleu", "cider"], "python", bootstrap=200)
+    assert isinstance(result["Bleu_4"], float)
+    low, high = result["Bleu_4_ci95"]
+    assert low < result["Bleu_4"] < high
+    assert "CIDEr_ci95" in result
+    assert "Bleu_4_ci95" not in metrics.score(refs, hyps, ["bleu"], "python")
+
+
+def test_per_item_file_round_trip(coco_evaluation, tmp_path):
+    refs, hyps, evaluation = coco_evaluation
+    records = per_item_records(evaluation, hyps)
+    assert set(records[0]) >= {"image_id", "caption", "Bleu_4", "ROUGE_L", "CIDEr"}
+    write_per_item(tmp_path / "p.json", evaluation, hyps)
+    ids, captions, scores = read_per_item(tmp_path / "p.json")
+    assert ids == [str(k) for k in evaluation.keys]
+    assert captions[0] == hyps[evaluation.keys[0]]
+    assert scores.corpus()["Bleu_4"][0] == pytest.approx(evaluation.corpus["Bleu_4"], abs=1e-12)
+
+
+def test_compare_a_system_with_itself():
+    rng = np.random.default_rng(0)
+    scores = _system(rng, np.full(50, 0.5), 0.0)
+    result = paired_test(scores, scores, resamples=200)
+    for key, row in result.items():
+        assert row["diff"] == 0.0, key
+        assert row["diff_ci95"] == [0.0, 0.0], key
+        assert row["p"] == 1.0, key
+
+
+def _system(rng: np.random.Generator, skill: np.ndarray, bonus: float) -> ItemScores:
+    """Synthetic per-item scores: each item's difficulty ``skill`` (shared), plus noise."""
+    size = len(skill)
+    length = rng.integers(8, 14, size).astype(float)  # (N,)
+    p = np.clip(skill + bonus + rng.normal(0, 0.15, size), 0.01, 0.99)
+    guess = np.stack([np.maximum(length - k, 0) for k in range(4)])  # (4, N)
+    correct = rng.binomial(guess.astype(int), p ** np.arange(1, 5)[:, None]).astype(float)
+    cider = np.clip(skill + bonus + rng.normal(0, 0.3, size), 0, None) * 2
+    return ItemScores({"CIDEr": cider}, BleuStatistics(correct, guess, length, length + 1))
+
+
+def test_paired_test_is_calibrated_and_finds_a_better_system():
+    rng = np.random.default_rng(2024)
+    trials, items = 200, 60
+    false_alarms = {"Bleu_4": 0, "CIDEr": 0}
+    for _ in range(trials):
+        skill = rng.uniform(0.2, 0.8, items)  # the same items for both systems
+        result = paired_test(
+            _system(rng, skill, 0.0), _system(rng, skill, 0.0), resamples=199, seed=1
+        )
+        for key in false_alarms:
+            false_alarms[key] += result[key]["p"] < 0.05
+    rates = {key: count / trials for key, count in false_alarms.items()}
+    print("false-positive rate at p < 0.05:", rates)
+    assert all(rate <= 0.10 for rate in rates.values()), rates
+    skill = rng.uniform(0.2, 0.8, 200)
+    better = paired_test(_system(rng, skill, 0.2), _system(rng, skill, 0.0), resamples=999)
+    for key in false_alarms:
+        assert better[key]["diff"] > 0
+        assert better[key]["p"] < 0.01, key
+        assert better[key]["diff_ci95"][0] > 0, key
+
+
+def test_caption_statistics_on_hand_made_captions():
+    from lrcn.metrics.diversity import caption_statistics
+
+    training = ["A dog runs.", "a cat sleeps", "Two birds fly"]
+    hyps = {1: "a dog runs", 2: "a dog runs", 3: "a red cat", 4: "a cat sleeps"}
+    refs = {1: ["a dog is running"], 2: ["the dog"], 3: ["a cat"], 4: ["a cat is sleeping"]}
+    stats = caption_statistics(hyps, refs, training)
+    assert (
+        stats["copied_from_train"] == 0.75
+    )  # "a dog runs" twice (after normalising), "a cat sleeps"
+    assert stats["distinct_captions"] == 0.75  # 3 distinct of 4
+    assert stats["vocabulary"] == 6  # a dog runs red cat sleeps
+    assert stats["reference_vocabulary"] == 7  # a dog is running the cat sleeping
+    # unigrams: 12 in all, distinct 6; bigrams: 8 in all, distinct: a-dog dog-runs a-red red-cat a-cat cat-sleeps
+    assert stats["distinct_1"] == 6 / 12
+    assert stats["distinct_2"] == 6 / 8
+    assert stats["mean_length"] == 3.0
+    assert stats["reference_mean_length"] == (4 + 2 + 2 + 4) / 4
+    assert "copied_from_train" not in caption_statistics(hyps, refs)
+
+
+@pytest.mark.parametrize("content", ["{}", "[]", '[{"image_id": 1, "Bleu_4": "x"}]', "not json"])
+def test_a_damaged_per_item_file_is_one_sentence(tmp_path, content):
+    path = tmp_path / "test_per_item.json"
+    path.write_text(content)
+    with pytest.raises(LrcnError) as err:
+        read_per_item(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
