@@ -59,7 +59,7 @@ SIZES = {
         "seed_threads": (1, 2),
         "seed_sides": ("lrcn", "keras", "keras_tuned"),
         "video_clips": 4,  # 64 frames a step
-        "video_rounds": 2,
+        "video_rounds": 3,
     },
     "quick": {
         "train_items": 8,

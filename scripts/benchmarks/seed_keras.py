@@ -15,6 +15,7 @@ step's floating-point operations takes on this machine at the same threads.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -188,9 +189,7 @@ def _run_child(framework: str, threads: int, steps: int) -> dict[str, Any]:
 
 def seed_vs_keras(size: dict[str, Any]) -> dict[str, Any]:
     """Figure 7: lrcn's and Keras' steps/s on the seed recipe at 1 and 2 threads."""
-    try:
-        import keras  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("keras") is None:  # (importing it here would pick its backend)
         return {
             "ratio": float("nan"),
             "skipped": "keras is not installed (pip install -e '.[dev]')",
