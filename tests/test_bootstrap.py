@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
 import pytest
-from test_metrics import COCO_ANNOTATIONS, COCO_RESULTS, needs_coco_data, needs_java
+from test_metrics import (
+    COCO_ANNOTATIONS,
+    COCO_RESULTS,
+    cocoevalcap_on_the_subset,
+    needs_coco_data,
+    needs_java,
+)
 
 from lrcn import metrics
 from lrcn.errors import LrcnError
@@ -31,33 +34,16 @@ def coco_evaluation():
 @pytest.mark.slow
 @needs_coco_data
 @needs_java
-def test_per_item_scores_equal_cocoevalcaps_img_to_eval(monkeypatch):
-    pytest.importorskip("pycocotools")
-    import pycocoevalcap.eval as coco_eval
-    from pycocotools.coco import COCO
-
-    class NoSpice:  # SPICE downloads Stanford CoreNLP models on first use
-        def compute_score(self, gts, res):
-            return 0.0, [0.0] * len(gts)
-
-        def method(self):
-            return "SPICE"
-
-    monkeypatch.setattr(coco_eval, "Spice", NoSpice)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(str(COCO_ANNOTATIONS))
-        results = coco.loadRes(str(COCO_RESULTS))
-        evaluator = coco_eval.COCOEvalCap(coco, results)
-        evaluator.params["image_id"] = results.getImgIds()
-        evaluator.evaluate()
+def test_per_item_scores_equal_cocoevalcaps_img_to_eval():
+    _, img_to_eval = cocoevalcap_on_the_subset()
     refs = metrics.load_coco_references(COCO_ANNOTATIONS)
     hyps = metrics.load_coco_results(COCO_RESULTS)
     # the Java tokenizer with every metric; the Python one (no METEOR: one JVM less)
     for tokenizer, keys in (("ptb", COCO_KEYS), ("python", COCO_KEYS[:4] + COCO_KEYS[5:])):
         names = ["bleu", "rouge", "cider"] + (["meteor"] if "METEOR" in keys else [])
         ours = metrics.per_item_scores(refs, hyps, tokenizer, names)
-        assert set(ours) == set(evaluator.imgToEval)
-        expected = evaluator.imgToEval
+        assert set(ours) == set(img_to_eval)
+        expected = img_to_eval
         worst = {key: max(abs(ours[i][key] - expected[i][key]) for i in ours) for key in keys}
         assert max(worst.values()) < 1e-6, (tokenizer, worst)
 

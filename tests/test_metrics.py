@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -221,10 +222,10 @@ def test_score_files_python_tokenizer_equals_cocoevalcap():
         assert result[key] == pytest.approx(COCOEVALCAP_SUBSET200[key], abs=1e-9), key
 
 
-@pytest.mark.slow
-@needs_coco_data
-@needs_java
-def test_score_files_ptb_equals_cocoevalcap(monkeypatch):
+@functools.lru_cache(maxsize=1)
+def cocoevalcap_on_the_subset() -> tuple[dict[str, float], dict]:
+    """pycocoevalcap's own evaluation of the COCO subset, run once per test session (it takes
+    about 15 s, METEOR's JVM included): (its corpus scores, its per-image ``imgToEval``)."""
     pytest.importorskip("pycocotools")
     import contextlib
     import io
@@ -239,14 +240,25 @@ def test_score_files_ptb_equals_cocoevalcap(monkeypatch):
         def method(self):
             return "SPICE"
 
-    monkeypatch.setattr(coco_eval, "Spice", NoSpice)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(str(COCO_ANNOTATIONS))
-        coco_results = coco.loadRes(str(COCO_RESULTS))
-        evaluator = coco_eval.COCOEvalCap(coco, coco_results)
-        evaluator.params["image_id"] = coco_results.getImgIds()
-        evaluator.evaluate()
-    expected = {k: float(v) for k, v in evaluator.eval.items() if k != "SPICE"}
+    spice, coco_eval.Spice = coco_eval.Spice, NoSpice
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(COCO_ANNOTATIONS))
+            coco_results = coco.loadRes(str(COCO_RESULTS))
+            evaluator = coco_eval.COCOEvalCap(coco, coco_results)
+            evaluator.params["image_id"] = coco_results.getImgIds()
+            evaluator.evaluate()
+    finally:
+        coco_eval.Spice = spice
+    corpus = {k: float(v) for k, v in evaluator.eval.items() if k != "SPICE"}
+    return corpus, evaluator.imgToEval
+
+
+@pytest.mark.slow
+@needs_coco_data
+@needs_java
+def test_score_files_ptb_equals_cocoevalcap():
+    expected, _ = cocoevalcap_on_the_subset()
     for key, value in COCOEVALCAP_SUBSET200.items():  # the constants above are not stale
         assert expected[key] == pytest.approx(value, abs=1e-9), key
 
