@@ -24,6 +24,7 @@ from lrcn.metrics import METRIC_ORDER
 from lrcn.metrics.bleu import BleuStatistics
 from lrcn.metrics.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, ItemScores, paired_test
 from lrcn.metrics.per_item import read_per_item
+from lrcn.metrics.registry import SummedStatistics
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def check_comparable(a: Evaluation, b: Evaluation) -> None:
 
 
 def _average(evaluations: list[Evaluation]) -> ItemScores:
-    """One side's per-item scores averaged over its runs (BLEU: its statistics averaged)."""
+    """One side's per-item scores averaged over its runs (BLEU, METEOR: their statistics)."""
     if len(evaluations) == 1:
         return evaluations[0].scores
     scores = [e.scores for e in evaluations]
@@ -131,7 +132,14 @@ def _average(evaluations: list[Evaluation]) -> ItemScores:
         bleu = BleuStatistics(
             *(np.mean([getattr(x, f.name) for x in stats], axis=0) for f in fields(BleuStatistics))
         )
-    return ItemScores(means, bleu)
+    summed = {
+        key: SummedStatistics(
+            np.mean([s.summed[key].values for s in scores], axis=0), first.score_sums
+        )
+        for key, first in scores[0].summed.items()
+        if all(key in s.summed for s in scores)
+    }
+    return ItemScores(means, bleu, summed)
 
 
 def _spread(evaluations: list[Evaluation], keys: list[str]) -> dict[str, dict[str, float]]:

@@ -160,3 +160,23 @@ def test_a_damaged_per_item_file_is_one_sentence(tmp_path, content):
     with pytest.raises(LrcnError) as err:
         read_per_item(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@needs_coco_data
+@needs_java
+def test_meteor_is_resampled_through_its_statistics_not_as_a_mean(tmp_path):
+    """The jar's corpus METEOR is computed from summed segment statistics, not the mean of
+    segment scores: an interval built from the mean need not even hold the corpus value."""
+    refs = metrics.load_coco_references(COCO_ANNOTATIONS)
+    hyps = metrics.load_coco_results(COCO_RESULTS)
+    evaluation = evaluate_items(refs, hyps, ["meteor"], "python")
+    corpus = evaluation.corpus["METEOR"]
+    assert abs(evaluation.per_item["METEOR"].mean() - corpus) > 1e-3  # the two differ here
+    scores = evaluation.item_scores()
+    assert scores.corpus()["METEOR"][0] == pytest.approx(corpus, abs=1e-12)
+    low, high = evaluation.results(bootstrap=200)["METEOR_ci95"]
+    assert low <= corpus <= high
+    # the per-item file keeps the statistics, so compare recomputes the same corpus METEOR
+    write_per_item(tmp_path / "per_item.json", evaluation, hyps)
+    _, _, read_back = read_per_item(tmp_path / "per_item.json")
+    assert read_back.corpus()["METEOR"][0] == pytest.approx(corpus, abs=1e-12)

@@ -567,8 +567,8 @@ def test_meteor_failure_is_reported_and_its_process_ended(monkeypatch):
 
     class BrokenMeteor:  # a JVM that dies mid-answer, as with too little memory for -Xmx2G
         def __init__(self):
-            self.meteor_p = subprocess.Popen(
-                [sys.executable, "-c", "import time; time.sleep(60)"],
+            self.meteor_p = subprocess.Popen(  # reads the first request, then dies unanswered
+                [sys.executable, "-c", "import sys; sys.stdin.readline()"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -576,9 +576,10 @@ def test_meteor_failure_is_reported_and_its_process_ended(monkeypatch):
             self.lock = threading.Lock()
             started.append(self)
 
-        def compute_score(self, gts, res):
-            self.lock.acquire()  # pycocoevalcap holds its lock when float("") raises
-            raise ValueError("could not convert string to float: ''")
+        def _stat(self, hypothesis, references):  # pycocoevalcap's, on the dying process
+            self.meteor_p.stdin.write(f"SCORE ||| {hypothesis}\n".encode())
+            self.meteor_p.stdin.flush()
+            return self.meteor_p.stdout.readline().decode().strip()
 
     monkeypatch.setattr(java, "java_available", lambda: True)
     monkeypatch.setattr(meteor_module, "Meteor", BrokenMeteor)

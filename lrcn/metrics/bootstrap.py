@@ -1,9 +1,10 @@
 """Confidence intervals and paired tests over items: the bootstrap and approximate randomisation.
 
 Corpus BLEU is not a mean of per-item BLEU, so a resample sums the items' clipped matches,
-guesses and lengths (`BleuStatistics`) and recomputes coco-caption's corpus formula; CIDEr-D,
-ROUGE_L and METEOR are means of per-item values (CIDEr-D's document frequencies stay those of
-the full reference set, as the per-item values were computed with them). Every resample is drawn
+guesses and lengths (`BleuStatistics`) and recomputes coco-caption's corpus formula; corpus METEOR
+is likewise the jar's formula on summed statistics (`SummedStatistics`); CIDEr-D and ROUGE_L are
+means of per-item values (CIDEr-D's document frequencies stay those of the full reference set, as
+the per-item values were computed with them). Every resample is drawn
 at once with a seeded numpy Generator, so 1,000 resamples of 5,000 items take a fraction of a
 second and the same seed gives the same intervals bit for bit.
 """
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from lrcn.metrics.bleu import BLEU_KEYS, BleuStatistics, corpus_bleu
+from lrcn.metrics.registry import SummedStatistics
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0
@@ -28,14 +30,26 @@ class ItemScores:
         values: metric key -> (N,) per-item values whose mean is the corpus score (CIDEr,
             ROUGE_L, METEOR...); BLEU keys given here are ignored in favour of ``bleu``.
         bleu: the items' BLEU statistics, or None when BLEU was not computed.
+        summed: metric key -> the items' statistics whose sums give the corpus score (METEOR);
+            a key here is not resampled as a mean even when ``values`` has it.
     """
 
-    def __init__(self, values: Mapping[str, np.ndarray], bleu: BleuStatistics | None) -> None:
+    def __init__(
+        self,
+        values: Mapping[str, np.ndarray],
+        bleu: BleuStatistics | None,
+        summed: Mapping[str, SummedStatistics] | None = None,
+    ) -> None:
+        self.summed = dict(summed or {})
         self.means = {
-            k: np.asarray(v, dtype=float) for k, v in values.items() if k not in BLEU_KEYS
+            k: np.asarray(v, dtype=float)
+            for k, v in values.items()
+            if k not in BLEU_KEYS and k not in self.summed
         }
         self.bleu = bleu
-        sizes = {len(v) for v in self.means.values()}
+        sizes = {len(v) for v in self.means.values()} | {
+            len(s.values) for s in self.summed.values()
+        }
         if bleu is not None:
             sizes.add(len(bleu.length))
         if len(sizes) > 1:
@@ -46,7 +60,7 @@ class ItemScores:
     def keys(self) -> list[str]:
         """The metric keys these scores give, BLEU-1..4 first."""
         bleu = list(BLEU_KEYS[: self.bleu.correct.shape[0]]) if self.bleu is not None else []
-        return bleu + list(self.means)
+        return bleu + list(self.summed) + list(self.means)
 
     def _bleu_sums(self, weights: np.ndarray | None) -> tuple[np.ndarray, ...]:
         """Summed BLEU statistics: over all items (``weights`` None) or per row of ``weights``."""
@@ -66,6 +80,9 @@ class ItemScores:
         if self.bleu is not None:
             bleu = corpus_bleu(*self._bleu_sums(weights))  # (B, n)
             out.update({key: bleu[:, k] for k, key in enumerate(BLEU_KEYS[: bleu.shape[1]])})
+        for key, stats in self.summed.items():
+            sums = stats.values.sum(axis=0)[None] if weights is None else weights @ stats.values
+            out[key] = stats.score_sums(sums)
         for key, values in self.means.items():
             if weights is None:
                 out[key] = np.array([values.mean()])
@@ -153,6 +170,10 @@ def _swapped(first: ItemScores, second: ItemScores, swap: np.ndarray) -> dict[st
         summed = [x + y for x, y in zip(mine, theirs)]
         bleu = corpus_bleu(*summed)
         out.update({key: bleu[:, k] for k, key in enumerate(BLEU_KEYS[: bleu.shape[1]])})
+    for key, stats in first.summed.items():
+        if key in second.summed:
+            sums = keep @ stats.values + take @ second.summed[key].values
+            out[key] = stats.score_sums(sums)
     for key, values in first.means.items():
         if key in second.means:
             out[key] = (keep @ values + take @ second.means[key]) / first.size

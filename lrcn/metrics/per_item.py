@@ -2,8 +2,9 @@
 
 Each record holds ``image_id``, ``caption`` and the per-item scores under coco-caption's keys
 (``Bleu_1``..``Bleu_4``, ``METEOR``, ``ROUGE_L``, ``CIDEr``), plus what corpus BLEU sums
-(``bleu_correct``, ``bleu_guess``, ``length``, ``ref_length``) so that `lrcn compare` and the
-bootstrap can recompute corpus BLEU on any subset of items without the references.
+(``bleu_correct``, ``bleu_guess``, ``length``, ``ref_length``) and, for a metric whose corpus
+score sums statistics (METEOR), ``<key>_stats``, so that `lrcn compare` and the bootstrap can
+recompute corpus BLEU and METEOR on any subset of items without the references.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from lrcn.errors import LrcnError
 from lrcn.io import read_json, write_json_atomic
 from lrcn.metrics.bleu import BLEU_KEYS, BleuStatistics
 from lrcn.metrics.bootstrap import ItemScores
+from lrcn.metrics.registry import SummedStatistics, summed_score
 from lrcn.metrics.scoring import ItemEvaluation
 
 _STATS = ("bleu_correct", "bleu_guess", "length", "ref_length")
@@ -39,6 +41,8 @@ def per_item_records(
             record["bleu_guess"] = [int(g) for g in bleu.guess[:, i]]
             record["length"] = int(bleu.length[i])
             record["ref_length"] = int(bleu.ref_length[i])
+        for name, stats in evaluation.summed.items():
+            record[f"{name}_stats"] = [float(x) for x in stats.values[i]]
         records.append(record)
     return records
 
@@ -98,7 +102,21 @@ def read_per_item(path: str | os.PathLike) -> tuple[list[str], list[str], ItemSc
                 np.array([r["length"] for r in records], dtype=float),
                 np.array([r["ref_length"] for r in records], dtype=float),
             )
+        summed = _summed_statistics(records, metric_keys)
     except (KeyError, TypeError, ValueError) as err:
         raise _bad(path, f"a record lacks or mangles {err}") from err
     values = {k: v for k, v in values.items() if k not in BLEU_KEYS or bleu is None}
-    return ids, captions, ItemScores(values, bleu)
+    return ids, captions, ItemScores(values, bleu, summed)
+
+
+def _summed_statistics(
+    records: list[dict[str, Any]], metric_keys: list[str]
+) -> dict[str, SummedStatistics]:
+    """The ``<key>_stats`` columns of keys whose corpus score sums statistics (METEOR)."""
+    summed = {}
+    for key in metric_keys:
+        score_sums = summed_score(key)
+        if score_sums is not None and f"{key}_stats" in records[0]:
+            values = np.array([r[f"{key}_stats"] for r in records], dtype=float)
+            summed[key] = SummedStatistics(values, score_sums)
+    return summed

@@ -14,12 +14,20 @@ pycocoevalcap's ``Bleu``, ``Cider``... have, registered under a name::
 holding the one hypothesis token list. A metric with several keys (BLEU) returns one corpus
 score and one per-item array per key. A metric that cannot run here raises
 `MetricUnavailable` with the reason; `lrcn.metrics.score` reports it under ``unavailable``.
+
+A metric whose corpus score is not the mean of its items' scores (METEOR) also leaves, after
+``compute_score``, a `SummedStatistics` as its ``statistics`` attribute: per-item sufficient
+statistics whose sums give the corpus score, which the bootstrap and paired tests resample (a
+metric without it is resampled as a mean of its per-item scores, or not at all).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
+
+import numpy as np
 
 from lrcn.errors import LrcnError
 
@@ -37,6 +45,31 @@ TASK_KEYS = (
     "scene_accuracy_2",
     "scene_accuracy_3",
 )
+
+
+@dataclass
+class SummedStatistics:
+    """Per-item sufficient statistics of a corpus score that sums them (see the module).
+
+    ``values`` is (N, k); ``score_sums`` maps summed statistics (..., k) to corpus scores (...).
+    """
+
+    values: np.ndarray
+    score_sums: Callable[[np.ndarray], np.ndarray]
+
+
+# result key -> the function that scores summed statistics (for reading per-item files back)
+_SUMMED: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+
+
+def register_summed_score(key: str, score_sums: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Say that result ``key``'s corpus score is ``score_sums`` of summed per-item statistics."""
+    _SUMMED[key] = score_sums
+
+
+def summed_score(key: str) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The function registered for ``key`` by `register_summed_score`, or None."""
+    return _SUMMED.get(key)
 
 
 class MetricUnavailable(Exception):

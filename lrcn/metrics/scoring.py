@@ -20,6 +20,7 @@ from lrcn.metrics.ngrams import eval_table, shared_tables
 from lrcn.metrics.registry import (
     METRIC_ORDER,
     MetricUnavailable,
+    SummedStatistics,
     TokenizedItems,
     Tokens,
     available_metrics,
@@ -29,7 +30,8 @@ from lrcn.metrics.registry import (
 from lrcn.metrics.tokenizer import lone_surrogate, tokenize_captions
 
 DEFAULT_METRICS = ("bleu", "meteor", "rouge", "cider")
-MEAN_KEYS = ("METEOR", "ROUGE_L", "CIDEr")  # resampled as means of per-item scores
+# resampled as means of per-item scores (METEOR only where its statistics were not kept)
+MEAN_KEYS = ("METEOR", "ROUGE_L", "CIDEr")
 
 
 class EmptyReferences(LrcnError):
@@ -139,26 +141,38 @@ def _tokenized_items(
     return keys, gts, res, used
 
 
-def _run_scorers(
-    gts: TokenizedItems, res: TokenizedItems, metrics: Sequence[str]
-) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, str]]:
-    """(corpus score per key, per-item scores per key, reason per metric that could not run)."""
-    results: dict[str, float] = {}
-    per_item: dict[str, np.ndarray] = {}
-    unavailable: dict[str, str] = {}
+@dataclass
+class _Scored:
+    """What `_run_scorers` returns: corpus and per-item scores, statistics, reasons."""
+
+    corpus: dict[str, float]
+    per_item: dict[str, np.ndarray]
+    summed: dict[str, SummedStatistics]
+    unavailable: dict[str, str]
+
+
+def _run_scorers(gts: TokenizedItems, res: TokenizedItems, metrics: Sequence[str]) -> _Scored:
+    """Run every scorer: corpus and per-item scores per key, the summed statistics of metrics
+    that leave them (`SummedStatistics`), and the reason per metric that could not run."""
+    out = _Scored({}, {}, {}, {})
     for name in metrics:
         keys = metric_keys(name)
         try:
-            corpus, items = get_metric(name)().compute_score(gts, res)
+            scorer = get_metric(name)()
+            corpus, items = scorer.compute_score(gts, res)
         except MetricUnavailable as err:
-            unavailable[keys[0] if len(keys) == 1 else name] = str(err)
+            out.unavailable[keys[0] if len(keys) == 1 else name] = str(err)
             continue
         values = corpus if len(keys) > 1 else [corpus]
         item_values = items if len(keys) > 1 else [items]
-        results.update({key: float(value) for key, value in zip(keys, values)})
-        per_item.update(_item_arrays(keys, item_values, len(res)))
-    ordered = {k: results[k] for k in METRIC_ORDER if k in results}
-    return {**ordered, **results}, per_item, unavailable
+        out.corpus.update({key: float(value) for key, value in zip(keys, values)})
+        out.per_item.update(_item_arrays(keys, item_values, len(res)))
+        statistics = getattr(scorer, "statistics", None)
+        if len(keys) == 1 and isinstance(statistics, SummedStatistics):
+            out.summed[keys[0]] = statistics
+    ordered = {k: out.corpus[k] for k in METRIC_ORDER if k in out.corpus}
+    out.corpus = {**ordered, **out.corpus}
+    return out
 
 
 def _item_arrays(keys: Sequence[str], item_values: Any, size: int) -> dict[str, np.ndarray]:
@@ -184,8 +198,8 @@ def score_tokens(
         (corpus score per result key in `METRIC_ORDER`, reason per metric that could not run).
     """
     with shared_tables():
-        results, _, unavailable = _run_scorers(gts, res, metrics)
-    return results, unavailable
+        scored = _run_scorers(gts, res, metrics)
+    return scored.corpus, scored.unavailable
 
 
 @dataclass
@@ -202,19 +216,24 @@ class ItemEvaluation:
     bleu: BleuStatistics | None
     tokenizer: str
     unavailable: dict[str, str] = field(default_factory=dict)
+    summed: dict[str, SummedStatistics] = field(default_factory=dict)
 
     def item_scores(self) -> ItemScores:
         """The per-item scores in the form the bootstrap and paired tests resample.
 
-        BLEU is resampled through its statistics; ROUGE_L, CIDEr and METEOR as means of their
-        per-item scores; another metric only when its corpus score is the mean of its items'.
+        BLEU and METEOR are resampled through their statistics (`summed`); ROUGE_L and CIDEr as
+        means of their per-item scores; another metric only when its corpus score is the mean of
+        its items'.
         """
         means = {
             key: values
             for key, values in self.per_item.items()
-            if key in MEAN_KEYS or abs(float(values.mean()) - self.corpus.get(key, np.nan)) <= 1e-9
+            if key not in self.summed
+            and (
+                key in MEAN_KEYS or abs(float(values.mean()) - self.corpus.get(key, np.nan)) <= 1e-9
+            )
         }
-        return ItemScores(means, self.bleu)
+        return ItemScores(means, self.bleu, self.summed)
 
     def results(self, bootstrap: int = 0, seed: int = DEFAULT_SEED) -> dict[str, Any]:
         """`score`'s dict: corpus scores, ``<key>_ci95`` intervals when ``bootstrap`` > 0,
@@ -237,9 +256,11 @@ def evaluate_items(
     wanted = check_metrics(metrics)
     keys, gts, res, used = _tokenized_items(references, hypotheses, tokenizer)
     with shared_tables():
-        corpus, per_item, unavailable = _run_scorers(gts, res, wanted)
+        scored = _run_scorers(gts, res, wanted)
         bleu = bleu_statistics(*_bleu_table(gts, res)) if "bleu" in wanted else None
-    return ItemEvaluation(keys, corpus, per_item, bleu, used, unavailable)
+    return ItemEvaluation(
+        keys, scored.corpus, scored.per_item, bleu, used, scored.unavailable, scored.summed
+    )
 
 
 def _bleu_table(gts: TokenizedItems, res: TokenizedItems) -> tuple[Any, int, np.ndarray]:
