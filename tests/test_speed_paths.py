@@ -148,3 +148,34 @@ def test_score_command_does_not_import_torch(shared_data):
     )
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcome == {"status": 0, "torch": False}
+
+
+def test_prepare_command_does_not_import_torch(tmp_path):
+    """Turning a folder and a captions file into a manifest needs no tensors (torch: 1.4 s)."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rows = ["image,caption"]
+    for i in range(6):
+        Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(photos / f"p{i}.png")
+        rows.append(f"p{i}.png,a red square number {i}")
+    (tmp_path / "captions.csv").write_text("\n".join(rows) + "\n")
+    code = (
+        "import json, sys\n"
+        "from lrcn.cli import main\n"
+        "status = main(sys.argv[1:])\n"
+        "print(json.dumps({'status': status, 'torch': 'torch' in sys.modules}))\n"
+    )
+    args = ["prepare", "images", "--root", str(photos), "--out", str(tmp_path / "manifest")]
+    args.append(f"captions={tmp_path / 'captions.csv'}")
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        check=True,
+    )
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome == {"status": 0, "torch": False}
+    assert (tmp_path / "manifest" / "train.jsonl").is_file()

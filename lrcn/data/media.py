@@ -23,14 +23,16 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lrcn.clips import clip_starts
 from lrcn.errors import LrcnError
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: `lrcn prepare` needs none (1.4 s)
+    import torch
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 VIDEO_EXTENSIONS = frozenset({".avi", ".mp4", ".m4v", ".mkv", ".webm", ".mov", ".mpg", ".mpeg"})
@@ -416,6 +418,9 @@ def _resize_normalise(
     std: Sequence[float],
 ) -> torch.Tensor:
     """Resize uint8 (N, 3, H, W) pixels (bilinear, antialiased) and normalise them to float32."""
+    import torch
+    import torch.nn.functional as F
+
     # Interpolating the uint8 (N, H, W, 3) memory as a channels-last view takes PyTorch's
     # vectorised uint8 path: about 15x faster here than resizing float or contiguous tensors.
     resized = F.interpolate(pixels, size=_size_hw(size), mode="bilinear", antialias=True)
@@ -442,6 +447,8 @@ def image_to_tensor(
     Returns:
         float32 tensor (3, H, W).
     """
+    import torch
+
     pixels = np.array(img, dtype=np.uint8)  # a copy: PIL's buffer is read-only
     if pixels.ndim != 3 or pixels.shape[-1] != 3:
         raise ValueError(f"image must be RGB (H, W, 3), got shape {tuple(pixels.shape)}")
@@ -461,6 +468,8 @@ def frames_to_tensor(
     Returns:
         float32 tensor (T, 3, H, W); see `image_to_tensor` for ``size``, ``mean`` and ``std``.
     """
+    import torch
+
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be (T, H, W, 3), got shape {tuple(frames.shape)}")
     if frames.dtype != np.uint8:
