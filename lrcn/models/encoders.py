@@ -192,8 +192,12 @@ def _no_weights(name: str, weights: str) -> None:
 def _small_cnn(
     weights: str, feature_dim: int = 256, image_size: int = 64, **_: object
 ) -> tuple[nn.Module, int]:
-    _no_weights("small_cnn", weights)
-    return SmallCNN(feature_dim=feature_dim, image_size=image_size), feature_dim
+    """The small CNN; ``weights`` a path: a state_dict saved from it (e.g. the ``encoder.pt`` a
+    ``task: attributes`` run writes) or an lrcn checkpoint holding one (its ``encoder``)."""
+    net = SmallCNN(feature_dim=feature_dim, image_size=image_size)
+    if weights not in ("none", ""):
+        _load_local(net, weights, "small_cnn")
+    return net, feature_dim
 
 
 @register_encoder("seed_cnn", mean=(0.0,), std=(1.0,))
@@ -254,6 +258,7 @@ def _load_local(net: nn.Module, path: str, name: str) -> None:
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    state = _encoder_of_checkpoint(state)
     try:
         net.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
@@ -261,6 +266,23 @@ def _load_local(net: nn.Module, path: str, name: str) -> None:
         raise LrcnError(
             f"{file}: its keys or shapes do not match {name} ({first}); pass weights saved from {name}."
         ) from None
+
+
+_CHECKPOINT_ENCODER = "encoder.trunk."  # an lrcn checkpoint's encoder weights (its `model`)
+
+
+def _encoder_of_checkpoint(state: object) -> object:
+    """An lrcn checkpoint's encoder state_dict (keys without ``encoder.trunk.``); anything else
+    unchanged. A stage-1 or caption run's ``best.pt`` can then be named as ``encoder.weights``."""
+    model = state.get("model") if isinstance(state, dict) and "format" in state else None
+    if not isinstance(model, dict):
+        return state
+    trunk = {
+        k[len(_CHECKPOINT_ENCODER) :]: v
+        for k, v in model.items()
+        if k.startswith(_CHECKPOINT_ENCODER)
+    }
+    return trunk or state
 
 
 def _resnet_head(net: nn.Module) -> tuple[nn.Module, int]:

@@ -1,0 +1,181 @@
+"""The shapes images with their ground truth as labels: stage 1 of the two-stage demo.
+
+Show and Tell feeds the LSTM the last hidden layer of a CNN *already trained to classify images*
+(ImageNet). The shapes generator labels its images for free, so the small CNN is pretrained the
+same way here (``task: attributes``, ``data.dataset: shapes``): linear heads on its last hidden
+layer must recover everything a caption names, bound together and in order, so that "a red circle
+to the left of a blue square" is readable from the one feature vector the decoder gets.
+
+The targets: objects sorted left to right into three slots; per slot its colour, shape, the
+(colour, shape) pair, size, row third and column third, each with an ``empty`` class; the number
+of objects; and, for two objects, whether the left one is above, below or level with the right one
+(the captions' "above"/"below" templates use the same 0.25-of-the-side threshold).
+
+``data.fresh_images: true`` draws a new training set every epoch from ``(seed, epoch, index)``
+(the generator is unlimited; a fixed set is overfitted after about 14 epochs). Validation and test
+are the caption splits' very images, so stage 1's test numbers are about the images stage 2 is
+scored on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from lrcn.data.media import image_to_tensor
+from lrcn.data.synthetic.registry import register_dataset
+from lrcn.data.synthetic.shapes import (
+    COLOURS,
+    SHAPES,
+    SIZES,
+    ShapeObject,
+    ShapesCaptions,
+    render_scene,
+    sample_scene,
+)
+
+SLOTS = 3
+EMPTY = "empty"
+ROWS = ("top", "middle", "bottom")
+COLUMNS = ("left", "center", "right")
+RELATIONS = ("none", "left_above", "left_below", "level")  # two objects only; else none
+# Per slot: attribute -> its classes (the last one is `empty`).
+SLOT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "colour": (*COLOURS, EMPTY),
+    "shape": (*SHAPES, EMPTY),
+    "object": (*(f"{c} {s}" for c in COLOURS for s in SHAPES), EMPTY),
+    "size": (*SIZES, EMPTY),
+    "row": (*ROWS, EMPTY),
+    "column": (*COLUMNS, EMPTY),
+}
+# The stream id of freshly drawn training images: never one of the caption splits' (0, 1, 2).
+_FRESH_STREAM = 3
+
+
+def attribute_heads() -> dict[str, int]:
+    """Head name -> number of classes, in the order of a target vector."""
+    heads = {
+        f"slot{slot + 1}_{name}": len(classes)
+        for slot in range(SLOTS)
+        for name, classes in SLOT_ATTRIBUTES.items()
+    }
+    heads["count"] = SLOTS
+    heads["relation"] = len(RELATIONS)
+    return heads
+
+
+def _third(value: float, size: int) -> int:
+    return min(int(value // (size / 3)), 2)
+
+
+def _relation(objects: list[ShapeObject], size: int) -> int:
+    if len(objects) != 2:
+        return RELATIONS.index("none")
+    left, right = objects  # sorted by x
+    if right.y - left.y > size * 0.25:
+        return RELATIONS.index("left_above")
+    if left.y - right.y > size * 0.25:
+        return RELATIONS.index("left_below")
+    return RELATIONS.index("level")
+
+
+def scene_targets(objects: list[ShapeObject], size: int) -> list[int]:
+    """A scene's class indices, one per head of :func:`attribute_heads`, in its order."""
+    by_x = sorted(objects, key=lambda o: o.x)
+    targets = []
+    for slot in range(SLOTS):
+        obj = by_x[slot] if slot < len(by_x) else None
+        for name, classes in SLOT_ATTRIBUTES.items():
+            if obj is None:
+                targets.append(len(classes) - 1)
+                continue
+            value = {
+                "colour": obj.colour,
+                "shape": obj.shape,
+                "object": f"{obj.colour} {obj.shape}",
+                "size": obj.size,
+                "row": ROWS[_third(obj.y, size)],
+                "column": COLUMNS[_third(obj.x, size)],
+            }[name]
+            targets.append(classes.index(value))
+    targets.append(len(objects) - 1)
+    targets.append(_relation(by_x, size))
+    return targets
+
+
+class ShapesAttributes(Dataset):
+    """Items ``{"images": (3, S, S), "targets": (heads,) int64}`` of one shapes split.
+
+    Args:
+        split: ``train``, ``val`` or ``test``.
+        num_items: images in the split (per epoch, for fresh training images).
+        seed: the dataset seed (``data.seed``).
+        image_size: side in pixels.
+        mean, std: the encoder's input normalisation.
+        fresh: training only: draw new images every epoch (``set_epoch``) instead of the caption
+            split's fixed ones.
+    """
+
+    def __init__(
+        self,
+        split: str,
+        num_items: int,
+        seed: int,
+        image_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        fresh: bool = False,
+    ) -> None:
+        self.captions = ShapesCaptions(split, num_items, seed=seed, image_size=image_size)
+        self.split, self.seed, self.image_size = split, seed, image_size
+        self.mean, self.std = mean, std
+        self.fresh = fresh and split == "train"
+        self.epoch = 0
+        self.heads = attribute_heads()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the images of ``epoch`` (fresh training images only; otherwise nothing changes)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def scene(self, index: int) -> tuple[Any, list[ShapeObject]]:
+        """Item ``index``'s PIL image and objects."""
+        if not self.fresh:
+            image, _, objects = self.captions.item(index)
+            return image, objects
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        rng = np.random.default_rng([self.seed, _FRESH_STREAM, self.epoch, index])
+        objects = sample_scene(rng, self.image_size)
+        return render_scene(objects, self.image_size, rng=rng), objects
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        image, objects = self.scene(index)
+        return {
+            "images": image_to_tensor(image, self.image_size, self.mean, self.std),
+            "targets": torch.tensor(scene_targets(objects, self.image_size), dtype=torch.long),
+        }
+
+
+@register_dataset("shapes", task="attributes")
+def build_shapes_attributes(
+    split: str, size: int, seed: int, data: Any, mean: Sequence[float], std: Sequence[float]
+) -> ShapesAttributes:
+    """The shapes split of ``size`` images with their attribute targets (see the module)."""
+    return ShapesAttributes(split, size, seed, data.image_size, mean, std, fresh=data.fresh_images)
+
+
+__all__ = [
+    "RELATIONS",
+    "SLOTS",
+    "SLOT_ATTRIBUTES",
+    "ShapesAttributes",
+    "attribute_heads",
+    "scene_targets",
+]
