@@ -112,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder to write into")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser(
+        "demo",
+        help="Show and Tell in two stages on the shapes data (make demo); reuses finished stages",
+    )
+    p.add_argument("--root", default="runs/demo", help="folder of the stages' folders")
+    p.add_argument("overrides", nargs="*", help="key=value overrides for every stage's config")
+
     p = sub.add_parser("report", help="an HTML page of an evaluation: images, captions, scores")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test")
@@ -129,6 +136,8 @@ def _print_metrics(metrics: dict) -> None:
             for k in METRIC_ORDER
             if isinstance(metrics.get(f"{prefix}{k}"), float)
         ]
+    if not rows:  # not a captioner (e.g. a pretraining run): its own accuracies
+        rows = [(k, v) for k, v in sorted(metrics.items()) if isinstance(v, float)]
     width = max((len(k) for k, _ in rows), default=0)
     for key, value in rows:
         print(f"{key:<{width}}  {value:.4f}")
@@ -291,6 +300,14 @@ def cmd_make_example(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``lrcn demo``: pretrain, extract features, caption; finished stages are reused."""
+    from lrcn.demo import run_demo
+
+    run_demo(args.root, args.overrides)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """``lrcn report``: one self-contained HTML page of an evaluation."""
     from lrcn.report import write_report
@@ -309,6 +326,7 @@ COMMANDS = {
     "score": cmd_score,
     "prepare": cmd_prepare,
     "report": cmd_report,
+    "demo": cmd_demo,
     "recipes": cmd_recipes,
     "make-example": cmd_make_example,
 }
@@ -316,7 +334,9 @@ COMMANDS = {
 
 # Commands that compute with torch; the others (score, prepare, report) never import it, which
 # saves about 1.8 s of start-up (`lrcn score` is then as fast as pycocoevalcap's own scorers).
-TENSOR_COMMANDS = frozenset({"train", "evaluate", "caption", "classify", "extract-features"})
+TENSOR_COMMANDS = frozenset(
+    {"train", "evaluate", "caption", "classify", "extract-features", "demo"}
+)
 
 
 def _run_with_tensors(args: argparse.Namespace) -> int:
