@@ -77,14 +77,27 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _identity(cfg: Config) -> dict[str, Any]:
-    """What a finished stage must match to be reused: its config and the weights file it read."""
+# The config sections a stage's result depends on (every stage gets the same overrides, and a
+# decoder's size must not redo the pretraining or the feature store).
+_SECTIONS = {
+    ("train", "attributes"): ("task", "data", "encoder", "train"),
+    ("extract", "caption"): ("task", "data", "encoder"),
+    ("extract", "video_caption"): ("task", "data", "encoder"),
+}
+
+
+def _identity(cfg: Config, kind: str) -> dict[str, Any]:
+    """What a finished stage must match to be reused: the parts of its config its result depends
+    on, and the checksum of the weights file it read."""
     weights = cfg.encoder.weights
     inputs = {}
     if weights not in ("none", "", "imagenet") and Path(weights).is_file():
         inputs[weights] = _sha256(Path(weights))
     config = cfg.to_dict()
-    config["train"].pop("progress", None)  # how it looks, not what it computes
+    sections = _SECTIONS.get((kind, cfg.task), tuple(config))
+    config = {k: v for k, v in config.items() if k in sections}
+    if "train" in config:
+        config["train"] = _without_progress(config)["train"]  # how it looks, not what it computes
     return {"config": config, "inputs": inputs}
 
 
@@ -155,7 +168,7 @@ def run_stage(stage: Stage, extra: Sequence[str] = ()) -> dict[str, Any]:
         ``result`` (test metrics of a training stage), ``folder``.
     """
     cfg = stage.load(extra)
-    identity = _identity(cfg)
+    identity = _identity(cfg, stage.kind)
     record = _finished(stage.folder, identity)
     if record is not None:
         return {**record, "reused": True}
