@@ -17,10 +17,14 @@ from lrcn.config import load_config
 from lrcn.data.synthetic.attributes import (
     RELATIONS,
     SLOT_ATTRIBUTES,
+    MovingShapesFrames,
     ShapesAttributes,
     attribute_heads,
+    frame_targets,
+    moving_attribute_heads,
     scene_targets,
 )
+from lrcn.data.synthetic.moving_shapes import Mover, MovingShapesSource, sample_movers
 from lrcn.data.synthetic.shapes import ShapeObject, ShapesCaptions, sample_scene
 from lrcn.engine import attribute_metrics, fit
 from lrcn.errors import LrcnError
@@ -208,3 +212,37 @@ def test_the_attributes_task_refuses_what_it_cannot_do(
     status = main(["caption", str(image), "--checkpoint", str(pretrained)])
     assert status == 2
     assert "has no caption decoder" in capsys.readouterr().err
+
+
+def test_moving_shapes_frames_are_the_clips_frames_with_their_shapes_top_to_bottom() -> None:
+    val = MovingShapesFrames("val", 12, seed=0, image_size=48, num_frames=8, mean=HALF, std=HALF)
+    clips = MovingShapesSource("val", 12, seed=0, image_size=48, num_frames=8, mean=HALF, std=HALF)
+    heads = list(moving_attribute_heads())
+    for index in (0, 5, 11):
+        item = val[index]
+        assert torch.equal(item["images"], clips.example(index).pixels[index % 8])
+        movers = sample_movers(clips.data._rng(index))
+        targets = dict(zip(heads, item["targets"].tolist()))
+        assert targets["count"] == len(movers) - 1
+        for slot, mover in enumerate(movers, 1):
+            assert (
+                SLOT_ATTRIBUTES["object"][targets[f"slot{slot}_object"]]
+                == f"{mover.colour} {mover.shape}"
+            )
+    train = MovingShapesFrames("train", 4, 0, 48, 8, HALF, HALF, fresh=True)
+    first = train[0]["images"]
+    train.set_epoch(1)
+    assert not torch.equal(first, train[0]["images"])
+
+
+def test_a_moving_object_changes_its_position_classes() -> None:
+    heads = list(moving_attribute_heads())
+    mover = Mover("circle", "red", "right", x=0.5, y=0.27, radius=0.09)
+    start = dict(zip(heads, frame_targets([mover.at(0.0, 48)], 48)))
+    end = dict(zip(heads, frame_targets([mover.at(1.0, 48)], 48)))
+    assert end["slot1_x"] - start["slot1_x"] >= 2 and end["slot1_y"] == start["slot1_y"]
+    grower = Mover("square", "blue", "grows", x=0.5, y=0.5, radius=0.12)
+    small = dict(zip(heads, frame_targets([grower.at(0.0, 48)], 48)))
+    large = dict(zip(heads, frame_targets([grower.at(1.0, 48)], 48)))
+    assert large["slot1_radius"] - small["slot1_radius"] >= 2
+    assert SLOT_ATTRIBUTES["colour"][start["slot2_colour"]] == "empty"
