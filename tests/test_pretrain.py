@@ -246,3 +246,25 @@ def test_a_moving_object_changes_its_position_classes() -> None:
     large = dict(zip(heads, frame_targets([grower.at(1.0, 48)], 48)))
     assert large["slot1_radius"] - small["slot1_radius"] >= 2
     assert SLOT_ATTRIBUTES["colour"][start["slot2_colour"]] == "empty"
+
+
+def test_stage_3_fine_tunes_the_captioner_end_to_end_from_stage_2(
+    pretrained: Path, tmp_path: Path
+) -> None:
+    small = ["decoder.embed_dim=16", "decoder.hidden_dim=32", "eval.metrics=bleu"]
+    weights = f"encoder.weights={pretrained / 'encoder.pt'}"
+    stage2 = load_config(
+        TWO_STAGE, [*TINY, *small, weights, "data.features=null", "train.epochs=1"]
+    )
+    fit(stage2, tmp_path / "stage2")
+    best2 = tmp_path / "stage2" / "checkpoints" / "best.pt"
+    finetune = REPO / "configs" / "shapes_finetune.yaml"
+    cfg = load_config(
+        finetune, [*TINY, *small, weights, f"train.init_from={best2}", "train.epochs=1"]
+    )
+    fit(cfg, tmp_path / "stage3")
+    before = torch.load(best2, weights_only=True)["model"]
+    after = torch.load(tmp_path / "stage3" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    key = "encoder.trunk.features.0.weight"
+    assert torch.equal(before[key], torch.load(pretrained / "encoder.pt")["features.0.weight"])
+    assert not torch.equal(before[key], after[key])  # the CNN trains now
