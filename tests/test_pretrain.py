@@ -212,6 +212,8 @@ def test_the_attributes_task_refuses_what_it_cannot_do(
     status = main(["caption", str(image), "--checkpoint", str(pretrained)])
     assert status == 2
     assert "has no caption decoder" in capsys.readouterr().err
+    assert main(["report", str(pretrained)]) == 2
+    assert "is a pretraining run (task attributes)" in capsys.readouterr().err
 
 
 def test_moving_shapes_frames_are_the_clips_frames_with_their_shapes_top_to_bottom() -> None:
