@@ -152,6 +152,8 @@ class Run:
             self.model, loader, self.vocab, self.device, 1, self.cfg.eval.max_length
         )
         metrics = score_captions(hyps, refs, ["bleu", "cider"], "python")
+        # the dataset's own content check (shapes: scene_accuracy), logged beside BLEU each epoch
+        metrics.update(self.val_data.source.task_metrics(hyps))
         metrics["samples"] = [
             {"id": k, "caption": hyps[k], "reference": refs[k][0]} for k in list(hyps)[:4]
         ]
