@@ -116,7 +116,10 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="Show and Tell in two stages on the shapes data (make demo); reuses finished stages",
     )
-    p.add_argument("--root", default="runs/demo", help="folder of the stages' folders")
+    p.add_argument("--root", help="folder of the stages' folders (default runs/demo, runs/video)")
+    p.add_argument(
+        "--video", action="store_true", help="video description on moving shapes instead"
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides for every stage's config")
 
     p = sub.add_parser("report", help="an HTML page of an evaluation: images, captions, scores")
@@ -304,7 +307,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``lrcn demo``: pretrain, extract features, caption; finished stages are reused."""
     from lrcn.demo import run_demo
 
-    run_demo(args.root, args.overrides)
+    data = "moving_shapes" if args.video else "shapes"
+    run_demo(args.root or ("runs/video" if args.video else "runs/demo"), args.overrides, data=data)
     return 0
 
 

@@ -13,6 +13,10 @@ read, its time); run again, a stage whose ``stage.json`` still matches is reused
 training run is resumed, and a stage whose config or input changed is redone, the old folder
 kept beside it. The printout ends with each stage's time, the test metrics, a few test captions
 beside their references and the path of the HTML report.
+
+``lrcn demo --video`` runs the same stages for video description (``runs/video``): the frame CNN
+pretrained on moving-shapes frames, every frame's features in the store, the temporal LSTM and
+decoder trained from it (``configs/moving_shapes_pretrain.yaml``, ``moving_shapes_two_stage.yaml``).
 """
 
 from __future__ import annotations
@@ -57,15 +61,23 @@ class Stage:
         return load_config(self.config, [*self.overrides, *extra])
 
 
-def demo_stages(root: str | Path = "runs/demo") -> list[Stage]:
-    """The demo's stages, their folders under ``root``."""
+# The demo's data: recipe of stage 1, recipe of the stages after it.
+RECIPES = {
+    "shapes": ("shapes_pretrain", "shapes_two_stage"),
+    "moving_shapes": ("moving_shapes_pretrain", "moving_shapes_two_stage"),
+}
+
+
+def demo_stages(root: str | Path = "runs/demo", data: str = "shapes") -> list[Stage]:
+    """The demo's stages on ``data`` (shapes images, or moving_shapes clips), folders under ``root``."""
     root = Path(root)
     pretrain, store = root / "1-pretrain", root / "features"
+    first, second = RECIPES[data]
     stage2 = (f"encoder.weights={pretrain / 'encoder.pt'}", f"data.features={store}")
     return [
-        Stage("pretrain", "train", "shapes_pretrain", pretrain),
-        Stage("features", "extract", "shapes_two_stage", store, stage2),
-        Stage("caption", "train", "shapes_two_stage", root / "2-caption", stage2),
+        Stage("pretrain", "train", first, pretrain),
+        Stage("features", "extract", second, store, stage2),
+        Stage("caption", "train", second, root / "2-caption", stage2),
     ]
 
 
@@ -189,6 +201,7 @@ def run_demo(
     root: str | Path = "runs/demo",
     overrides: Sequence[str] = (),
     echo: Callable[[str], None] = print,
+    data: str = "shapes",
 ) -> dict[str, Any]:
     """Run (or reuse) every stage, write the report, print the summary.
 
@@ -196,12 +209,13 @@ def run_demo(
         root: the folder of the stages' folders.
         overrides: ``key=value`` applied to every stage's config (e.g. smaller data for a test).
         echo: where the summary lines go.
+        data: ``shapes`` (image description) or ``moving_shapes`` (video description).
 
     Returns:
         ``{"stages": {name: marker}, "report": path, "seconds": this call's wall time}``.
     """
     start = time.perf_counter()
-    stages = demo_stages(root)
+    stages = demo_stages(root, data)
     records = {}
     for number, stage in enumerate(stages, 1):
         echo(f"== stage {number}/{len(stages)}: {stage.name} ({stage.config} -> {stage.folder})")
@@ -230,7 +244,7 @@ def _metrics_lines(pretrain: dict[str, Any], caption: dict[str, Any]) -> list[st
     lines = []
     if "scene_accuracy" in pretrain:
         lines.append(
-            f"stage 1 heads on the test images: every object's colour and shape right in "
+            f"stage 1 heads on the test split: every object's colour and shape right in "
             f"{pretrain['scene_accuracy']:.3f} of the scenes ({_by_count(pretrain)})"
         )
     bleu = " / ".join(f"{caption.get(f'Bleu_{n}', float('nan')):.3f}" for n in range(1, 5))
@@ -248,16 +262,18 @@ def _metrics_lines(pretrain: dict[str, Any], caption: dict[str, Any]) -> list[st
             f"  scene accuracy (every object named with its colour and shape): "
             f"{caption['scene_accuracy']:.3f} ({_by_count(caption)})"
         )
+    if "motion_accuracy" in caption:
+        lines.append(
+            f"  every motion named right in {caption['motion_accuracy']:.3f} of the clips, "
+            f"with its shape's colour in {caption.get('motion_colour_accuracy', float('nan')):.3f}"
+        )
     return lines
 
 
 def _by_count(metrics: dict[str, Any]) -> str:
-    parts = [
-        f"{metrics[f'scene_accuracy_{n}']:.3f}"
-        for n in (1, 2, 3)
-        if f"scene_accuracy_{n}" in metrics
-    ]
-    return "1 / 2 / 3 objects: " + " / ".join(parts)
+    counts = [n for n in (1, 2, 3) if f"scene_accuracy_{n}" in metrics]
+    parts = [f"{metrics[f'scene_accuracy_{n}']:.3f}" for n in counts]
+    return f"{' / '.join(map(str, counts))} objects: {' / '.join(parts)}"
 
 
 def _samples(caption_dir: Path, count: int = SAMPLES) -> list[str]:

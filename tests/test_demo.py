@@ -3,6 +3,7 @@ is reused, a changed one redone (the old folder kept), an interrupted one finish
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -100,3 +101,18 @@ def test_the_command_line_and_the_makefile_run_the_demo(first_demo, capsys) -> N
     assert "pretrain: reused" in out and "report: " in out
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^demo: setup\n\t\$\(BIN\)/lrcn demo$", makefile, re.MULTILINE)
+
+
+def test_the_video_demo_pretrains_the_frame_encoder_and_captions_from_every_frames_features(
+    tmp_path: Path,
+) -> None:
+    tiny = [*TINY, "data.num_frames=4", "encoder.temporal_hidden_dim=32", "data.train_size=64"]
+    lines: list[str] = []
+    summary = run_demo(tmp_path, tiny, echo=lines.append, data="moving_shapes")
+    assert [s.config for s in demo_stages(tmp_path, "moving_shapes")] == [
+        "moving_shapes_pretrain", "moving_shapes_two_stage", "moving_shapes_two_stage"
+    ]  # fmt: skip
+    index = json.loads((tmp_path / "features" / "train.json").read_text())
+    assert index["shape"] == [64, 4, 32]  # clips x frames x features
+    assert "motion_colour_accuracy" in summary["stages"]["caption"]["result"]
+    assert any("every motion named right" in line for line in lines)
