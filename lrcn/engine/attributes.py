@@ -4,7 +4,8 @@ Head names are ``slot<k>_<attribute>`` (objects left to right), plus any scene-l
 (``count``, ``relation``). Per attribute, accuracy counts the slots that hold an object (an empty
 slot is easy and would inflate it); ``scene_accuracy`` is the share of images whose every slot has
 the right colour and shape, empty slots included: what the captions' ``scene_accuracy`` asks of
-the caption, read from the heads.
+the caption, read from the heads. ``pairs_accuracy`` is the share whose ``has_<colour>_<shape>``
+heads are all right: the same question without the left-to-right order.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def attribute_metrics(
         if len(joined):
             metrics[f"{attribute}_accuracy"] = float(joined.float().mean())
     metrics["scene_accuracy"] = float(scene.float().mean()) if len(truth) else 0.0
+    presence = [i for i, name in enumerate(names) if name.startswith("has_")]
+    if presence:  # which (colour, shape) pairs are in the picture, in any order
+        metrics["pairs_accuracy"] = float(hits[:, presence].all(dim=1).float().mean())
     if "count" in heads:
         counts = truth[:, names.index("count")] + 1
         for n in sorted(set(counts.tolist())):

@@ -146,7 +146,9 @@ class Run:
             result = evaluate_attributes(self.model, loader, self.device, self.heads)
             # the summary (per attribute, per scene); each head's own accuracy is in the test file
             return {
-                k: v for k, v in result.items() if isinstance(v, float) and not k.startswith("slot")
+                k: v
+                for k, v in result.items()
+                if isinstance(v, float) and not k.startswith(("slot", "has_"))
             }
         hyps, refs, _ = generate_captions(
             self.model, loader, self.vocab, self.device, 1, self.cfg.eval.max_length

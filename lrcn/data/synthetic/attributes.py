@@ -9,7 +9,8 @@ to the left of a blue square" is readable from the one feature vector the decode
 The targets: objects sorted left to right into three slots; per slot its colour, shape, the
 (colour, shape) pair, size, row third and column third, each with an ``empty`` class; the number
 of objects; and, for two objects, whether the left one is above, below or level with the right one
-(the captions' "above"/"below" templates use the same 0.25-of-the-side threshold).
+(the captions' "above"/"below" templates use the same 0.25-of-the-side threshold); and, whatever
+the order, whether each (colour, shape) pair is in the picture.
 
 For video (``data.dataset: moving_shapes``) the frame encoder learns single frames of the moving
 shapes the same way: per shape (top, then bottom: the references' order) its colour, shape, the
@@ -60,6 +61,7 @@ SLOT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "row": (*ROWS, EMPTY),
     "column": (*COLUMNS, EMPTY),
 }
+PAIRS = SLOT_ATTRIBUTES["object"][:-1]  # every (colour, shape): "red circle", ...
 # The stream id of freshly drawn training images: never one of the caption splits' (0, 1, 2).
 _FRESH_STREAM = 3
 
@@ -73,6 +75,7 @@ def attribute_heads() -> dict[str, int]:
     }
     heads["count"] = SLOTS
     heads["relation"] = len(RELATIONS)
+    heads.update({f"has_{pair.replace(' ', '_')}": 2 for pair in PAIRS})
     return heads
 
 
@@ -112,6 +115,8 @@ def scene_targets(objects: list[ShapeObject], size: int) -> list[int]:
             targets.append(classes.index(value))
     targets.append(len(objects) - 1)
     targets.append(_relation(by_x, size))
+    present = {f"{o.colour} {o.shape}" for o in objects}
+    targets += [int(pair in present) for pair in PAIRS]
     return targets
 
 
