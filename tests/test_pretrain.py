@@ -79,10 +79,10 @@ def test_targets_of_any_generated_scene_are_in_range_and_count_the_objects(seed:
         SLOT_ATTRIBUTES["object"][t[f"slot{k}_object"]] for k in (1, 2, 3)[: len(objects)]
     )
     assert pairs == sorted(f"{o.colour} {o.shape}" for o in objects)
-    where = {name[6:].replace("_", " "): t[name] for name in heads if name.startswith("where_")}
-    assert sorted(pair for pair, column in where.items() if column) == pairs
-    for o in objects:  # class 0: absent; then the sixth of the width the object's centre is in
-        assert where[f"{o.colour} {o.shape}"] == 1 + int(o.x / 64 * 6)
+    present = sorted(
+        name[4:].replace("_", " ") for name in heads if name.startswith("has_") and t[name]
+    )
+    assert present == pairs
 
 
 def test_fresh_training_images_change_every_epoch_and_validation_is_the_caption_split() -> None:
@@ -126,7 +126,7 @@ def test_metrics_count_scenes_by_their_objects() -> None:
     assert m["row_accuracy"] == 1.0  # over occupied slots only
     assert m["slot3_row_accuracy"] == 0.75 and m["slot1_shape_accuracy"] == 0.75
     assert m["items"] == 4
-    assert m["pairs_accuracy"] == 1.0  # every where_<pair> head was left right
+    assert m["pairs_accuracy"] == 1.0  # every has_<pair> head was left right
 
 
 @pytest.fixture(scope="module")

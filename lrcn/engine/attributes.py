@@ -4,9 +4,8 @@ Head names are ``slot<k>_<attribute>`` (objects left to right), plus any scene-l
 (``count``, ``relation``). Per attribute, accuracy counts the slots that hold an object (an empty
 slot is easy and would inflate it); ``scene_accuracy`` is the share of images whose every slot has
 the right colour and shape, empty slots included: what the captions' ``scene_accuracy`` asks of
-the caption, read from the heads. ``pairs_accuracy`` is the share whose ``where_<colour>_<shape>``
-heads (class 0: absent) all say rightly whether their pair is there: the same question without the
-left-to-right order.
+the caption, read from the heads. ``pairs_accuracy`` is the share whose ``has_<colour>_<shape>``
+heads are all right: the same question without the left-to-right order.
 """
 
 from __future__ import annotations
@@ -67,10 +66,9 @@ def attribute_metrics(
         if len(joined):
             metrics[f"{attribute}_accuracy"] = float(joined.float().mean())
     metrics["scene_accuracy"] = float(scene.float().mean()) if len(truth) else 0.0
-    pairs = [i for i, name in enumerate(names) if name.startswith("where_")]
-    if pairs:  # which (colour, shape) pairs are in the picture, in any order
-        present = (predicted[:, pairs] != 0) == (truth[:, pairs] != 0)
-        metrics["pairs_accuracy"] = float(present.all(dim=1).float().mean())
+    presence = [i for i, name in enumerate(names) if name.startswith("has_")]
+    if presence:  # which (colour, shape) pairs are in the picture, in any order
+        metrics["pairs_accuracy"] = float(hits[:, presence].all(dim=1).float().mean())
     if "count" in heads:
         counts = truth[:, names.index("count")] + 1
         for n in sorted(set(counts.tolist())):

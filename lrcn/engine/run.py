@@ -148,7 +148,7 @@ class Run:
             return {
                 k: v
                 for k, v in result.items()
-                if isinstance(v, float) and not k.startswith(("slot", "where_"))
+                if isinstance(v, float) and not k.startswith(("slot", "has_"))
             }
         hyps, refs, _ = generate_captions(
             self.model, loader, self.vocab, self.device, 1, self.cfg.eval.max_length

@@ -9,12 +9,8 @@ to the left of a blue square" is readable from the one feature vector the decode
 The targets: objects sorted left to right into three slots; per slot its colour, shape, the
 (colour, shape) pair, size, row third and column third, each with an ``empty`` class; the number
 of objects; and, for two objects, whether the left one is above, below or level with the right one
-(the captions' "above"/"below" templates use the same 0.25-of-the-side threshold); and, for each
-(colour, shape) pair, whether it is in the picture and in which sixth of the width. The slots ask
-for the captions' left-to-right order, but two objects that share a column have no stable order,
-and a slot-ordered feature then pairs one object's colour with the other's shape (most of the
-three-object errors measured); the pair heads bind colour to shape by identity, and their columns
-still let the decoder order them.
+(the captions' "above"/"below" templates use the same 0.25-of-the-side threshold); and, whatever
+the order, whether each (colour, shape) pair is in the picture.
 
 For video (``data.dataset: moving_shapes``) the frame encoder learns single frames of the moving
 shapes the same way: per shape (top, then bottom: the references' order) its colour, shape, the
@@ -66,7 +62,6 @@ SLOT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "column": (*COLUMNS, EMPTY),
 }
 PAIRS = SLOT_ATTRIBUTES["object"][:-1]  # every (colour, shape): "red circle", ...
-PAIR_COLUMNS = 6  # where a pair is: absent, or in which sixth of the width
 # The stream id of freshly drawn training images: never one of the caption splits' (0, 1, 2).
 _FRESH_STREAM = 3
 
@@ -80,16 +75,12 @@ def attribute_heads() -> dict[str, int]:
     }
     heads["count"] = SLOTS
     heads["relation"] = len(RELATIONS)
-    heads.update({f"where_{pair.replace(' ', '_')}": 1 + PAIR_COLUMNS for pair in PAIRS})
+    heads.update({f"has_{pair.replace(' ', '_')}": 2 for pair in PAIRS})
     return heads
 
 
 def _third(value: float, size: int) -> int:
     return min(int(value // (size / 3)), 2)
-
-
-def _column(x: float, size: int, columns: int) -> int:
-    return min(max(int(x / size * columns), 0), columns - 1)
 
 
 def _relation(objects: list[ShapeObject], size: int) -> int:
@@ -124,8 +115,8 @@ def scene_targets(objects: list[ShapeObject], size: int) -> list[int]:
             targets.append(classes.index(value))
     targets.append(len(objects) - 1)
     targets.append(_relation(by_x, size))
-    where = {f"{o.colour} {o.shape}": 1 + _column(o.x, size, PAIR_COLUMNS) for o in objects}
-    targets += [where.get(pair, 0) for pair in PAIRS]
+    present = {f"{o.colour} {o.shape}" for o in objects}
+    targets += [int(pair in present) for pair in PAIRS]
     return targets
 
 
