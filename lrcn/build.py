@@ -167,6 +167,8 @@ def build_attribute_dataset(cfg: Config, split: str) -> Dataset:
 def build_encoder(cfg: Config) -> Encoder:
     """The configured CNN: any registered encoder, the seed CNN included."""
     options = {"feature_dim": cfg.encoder.feature_dim, "image_size": cfg.data.image_size}
+    if cfg.encoder.channels_last:  # only then: builders registered elsewhere need not know it
+        options["channels_last"] = True
     return create_encoder(
         cfg.encoder.name, weights=cfg.encoder.weights, freeze=cfg.encoder.freeze, **options
     )
@@ -192,6 +194,7 @@ def build_captioner(cfg: Config, vocab_size: int, encoder: Encoder | None = None
         num_layers=cfg.decoder.num_layers,
         dropout=cfg.decoder.dropout,
         variant=cfg.decoder.variant,
+        packed=cfg.decoder.packed,
     )
     cls = VideoCaptioner if cfg.task == "video_caption" else ImageCaptioner
     return cls(encoder, decoder, temporal)

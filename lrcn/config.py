@@ -67,6 +67,7 @@ class EncoderConfig:
     weights: str = "none"  # none | imagenet | path/to/state_dict.pt
     freeze: bool = False  # True: the CNN is not trained (no gradients, eval-mode BatchNorm)
     feature_dim: int = 256  # small_cnn only: size of its last hidden layer
+    channels_last: bool = False  # small_cnn: 1.4x faster on CPU; torchrun != 1 process bitwise
     temporal: str = "mean"  # video: mean | lstm (S2VT-style temporal LSTM)
     temporal_hidden_dim: int = 512
 
@@ -80,6 +81,7 @@ class DecoderConfig:
     hidden_dim: int = 512
     num_layers: int = 1
     dropout: float = 0.0
+    packed: bool = True  # False: fused CPU LSTM, 2.3x faster; torchrun != 1 process bitwise
 
 
 @dataclass

@@ -25,7 +25,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 ARGS = ["data.train_size=48", "data.val_size=8", "data.test_size=8", "train.batch_size=16",
-        "train.epochs=4", "train.checkpoint_every_steps=1", "train.progress=false",
+        "train.epochs=3", "train.checkpoint_every_steps=1", "train.progress=false",
         "encoder.feature_dim=32", "decoder.embed_dim=16", "decoder.hidden_dim=32",
         "decoder.dropout=0.3", "eval.metrics=bleu,cider", "eval.tokenizer=python"]  # fmt: skip
 KILLS = 34

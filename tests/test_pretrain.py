@@ -29,6 +29,8 @@ from lrcn.data.synthetic.shapes import ShapeObject, ShapesCaptions, sample_scene
 from lrcn.engine import attribute_metrics, fit
 from lrcn.errors import LrcnError
 from lrcn.extract import extract_features
+from lrcn.models.encoders import SmallCNN
+from lrcn.models.wirings.base import run_packed
 from lrcn.predict import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,3 +277,23 @@ def test_stage_3_fine_tunes_the_captioner_end_to_end_from_stage_2(
     key = "encoder.trunk.features.0.weight"
     assert torch.equal(before[key], torch.load(pretrained / "encoder.pt")["features.0.weight"])
     assert not torch.equal(before[key], after[key])  # the CNN trains now
+
+
+def test_the_fast_cpu_kernels_the_two_stage_recipes_use_give_the_same_values() -> None:
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(8, 16, batch_first=True)
+    inputs = torch.randn(5, 7, 8)
+    lengths = torch.tensor([7, 3, 5, 1, 6])
+    packed = run_packed(lstm, inputs, lengths, 7)
+    fused = run_packed(lstm, inputs, lengths, 7, packed=False)
+    torch.testing.assert_close(fused, packed, atol=1e-6, rtol=0)
+    assert not fused[1, 3:].any()  # zeros past each caption's end, as packing leaves them
+    plain = SmallCNN(feature_dim=32).eval()
+    fast = SmallCNN(feature_dim=32, channels_last=True).eval()
+    fast.load_state_dict(plain.state_dict())
+    images = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(images), plain(images), atol=1e-5, rtol=0)
+    cfg = load_config(TWO_STAGE)
+    assert cfg.encoder.channels_last and not cfg.decoder.packed
+    assert not load_config(REPO / "configs" / "shapes.yaml").encoder.channels_last  # DDP-exact
