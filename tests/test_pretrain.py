@@ -267,7 +267,7 @@ def test_stage_3_fine_tunes_the_captioner_end_to_end_from_stage_2(
     )
     fit(stage2, tmp_path / "stage2")
     best2 = tmp_path / "stage2" / "checkpoints" / "best.pt"
-    finetune = REPO / "configs" / "shapes_finetune.yaml"
+    finetune = REPO / "configs" / "shapes_stage3.yaml"
     cfg = load_config(
         finetune, [*TINY, *small, weights, f"train.init_from={best2}", "train.epochs=1"]
     )
