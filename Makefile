@@ -1,4 +1,4 @@
-# Two commands a newcomer needs:  `make demo` (set up + train/evaluate on the embedded shapes data)
+# Two commands a newcomer needs:  `make demo` (set up + pretrain, caption, evaluate on the embedded shapes data)
 # and `make test` (set up + lint + the test suite). Both are safe to run twice.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -21,8 +21,10 @@ $(VENV)/.stamp-dev: setup.py | $(BIN)/python
 setup: $(VENV)/.stamp-run
 setup-dev: $(VENV)/.stamp-dev
 
+# Show and Tell's two stages: pretrain the CNN, extract its features, train the decoder; a second
+# run reuses the finished stages (runs/demo/).
 demo: setup
-	$(BIN)/lrcn train -c configs/shapes.yaml
+	$(BIN)/lrcn demo
 
 test: setup-dev
 	$(BIN)/ruff check .

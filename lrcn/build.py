@@ -25,6 +25,7 @@ from lrcn.data.store import FeatureSource
 from lrcn.data.synthetic import available_datasets, find_dataset
 from lrcn.errors import LrcnError
 from lrcn.metrics import available_metrics
+from lrcn.models.attributes import AttributeClassifier
 from lrcn.models.captioner import Captioner, ImageCaptioner, MeanPool, TemporalLSTM, VideoCaptioner
 from lrcn.models.classifier import ActivityClassifier
 from lrcn.models.decoder import LSTMDecoder
@@ -55,7 +56,7 @@ def check_config(cfg: Config, source: str = "config") -> None:
         ("encoder.name", [cfg.encoder.name], available_encoders()),
         ("eval.metrics", list(cfg.eval.metrics), available_metrics()),
     ]
-    if cfg.task != "activity":
+    if cfg.task in ("caption", "video_caption"):
         names.append(("decoder.variant", [cfg.decoder.variant], available_wirings()))
     for key, values, known in names:
         for value in values:
@@ -151,9 +152,23 @@ def build_activity_dataset(cfg: Config, split: str) -> tuple[Dataset, list[str]]
     )
 
 
+def build_attribute_dataset(cfg: Config, split: str) -> Dataset:
+    """One split of an attributes dataset (encoder pretraining): items ``images`` and
+    ``targets``; the dataset's ``heads`` maps head names to their class counts."""
+    synthetic = find_dataset(cfg.data.dataset, "attributes")
+    if synthetic is None:
+        raise LrcnError(
+            f"data.dataset `{cfg.data.dataset}` has no attribute labels for task attributes; "
+            f"choose one of {', '.join(available_datasets('attributes'))}."
+        )
+    return _synthetic_split(synthetic.builder, cfg, split)
+
+
 def build_encoder(cfg: Config) -> Encoder:
     """The configured CNN: any registered encoder, the seed CNN included."""
     options = {"feature_dim": cfg.encoder.feature_dim, "image_size": cfg.data.image_size}
+    if cfg.encoder.channels_last:  # only then: builders registered elsewhere need not know it
+        options["channels_last"] = True
     return create_encoder(
         cfg.encoder.name, weights=cfg.encoder.weights, freeze=cfg.encoder.freeze, **options
     )
@@ -179,6 +194,7 @@ def build_captioner(cfg: Config, vocab_size: int, encoder: Encoder | None = None
         num_layers=cfg.decoder.num_layers,
         dropout=cfg.decoder.dropout,
         variant=cfg.decoder.variant,
+        packed=cfg.decoder.packed,
     )
     cls = VideoCaptioner if cfg.task == "video_caption" else ImageCaptioner
     return cls(encoder, decoder, temporal)
@@ -204,13 +220,20 @@ def build_classifier(cfg: Config, num_classes: int) -> nn.Module:
     )
 
 
+def build_attribute_model(cfg: Config) -> AttributeClassifier:
+    """The encoder with one linear head per attribute of the configured dataset."""
+    heads = build_attribute_dataset(cfg, "val").heads  # a lazy split: nothing is drawn
+    return AttributeClassifier(build_encoder(cfg), heads)
+
+
 def build_model(cfg: Config, vocab_size: int = 0, num_classes: int = 0) -> nn.Module:
     """The model for ``cfg.task``, initialised as ``train.init`` says."""
-    model = (
-        build_classifier(cfg, num_classes)
-        if cfg.task == "activity"
-        else build_captioner(cfg, vocab_size)
-    )
+    if cfg.task == "activity":
+        model = build_classifier(cfg, num_classes)
+    elif cfg.task == "attributes":
+        model = build_attribute_model(cfg)
+    else:
+        model = build_captioner(cfg, vocab_size)
     if cfg.train.init == "keras":
         pretrained = cfg.encoder.weights not in ("none", "")
         for name, child in model.named_children():

@@ -142,6 +142,16 @@ def _scoring_and_data_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="default: <A>/eval/compare_<B>_<split>.json")
 
+    p = sub.add_parser(
+        "demo",
+        help="Show and Tell in two stages on the shapes data (make demo); reuses finished stages",
+    )
+    p.add_argument("--root", help="folder of the stages' folders (default runs/demo, runs/video)")
+    p.add_argument(
+        "--video", action="store_true", help="video description on moving shapes instead"
+    )
+    p.add_argument("overrides", nargs="*", help="key=value overrides for every stage's config")
+
     p = sub.add_parser("report", help="an HTML page of an evaluation: images, captions, scores")
     p.add_argument("run_dir")
     p.add_argument("--split", default="test")
@@ -158,6 +168,8 @@ def _print_metrics(metrics: dict) -> None:
             for k in METRIC_ORDER
             if isinstance(metrics.get(f"{prefix}{k}"), float)
         ]
+    if not rows:  # not a captioner (e.g. a pretraining run): its own accuracies
+        rows = [(k, v) for k, v in sorted(metrics.items()) if isinstance(v, float)]
     width = max((len(k) for k, _ in rows), default=0)
     for key, value in rows:
         interval = metrics.get(f"{key}_ci95")
@@ -349,6 +361,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``lrcn demo``: pretrain, extract features, caption; finished stages are reused."""
+    from lrcn.demo import run_demo
+
+    data = "moving_shapes" if args.video else "shapes"
+    run_demo(args.root or ("runs/video" if args.video else "runs/demo"), args.overrides, data=data)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """``lrcn report``: one self-contained HTML page of an evaluation."""
     from lrcn.report import write_report
@@ -367,6 +388,7 @@ COMMANDS = {
     "score": cmd_score,
     "prepare": cmd_prepare,
     "report": cmd_report,
+    "demo": cmd_demo,
     "recipes": cmd_recipes,
     "make-example": cmd_make_example,
     "compare": cmd_compare,
@@ -375,7 +397,9 @@ COMMANDS = {
 
 # Commands that compute with torch; the others (score, prepare, report) never import it, which
 # saves about 1.8 s of start-up (`lrcn score` is then as fast as pycocoevalcap's own scorers).
-TENSOR_COMMANDS = frozenset({"train", "evaluate", "caption", "classify", "extract-features"})
+TENSOR_COMMANDS = frozenset(
+    {"train", "evaluate", "caption", "classify", "extract-features", "demo"}
+)
 
 
 def _run_with_tensors(args: argparse.Namespace) -> int:

@@ -24,7 +24,12 @@ from lrcn.data.media import (
     read_frames,
 )
 from lrcn.decoding import decode
-from lrcn.engine import evaluate_classifier, generate_captions, score_captions
+from lrcn.engine import (
+    evaluate_attributes,
+    evaluate_classifier,
+    generate_captions,
+    score_captions,
+)
 from lrcn.errors import LrcnError
 from lrcn.io import check_writable, write_json_atomic
 from lrcn.metrics import evaluate_items, leave_one_out_scores
@@ -67,6 +72,8 @@ def load_model(
     build_cfg.encoder.weights = "none"
     if cfg.task == "activity":
         model = build.build_model(build_cfg, num_classes=len(payload["labels"]))
+    elif cfg.task == "attributes":
+        model = build.build_model(build_cfg)
     else:
         vocab = Vocabulary.from_dict(payload["vocab"])
         model = build.build_model(build_cfg, vocab_size=len(vocab))
@@ -106,6 +113,12 @@ def evaluate(
     model, cfg, payload = load_model(checkpoint, overrides=extra)
     if cfg.task == "activity":
         return _evaluate_activity(model, cfg, payload, split, out_dir)
+    if cfg.task == "attributes":  # a pretraining run: its heads' accuracies
+        data = build.build_attribute_dataset(cfg, split)
+        loader = make_loader(data, cfg.eval.batch_size, None, None, cfg.data.num_workers)
+        metrics = evaluate_attributes(model, loader, next(model.parameters()).device, data.heads)
+        write_json_atomic(out_dir / f"{split}_metrics.json", {**metrics, "split": split})
+        return {**metrics, "split": split}
     return _evaluate_captions(model, cfg, payload, split, out_dir)
 
 
@@ -322,6 +335,11 @@ def iter_captions(
     if cfg.task == "activity":
         raise LrcnError(
             f"{payload['path']}: an activity checkpoint classifies; use `lrcn classify`."
+        )
+    if cfg.task == "attributes":
+        raise LrcnError(
+            f"{payload['path']}: a pretraining checkpoint (task attributes) has no caption decoder; "
+            "name its run's encoder.pt as encoder.weights in a caption config and train that."
         )
     vocab = Vocabulary.from_dict(payload["vocab"])
     device = next(model.parameters()).device

@@ -72,6 +72,11 @@ def write_report(run_dir: str | Path, split: str = "test", out: str | Path | Non
     """
     run_dir = _run_folder(Path(run_dir))
     cfg = load_config(run_dir / "config.yaml")
+    if cfg.task == "attributes":
+        raise LrcnError(
+            f"{run_dir} is a pretraining run (task attributes): it has no captions to show; its "
+            f"accuracies are in {run_dir / 'eval'}/{split}_metrics.json (`lrcn evaluate` writes it)."
+        )
     eval_dir = run_dir / "eval"
     out_path = Path(out) if out else eval_dir / f"{split}_report.html"
     check_writable(out_path.parent)  # before any evaluation or rendering

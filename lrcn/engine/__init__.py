@@ -5,11 +5,13 @@ position inside the epoch and every RNG state, and SIGINT/SIGTERM save a checkpo
 
 - ``loop``: one training epoch (``train_one_epoch``) and the ``TrainState`` it advances.
 - ``optim``: optimizer and learning-rate schedule.
+- ``attributes``: scoring an encoder pretrained on attribute labels (task attributes).
 - ``evaluation``: decoding a loader into captions, scoring them, classifier accuracy.
 - ``run``: a task's data, model and validation, built from a config.
 - ``fit``: the resumable, DDP-aware training run.
 """
 
+from lrcn.engine.attributes import attribute_metrics, evaluate_attributes
 from lrcn.engine.evaluation import evaluate_classifier, generate_captions, score_captions
 from lrcn.engine.fit import StopRequested, fit
 from lrcn.engine.loop import TrainState, train_one_epoch
@@ -18,6 +20,8 @@ from lrcn.engine.run import Run
 
 __all__ = [
     "Run",
+    "attribute_metrics",
+    "evaluate_attributes",
     "StopRequested",
     "TrainState",
     "build_optimizer",

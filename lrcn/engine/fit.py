@@ -37,7 +37,7 @@ from lrcn.engine.optim import build_optimizer, build_scheduler, planned_steps, s
 from lrcn.engine.run import Run
 from lrcn.engine.scst import SelfCriticalLoss
 from lrcn.errors import LrcnError
-from lrcn.io import check_writable, hold_lock, kill_point, remove_stale_temps
+from lrcn.io import atomic_path, check_writable, hold_lock, kill_point, remove_stale_temps
 from lrcn.runtime import make_grad_scaler, resolve_device, tune_cpu_allocator
 from lrcn.text.vocab import Vocabulary
 from lrcn.visualize import log_hparams, log_validation_grid
@@ -315,7 +315,17 @@ class _Trainer:
         # the pair atomic, but adds a third file every reader must consult.)
         if improved:
             self.checkpoint("best.pt")
+            self._write_best_files()
         self.checkpoint("last.pt")
+
+    def _write_best_files(self) -> None:
+        """The run's files that go with ``best.pt`` (a pretraining run's ``encoder.pt``), written
+        atomically after it: a kill between the two is redone by the resume, as ``best.pt`` is."""
+        if not self.is_main:
+            return
+        for name, state in self.run.best_files().items():
+            with atomic_path(self.run.run_dir / name) as tmp:
+                torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
 
     def close(self) -> None:
         """Final hyper-parameter summary and the TensorBoard file closed.

@@ -20,6 +20,7 @@ from lrcn.data.datasets import (
     most_frequent_caption,
     tokenize_source,
 )
+from lrcn.engine.attributes import evaluate_attributes
 from lrcn.engine.evaluation import evaluate_classifier, generate_captions, score_captions
 from lrcn.errors import LrcnError
 from lrcn.runtime import make_loader
@@ -41,6 +42,8 @@ class Run:
         rank, world = distributed.rank(), distributed.world_size()
         if self.task == "activity":
             self._build_activity(cfg)
+        elif self.task == "attributes":
+            self._build_attributes(cfg)
         else:
             self._build_captioning(cfg)
         self.model.to(device)
@@ -65,6 +68,21 @@ class Run:
         self.val_data, _ = build.build_activity_dataset(cfg, "val")
         self.collate = None
         self.model = build.build_model(cfg, num_classes=len(self.labels))
+
+    def _build_attributes(self, cfg: Config) -> None:
+        self.train_data = build.build_attribute_dataset(cfg, "train")
+        self.val_data = build.build_attribute_dataset(cfg, "val")
+        self.heads = dict(self.train_data.heads)
+        self.labels = list(self.heads)  # the heads, in the order of the targets (checkpoint)
+        self.collate = None
+        self.model = build.build_model(cfg)
+
+    def best_files(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Files written beside ``best.pt`` whenever it is: for a pretraining run (task
+        attributes), ``encoder.pt``, the encoder's state_dict that ``encoder.weights`` names."""
+        if self.task != "attributes":
+            return {}
+        return {"encoder.pt": self.model.encoder.trunk.state_dict()}
 
     def _build_captioning(self, cfg: Config) -> None:
         train_source = build.build_source(cfg, "train")
@@ -108,7 +126,7 @@ class Run:
         )
 
     def _val_loader(self) -> DataLoader:
-        collate = None if self.task == "activity" else self.val_collate
+        collate = None if self.task in ("activity", "attributes") else self.val_collate
         return make_loader(
             self.val_data,
             self.cfg.eval.batch_size,
@@ -124,10 +142,20 @@ class Run:
         if self.task == "activity":
             result = evaluate_classifier(self.model, loader, self.device, self.labels)
             return {"accuracy": result["accuracy"]}
+        if self.task == "attributes":
+            result = evaluate_attributes(self.model, loader, self.device, self.heads)
+            # the summary (per attribute, per scene); each head's own accuracy is in the test file
+            return {
+                k: v
+                for k, v in result.items()
+                if isinstance(v, float) and not k.startswith(("slot", "has_"))
+            }
         hyps, refs, _ = generate_captions(
             self.model, loader, self.vocab, self.device, 1, self.cfg.eval.max_length
         )
         metrics = score_captions(hyps, refs, ["bleu", "cider"], "python")
+        # the dataset's own content check (shapes: scene_accuracy), logged beside BLEU each epoch
+        metrics.update(self.val_data.source.task_metrics(hyps))
         metrics["samples"] = [
             {"id": k, "caption": hyps[k], "reference": refs[k][0]} for k in list(hyps)[:4]
         ]

@@ -1,6 +1,7 @@
 """Model parts: encoders and decoder wirings (both registries), TimeDistributed, the caption decoder,
-captioners and the activity classifier."""
+captioners, the activity classifier and the attribute heads that pretrain an encoder."""
 
+from lrcn.models.attributes import AttributeClassifier
 from lrcn.models.captioner import Captioner, ImageCaptioner, MeanPool, TemporalLSTM, VideoCaptioner
 from lrcn.models.classifier import (
     ActivityClassifier,
@@ -25,6 +26,7 @@ from lrcn.models.wirings import Wiring, available_wirings, get_wiring, register_
 
 __all__ = [
     "ActivityClassifier",
+    "AttributeClassifier",
     "Captioner",
     "Encoder",
     "EncoderSpec",

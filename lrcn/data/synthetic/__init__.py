@@ -1,6 +1,8 @@
-"""Embedded datasets drawn on the fly from a seed: shapes (images), moving shapes (video captions),
-moving line (activity recognition), each registered by name (see `registry`)."""
+"""Embedded datasets drawn on the fly from a seed: shapes (images; and their ground truth for
+pretraining, `attributes`), moving shapes (video captions), moving line (activity recognition),
+each registered by name and task (see `registry`)."""
 
+from lrcn.data.synthetic.attributes import ShapesAttributes, attribute_heads
 from lrcn.data.synthetic.moving_line import MovingLineDataset
 from lrcn.data.synthetic.moving_shapes import MovingShapesCaptions, MovingShapesSource
 from lrcn.data.synthetic.registry import (
@@ -17,8 +19,10 @@ __all__ = [
     "MovingLineDataset",
     "MovingShapesCaptions",
     "MovingShapesSource",
+    "ShapesAttributes",
     "ShapesCaptions",
     "ShapesSource",
+    "attribute_heads",
     "available_datasets",
     "find_dataset",
     "get_dataset",

@@ -4,8 +4,10 @@ A builder is called with keyword arguments ``split`` (train, val or test), ``siz
 split), ``seed`` (``data.seed``), ``data`` (the config's ``data`` section, for fields such as
 ``image_size``, ``num_frames``, ``variant``), ``mean`` and ``std`` (the encoder's normalisation).
 Captioning builders return a `lrcn.data.datasets.Source`; activity builders a torch ``Dataset``
-with a ``class_names`` list. Register one with ``@register_dataset("name", task="caption")`` from
-anywhere; ``data.dataset=name`` then builds it.
+with a ``class_names`` list; attribute builders (stage 1 pretraining) a torch ``Dataset`` with a
+``heads`` mapping. Register one with ``@register_dataset("name", task="caption")`` from anywhere;
+``data.dataset=name`` then builds it. One name may serve several tasks (``shapes`` is captioning
+data and, for ``task: attributes``, the same images with their ground truth as labels).
 """
 
 from __future__ import annotations
@@ -28,15 +30,15 @@ class SyntheticDataset:
     builder: Builder
 
 
-DATASETS: dict[str, SyntheticDataset] = {}
+DATASETS: dict[tuple[str, str], SyntheticDataset] = {}  # (name, task) -> entry
 
 
 def register_dataset(name: str, task: str) -> Callable[[Builder], Builder]:
-    """Decorator registering ``builder`` as dataset ``name`` of ``task`` (caption, video_caption
-    or activity); a later registration replaces it."""
+    """Decorator registering ``builder`` as dataset ``name`` of ``task`` (caption, video_caption,
+    activity or attributes); a later registration of the same name and task replaces it."""
 
     def register(builder: Builder) -> Builder:
-        DATASETS[name] = SyntheticDataset(name, task, builder)
+        DATASETS[(name, task)] = SyntheticDataset(name, task, builder)
         return builder
 
     return register
@@ -44,10 +46,9 @@ def register_dataset(name: str, task: str) -> Callable[[Builder], Builder]:
 
 def find_dataset(name: str, task: str | None = None) -> SyntheticDataset | None:
     """The dataset registered as ``name`` (for ``task``, when given), or None."""
-    entry = DATASETS.get(name)
-    if entry is None or (task is not None and entry.task != task):
-        return None
-    return entry
+    if task is not None:
+        return DATASETS.get((name, task))
+    return next((entry for (found, _), entry in DATASETS.items() if found == name), None)
 
 
 def get_dataset(name: str, task: str | None = None) -> SyntheticDataset:
@@ -68,4 +69,4 @@ def get_dataset(name: str, task: str | None = None) -> SyntheticDataset:
 
 def available_datasets(task: str | None = None) -> list[str]:
     """Names of the registered datasets (of ``task``, when given), sorted."""
-    return sorted(name for name, entry in DATASETS.items() if task is None or entry.task == task)
+    return sorted({name for name, entry_task in DATASETS if task is None or entry_task == task})

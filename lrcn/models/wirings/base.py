@@ -51,6 +51,9 @@ class Wiring:
         dropout: the decoder's dropout; recurrent networks use it between stacked layers.
     """
 
+    # teacher forcing over packed sequences (False: the fused CPU LSTM; see `run_packed`)
+    packed: bool = True
+
     def __init__(self, embed_dim: int, hidden_dim: int, num_layers: int, dropout: float) -> None:
         self.embed_dim, self.hidden_dim, self.num_layers = embed_dim, hidden_dim, num_layers
         self.inter_dropout = dropout if num_layers > 1 else 0.0
@@ -127,13 +130,31 @@ def get_wiring(name: str) -> type[Wiring]:
 
 
 def run_packed(
-    lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tensor, total: int
+    lstm: nn.LSTM,
+    inputs: torch.Tensor,
+    lengths: torch.Tensor,
+    total: int,
+    packed: bool = True,
 ) -> torch.Tensor:
-    """Run ``lstm`` over padded ``inputs`` (B, T, I) packed by ``lengths``: (B, total, H), zeros past each length."""
-    packed = nn.utils.rnn.pack_padded_sequence(
+    """Run ``lstm`` over padded ``inputs`` (B, T, I) packed by ``lengths``: (B, total, H), zeros past each length.
+
+    With ``packed=False`` (``decoder.packed: false``) on CPU, the padded batch goes through the LSTM
+    whole and the steps past each length are zeroed: a one-way LSTM's outputs before a row's end
+    never see what follows, so they equal the packed run's within 1.5e-7, and oneDNN's fused LSTM
+    runs 2.3x faster than the packed kernel (hidden 256, 320 captions of up to 16 steps, forward +
+    backward: 83 against 190 ms). Its rounding depends on the batch, though: torchrun's ranks then
+    no longer add up to one process within 1e-5 (tests/test_ddp.py), so packing stays the default.
+    """
+    if not packed and inputs.device.type == "cpu":
+        out, _ = lstm(inputs)  # (B, T, H)
+        steps = torch.arange(total, device=inputs.device)
+        valid = steps[None, :] < lengths.to(inputs.device)[:, None]  # (B, total)
+        out = nn.functional.pad(out, (0, 0, 0, total - out.shape[1]))  # (B, total, H)
+        return out * valid.unsqueeze(-1)
+    packed_inputs = nn.utils.rnn.pack_padded_sequence(
         inputs, lengths, batch_first=True, enforce_sorted=False
     )
-    out, _ = lstm(packed)
+    out, _ = lstm(packed_inputs)
     out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=total)
     return out
 

@@ -49,4 +49,4 @@ class LRCN1u(Wiring):
         """Teacher forcing over packed ``[word_t, visual]`` inputs: (B, L, H)."""
         n = words.shape[1]
         inputs = torch.cat([words, visual.unsqueeze(1).expand(-1, n, -1)], dim=2)  # (B, L, 2E)
-        return run_packed(self.lstm, inputs, steps, n)
+        return run_packed(self.lstm, inputs, steps, n, self.packed)

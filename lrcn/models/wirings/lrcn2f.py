@@ -52,6 +52,6 @@ class LRCN2f(Wiring):
     ) -> torch.Tensor:
         """Teacher forcing: packed words through ``lstm``, then ``[its output, visual]``: (B, L, H)."""
         n = words.shape[1]
-        first = dropout(run_packed(self.lstm, words, steps, n))  # (B, L, H)
+        first = dropout(run_packed(self.lstm, words, steps, n, self.packed))  # (B, L, H)
         inputs = torch.cat([first, visual.unsqueeze(1).expand(-1, n, -1)], dim=2)  # (B, L, H+E)
-        return run_packed(self.lstm2, inputs, steps, n)
+        return run_packed(self.lstm2, inputs, steps, n, self.packed)

@@ -50,4 +50,4 @@ class ShowTell(Wiring):
     ) -> torch.Tensor:
         """Teacher forcing over packed ``[visual, words]``, the image step dropped: (B, L, H)."""
         inputs = torch.cat([visual.unsqueeze(1), words], dim=1)  # (B, L + 1, E): image first
-        return run_packed(self.lstm, inputs, steps + 1, words.shape[1] + 1)[:, 1:]
+        return run_packed(self.lstm, inputs, steps + 1, words.shape[1] + 1, self.packed)[:, 1:]
