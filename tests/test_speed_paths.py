@@ -119,26 +119,14 @@ def test_allocator_tuning_stops_the_seed_steps_page_faults():
     assert faults["tuned"] < faults["system"] / 20  # measured: 0
 
 
-def test_score_command_does_not_import_torch(shared_data):
-    """`lrcn score` needs no tensors: importing torch would cost it about 1.8 s of start-up."""
-    coco = shared_data / "coco"
+def _cli_in_a_fresh_process(args: list[str]) -> dict:
+    """Run ``lrcn ARGS`` in a fresh interpreter: its exit status and whether torch got imported."""
     code = (
         "import json, sys\n"
         "from lrcn.cli import main\n"
         "status = main(sys.argv[1:])\n"
         "print(json.dumps({'status': status, 'torch': 'torch' in sys.modules}))\n"
     )
-    args = [
-        "score",
-        "--annotations",
-        str(coco / "captions_val2014_subset200.json"),
-        "--results",
-        str(coco / "fakecap_results_subset200.json"),
-        "--tokenizer",
-        "python",
-        "--metrics",
-        "bleu,cider",
-    ]
     done = subprocess.run(
         [sys.executable, "-c", code, *args],
         capture_output=True,
@@ -146,8 +134,16 @@ def test_score_command_does_not_import_torch(shared_data):
         env=dict(os.environ, PYTHONPATH=str(REPO)),
         check=True,
     )
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
-    assert outcome == {"status": 0, "torch": False}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_score_command_does_not_import_torch(shared_data):
+    """`lrcn score` needs no tensors: importing torch would cost it about 1.8 s of start-up."""
+    coco = shared_data / "coco"
+    args = ["score", "--annotations", str(coco / "captions_val2014_subset200.json"),
+            "--results", str(coco / "fakecap_results_subset200.json"),
+            "--tokenizer", "python", "--metrics", "bleu,cider"]  # fmt: skip
+    assert _cli_in_a_fresh_process(args) == {"status": 0, "torch": False}
 
 
 def test_prepare_command_does_not_import_torch(tmp_path):
@@ -161,21 +157,7 @@ def test_prepare_command_does_not_import_torch(tmp_path):
         Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(photos / f"p{i}.png")
         rows.append(f"p{i}.png,a red square number {i}")
     (tmp_path / "captions.csv").write_text("\n".join(rows) + "\n")
-    code = (
-        "import json, sys\n"
-        "from lrcn.cli import main\n"
-        "status = main(sys.argv[1:])\n"
-        "print(json.dumps({'status': status, 'torch': 'torch' in sys.modules}))\n"
-    )
     args = ["prepare", "images", "--root", str(photos), "--out", str(tmp_path / "manifest")]
     args.append(f"captions={tmp_path / 'captions.csv'}")
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        check=True,
-    )
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
-    assert outcome == {"status": 0, "torch": False}
+    assert _cli_in_a_fresh_process(args) == {"status": 0, "torch": False}
     assert (tmp_path / "manifest" / "train.jsonl").is_file()
