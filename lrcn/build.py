@@ -37,7 +37,7 @@ from lrcn.models.encoders import (
     encoder_spec,
 )
 from lrcn.models.init import keras_init_
-from lrcn.models.wirings import available_wirings
+from lrcn.models.wirings import available_wirings, get_wiring
 
 
 def check_config(cfg: Config, source: str = "config") -> None:
@@ -170,16 +170,41 @@ def build_encoder(cfg: Config) -> Encoder:
     if cfg.encoder.channels_last:  # only then: builders registered elsewhere need not know it
         options["channels_last"] = True
     return create_encoder(
-        cfg.encoder.name, weights=cfg.encoder.weights, freeze=cfg.encoder.freeze, **options
+        cfg.encoder.name,
+        weights=cfg.encoder.weights,
+        freeze=cfg.encoder.freeze,
+        grid_size=cfg.encoder.grid_size,
+        **options,
     )
 
 
+def attention_input(cfg: Config) -> str | None:
+    """What the configured decoder attends over (``grid``, ``frames``) or None; refuses, naming
+    ``decoder.variant``, a wiring whose input does not exist for the task."""
+    if cfg.task not in ("caption", "video_caption"):
+        return None
+    attends = get_wiring(cfg.decoder.variant).attends
+    wanted = "frames" if cfg.task == "video_caption" else "grid"
+    if attends is not None and attends != wanted:
+        raise LrcnError(
+            f"decoder.variant {cfg.decoder.variant} attends over {attends}, which task "
+            f"{cfg.task} does not have; choose a wiring that attends over {wanted} "
+            f"({', '.join(n for n in available_wirings() if get_wiring(n).attends == wanted)})."
+        )
+    return attends
+
+
 def build_captioner(cfg: Config, vocab_size: int, encoder: Encoder | None = None) -> Captioner:
-    """Image or video captioner as configured; ``encoder`` reuses an already built CNN."""
+    """Image or video captioner as configured; ``encoder`` reuses an already built CNN.
+
+    An attention decoder reads the CNN's grid cells (images: ``encoder.grid``, (B, N, D)) or the
+    frame features themselves (video: no temporal pooling, (B, T, D)).
+    """
     encoder = encoder or build_encoder(cfg)
-    feature_dim = encoder.feature_dim
+    attends = attention_input(cfg)
+    feature_dim = encoder.grid_dim if attends == "grid" else encoder.feature_dim
     temporal = None
-    if cfg.task == "video_caption":
+    if cfg.task == "video_caption" and attends is None:
         temporal = (
             MeanPool(feature_dim)
             if cfg.encoder.temporal == "mean"

@@ -70,6 +70,7 @@ class EncoderConfig:
     channels_last: bool = False  # small_cnn: 1.4x faster on CPU; torchrun != 1 process bitwise
     temporal: str = "mean"  # video: mean | lstm (S2VT-style temporal LSTM)
     temporal_hidden_dim: int = 512
+    grid_size: int = 0  # attention decoders: pool the CNN's grid to S x S cells (0: its own grid)
 
 
 @dataclass
@@ -317,6 +318,7 @@ RANGES: dict[str, Range] = {
     "data.num_workers": _NATURAL,
     "encoder.feature_dim": _COUNT,
     "encoder.temporal_hidden_dim": _COUNT,
+    "encoder.grid_size": _NATURAL,
     "decoder.embed_dim": _COUNT,
     "decoder.hidden_dim": _COUNT,
     "decoder.num_layers": _COUNT,

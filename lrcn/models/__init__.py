@@ -15,6 +15,7 @@ from lrcn.models.decoder import LSTMDecoder
 from lrcn.models.encoders import (
     Encoder,
     EncoderSpec,
+    GridSpec,
     available_encoders,
     create_encoder,
     encoder_spec,
@@ -30,6 +31,7 @@ __all__ = [
     "Captioner",
     "Encoder",
     "EncoderSpec",
+    "GridSpec",
     "ImageCaptioner",
     "LSTMDecoder",
     "MeanPool",

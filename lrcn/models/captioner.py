@@ -62,16 +62,29 @@ class Captioner(nn.Module):
         self.temporal = temporal
         self.decoder = decoder
 
+    @property
+    def attends(self) -> str | None:
+        """What the decoder attends over: ``grid`` (image cells), ``frames``, or None."""
+        return self.decoder.attends
+
     def encode_features(self, features: torch.Tensor) -> torch.Tensor:
-        """CNN features -> the decoder's visual feature: (B, D) for images, (B, T, D) -> (B, D') for video."""
+        """CNN features -> the decoder's visual feature: (B, D) for images, (B, T, D) -> (B, D') for video.
+
+        An attention decoder takes the features as they are: grid cells (B, N, D) or frames (B, T, D).
+        """
         return features if self.temporal is None else self.temporal(features)
 
     def cnn_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Pixels -> CNN features: (B, 3, H, W) -> (B, D), or (B, T, 3, H, W) -> (B, T, D)."""
+        """Pixels -> CNN features: (B, 3, H, W) -> (B, D), or (B, T, 3, H, W) -> (B, T, D).
+
+        For a decoder attending over the image grid: (B, 3, H, W) -> (B, N, D) grid cells.
+        """
         if pixels.dim() == 5:
             return TimeDistributed(self.encoder)(
                 pixels
             )  # (B*T, 3, H, W) through the CNN, then (B, T, D)
+        if self.attends == "grid":
+            return self.encoder.grid(pixels)  # (B, N, D)
         return self.encoder(pixels)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

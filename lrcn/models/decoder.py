@@ -77,6 +77,11 @@ class LSTMDecoder(nn.Module):
         self.out = nn.Linear(hidden_dim, vocab_size)
         self.wiring.reset_parameters()
 
+    @property
+    def attends(self) -> str | None:
+        """What the wiring attends over: ``grid``, ``frames``, or None (one visual vector)."""
+        return self.wiring.attends
+
     # ---- teacher forcing -------------------------------------------------------------------
     def hidden_states(
         self, features: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor

@@ -14,6 +14,10 @@ Register a new one the way timm registers models, from anywhere (a plugin, a tes
 
 and select it with ``encoder.name=tiny``. A builder gets ``weights`` (``none``, ``imagenet`` or a
 path) and the options ``feature_dim`` and ``image_size``; it returns the trunk and its feature size.
+
+Attention decoders (Show, Attend and Tell) read the CNN's spatial grid before pooling instead of
+the pooled vector: ``Encoder.grid(images)`` gives (B, N, D) with ``N = h x w``. Every built-in
+encoder has one; a registered encoder offers one with ``register_encoder(..., grid=GridSpec(...))``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,22 @@ from lrcn.models.pooling import MaxPool2d, use_fast_pools
 
 Builder = Callable[..., tuple[nn.Module, int]]
 
+
+@dataclass(frozen=True)
+class GridSpec:
+    """How to read an encoder's spatial grid: the feature map its pooled vector is made from.
+
+    Attributes:
+        forward: ``forward(trunk, images)`` -> the map (B, C, h, w) before pooling. It calls the
+            trunk's own modules (no copy, no new parameters), so frozen and trained weights,
+            devices and fast pools are the trunk's.
+        channels: ``channels(trunk)`` -> C, the size of one grid cell's feature.
+    """
+
+    forward: Callable[[nn.Module, torch.Tensor], torch.Tensor]
+    channels: Callable[[nn.Module], int]
+
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
@@ -50,12 +70,22 @@ class Encoder(nn.Module):
     dropout fixed) even while the rest of the model trains.
     """
 
-    def __init__(self, trunk: nn.Module, feature_dim: int, name: str, freeze: bool = False) -> None:
+    def __init__(
+        self,
+        trunk: nn.Module,
+        feature_dim: int,
+        name: str,
+        freeze: bool = False,
+        grid: GridSpec | None = None,
+        grid_size: int = 0,
+    ) -> None:
         super().__init__()
         self.trunk = trunk
         self.feature_dim = feature_dim
         self.name = name
         self.frozen = freeze
+        self.grid_spec = grid  # a plain (stateless) object: not a submodule, no state_dict keys
+        self.grid_size = grid_size
         if freeze:
             for p in self.trunk.parameters():
                 p.requires_grad_(False)
@@ -69,6 +99,34 @@ class Encoder(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) -> features (B, D)."""
         return self.trunk(images)  # (B, 3, H, W) -> (B, D)
+
+    @property
+    def grid_dim(self) -> int:
+        """Size D of one grid cell's feature (the channels of the map before pooling)."""
+        return self._grid_spec().channels(self.trunk)
+
+    def grid_map(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> the spatial feature map (B, D, h, w) before pooling.
+
+        With ``grid_size`` S > 0 (``encoder.grid_size``) the map is average-pooled to S x S, as
+        Show, Attend and Tell's 14 x 14 grid (sgrvinod's tutorial does the same on a ResNet).
+        """
+        fmap = self._grid_spec().forward(self.trunk, images)  # (B, D, h, w)
+        if self.grid_size > 0 and tuple(fmap.shape[-2:]) != (self.grid_size, self.grid_size):
+            fmap = nn.functional.adaptive_avg_pool2d(fmap, self.grid_size)  # (B, D, S, S)
+        return fmap
+
+    def grid(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) -> grid features (B, N, D), N = h x w cells in row-major order."""
+        return self.grid_map(images).flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, h*w, D)
+
+    def _grid_spec(self) -> GridSpec:
+        if self.grid_spec is None:
+            raise LrcnError(
+                f"encoder {self.name} was registered without a spatial grid; register it with "
+                "grid=GridSpec(...) or set decoder.variant to a wiring without attention (show_tell)."
+            )
+        return self.grid_spec
 
 
 class SmallCNN(nn.Module):
@@ -109,6 +167,10 @@ class SmallCNN(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, S, S) -> features (B, D); any other size is refused with a sentence."""
+        return self.fc(self.grid_map(images))  # (B, 3, S, S) -> (B, C, S/16, S/16) -> (B, D)
+
+    def grid_map(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, S, S) -> the last conv block's map (B, C, S/16, S/16), before the fc."""
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             raise ValueError(
                 f"small_cnn was built for {self.image_size}x{self.image_size} images, got "
@@ -120,7 +182,7 @@ class SmallCNN(nn.Module):
             # but rounded differently for another batch size: torchrun's ranks then no longer
             # add up to one process within 1e-5 (tests/test_ddp.py), hence an option
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.fc(self.features(images))  # (B, 3, S, S) -> (B, C, S/16, S/16) -> (B, D)
+        return self.features(images)
 
 
 @dataclass(frozen=True)
@@ -132,12 +194,14 @@ class EncoderSpec:
         mean: per-channel mean the inputs are normalised with.
         std: per-channel standard deviation.
         pretrained: whether ``weights=imagenet`` exists for it.
+        grid: how to read its spatial grid (attention decoders); None when it has none.
     """
 
     builder: Builder
     mean: tuple[float, ...]
     std: tuple[float, ...]
     pretrained: bool = False
+    grid: GridSpec | None = None
 
     @property
     def in_channels(self) -> int:
@@ -155,6 +219,7 @@ def register_encoder(
     mean: tuple[float, ...] = HALF,
     std: tuple[float, ...] = HALF,
     pretrained: bool = False,
+    grid: GridSpec | None = None,
 ) -> Callable[[Builder], Builder]:
     """Decorator registering a builder as encoder ``name`` (``encoder.name=name`` in a config).
 
@@ -166,12 +231,13 @@ def register_encoder(
         mean: per-channel input mean the weights expect.
         std: per-channel input standard deviation.
         pretrained: the builder accepts ``weights=imagenet``.
+        grid: how to read the trunk's spatial grid, for attention decoders (`GridSpec`).
     """
     if spec is not None:
         ENCODERS[name] = spec
 
     def add(builder: Builder) -> Builder:
-        ENCODERS[name] = EncoderSpec(builder, tuple(mean), tuple(std), pretrained)
+        ENCODERS[name] = EncoderSpec(builder, tuple(mean), tuple(std), pretrained, grid)
         return builder
 
     return add
@@ -196,7 +262,31 @@ def _no_weights(name: str, weights: str) -> None:
         raise LrcnError(f"encoder {name} has no pretrained weights; set encoder.weights=none.")
 
 
-@register_encoder("small_cnn", mean=HALF, std=HALF)
+def _last_batchnorm_channels(module: nn.Module) -> int:
+    """Channels of the last BatchNorm2d in ``module``: a ResNet stage's output width."""
+    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+    return norms[-1].num_features
+
+
+def _resnet_map(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """A torchvision ResNet up to ``layer4``: (B, 3, H, W) -> (B, C, H/32, W/32)."""
+    x = net.maxpool(net.relu(net.bn1(net.conv1(images))))
+    return net.layer4(net.layer3(net.layer2(net.layer1(x))))
+
+
+# ResNet: layer4, what the average pool reads (7 x 7 at 224 px; sgrvinod pools it to 14 x 14)
+RESNET_GRID = GridSpec(_resnet_map, lambda net: _last_batchnorm_channels(net.layer4))
+# VGG16: conv5_3 after its ReLU, before the last max pool (14 x 14 x 512 at 224 px: the grid of
+# Show, Attend and Tell, which used VGG19's conv5_4)
+VGG_GRID = GridSpec(lambda net, x: net.features[:-1](x), lambda net: 512)
+MOBILENET_GRID = GridSpec(lambda net, x: net.features(x), lambda net: net.features[-1].out_channels)
+EFFICIENTNET_GRID = GridSpec(lambda net, x: net.forward_features(x), lambda net: net.num_features)
+SMALL_CNN_GRID = GridSpec(lambda net, x: net.grid_map(x), lambda net: net.features[-4].out_channels)
+# the seed CNN: its pooled map before the flatten
+SEED_CNN_GRID = GridSpec(lambda net, x: net[:-1](x), lambda net: net[1].out_channels)
+
+
+@register_encoder("small_cnn", mean=HALF, std=HALF, grid=SMALL_CNN_GRID)
 def _small_cnn(
     weights: str,
     feature_dim: int = 256,
@@ -213,7 +303,7 @@ def _small_cnn(
     return net, feature_dim
 
 
-@register_encoder("seed_cnn", mean=(0.0,), std=(1.0,))
+@register_encoder("seed_cnn", mean=(0.0,), std=(1.0,), grid=SEED_CNN_GRID)
 def _seed_cnn(weights: str, image_size: int = 50, **_: object) -> tuple[nn.Module, int]:
     """The Keras seed's one-channel CNN (`lrcn.models.classifier.build_seed_cnn`), square inputs."""
     _no_weights("seed_cnn", weights)
@@ -316,26 +406,34 @@ def _mobilenet_v3_head(net: nn.Module) -> tuple[nn.Module, int]:
 
 
 @register_encoder(
-    "efficientnet_lite0", mean=EFFICIENTNET_LITE0_MEAN, std=EFFICIENTNET_LITE0_STD, pretrained=True
+    "efficientnet_lite0",
+    mean=EFFICIENTNET_LITE0_MEAN,
+    std=EFFICIENTNET_LITE0_STD,
+    pretrained=True,
+    grid=EFFICIENTNET_GRID,
 )  # TF-Lite preprocessing: (x - 127) / 128
 def _efficientnet_lite0(weights: str, **_: object) -> tuple[nn.Module, int]:
     return efficientnet_lite0_features(weights=None if weights in ("none", "") else weights)
 
 
 for _name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
-    register_encoder(_name, mean=IMAGENET_MEAN, std=IMAGENET_STD, pretrained=True)(
-        _torchvision(_name, _resnet_head)
-    )
-register_encoder("vgg16", mean=IMAGENET_MEAN, std=IMAGENET_STD, pretrained=True)(
+    register_encoder(
+        _name, mean=IMAGENET_MEAN, std=IMAGENET_STD, pretrained=True, grid=RESNET_GRID
+    )(_torchvision(_name, _resnet_head))
+register_encoder("vgg16", mean=IMAGENET_MEAN, std=IMAGENET_STD, pretrained=True, grid=VGG_GRID)(
     _torchvision("vgg16", _vgg_head)
 )
-register_encoder("mobilenet_v3_large", mean=IMAGENET_MEAN, std=IMAGENET_STD, pretrained=True)(
-    _torchvision("mobilenet_v3_large", _mobilenet_v3_head)
-)
+register_encoder(
+    "mobilenet_v3_large",
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    pretrained=True,
+    grid=MOBILENET_GRID,
+)(_torchvision("mobilenet_v3_large", _mobilenet_v3_head))
 
 
 def create_encoder(
-    name: str, weights: str = "none", freeze: bool = False, **options: object
+    name: str, weights: str = "none", freeze: bool = False, grid_size: int = 0, **options: object
 ) -> Encoder:
     """Build an encoder from the registry.
 
@@ -344,10 +442,13 @@ def create_encoder(
         weights: ``none``, ``imagenet`` (offline: fails with a sentence saying where to put the
             file) or a path to a local state_dict.
         freeze: no gradients, eval-mode BatchNorm.
+        grid_size: pool the spatial grid to this many cells a side (0: the CNN's own grid).
         options: builder options (``feature_dim``, ``image_size`` for ``small_cnn``).
     """
     spec = encoder_spec(name)
     if weights == "imagenet" and not spec.pretrained:
         raise LrcnError(f"encoder {name} has no ImageNet weights; set encoder.weights=none.")
     trunk, dim = spec.builder(weights=weights, **options)
-    return Encoder(use_fast_pools(trunk), dim, name, freeze=freeze)
+    return Encoder(
+        use_fast_pools(trunk), dim, name, freeze=freeze, grid=spec.grid, grid_size=grid_size
+    )

@@ -53,6 +53,9 @@ class Wiring:
 
     # teacher forcing over packed sequences (False: the fused CPU LSTM; see `run_packed`)
     packed: bool = True
+    # What an attention wiring attends over: "grid" (an image's spatial cells, (B, N, E)) or
+    # "frames" (a video's frame features, (B, T, E)); None: one visual vector (B, E).
+    attends: str | None = None
 
     def __init__(self, embed_dim: int, hidden_dim: int, num_layers: int, dropout: float) -> None:
         self.embed_dim, self.hidden_dim, self.num_layers = embed_dim, hidden_dim, num_layers
@@ -66,7 +69,12 @@ class Wiring:
         """Re-initialise weights; called once the decoder's output layer exists (random order)."""
 
     def init_state(self, visual: torch.Tensor) -> State:
-        """State before ``<start>`` is fed, from the projected visual feature (B, E)."""
+        """State before ``<start>`` is fed, from the projected visual feature (B, E).
+
+        An attention wiring (``attends`` set) gets (B, N, E): one projected feature per grid cell
+        or frame. After each ``step`` its state holds ``alpha`` (B, N): the attention weights that
+        step's output was computed with (what `lrcn.decoding.attention_weights` collects).
+        """
         raise NotImplementedError
 
     def step(
