@@ -8,11 +8,19 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
 from test_features import FP16, tiny
 
 from lrcn.build import build_encoder, build_source, build_source_raw
-from lrcn.data.datasets import CaptionTrainDataset, build_vocabulary, make_caption_collate
-from lrcn.data.store import FeatureSource, StoreWriter, store_paths
+from lrcn.data.datasets import (
+    CaptionTrainDataset,
+    Source,
+    build_vocabulary,
+    make_caption_collate,
+)
+from lrcn.data.store import FeatureSource, StoreWriter, items_header, store_paths
 from lrcn.errors import LrcnError
 from lrcn.extract import extract_features
 
@@ -177,7 +185,7 @@ SHORT_TRAINING = (
 
 def test_attention_captioner_trains_and_evaluates_from_a_grid_store(tmp_path):
     from lrcn.engine import fit
-    from lrcn.predict import evaluate, load_model
+    from lrcn.predict import evaluate, iter_captions, load_model
 
     cfg = grid_cfg(tmp_path, *SHORT_TRAINING)
     for split in ("train", "val"):
@@ -189,6 +197,13 @@ def test_attention_captioner_trains_and_evaluates_from_a_grid_store(tmp_path):
     build_source(cfg, "val").check_encoder(model.encoder)  # captions raw images like training
     metrics = evaluate(tmp_path / "run", split="val", out_dir=tmp_path / "eval")
     assert metrics["items"] == 4 and isinstance(metrics["Bleu_4"], float)
+
+    # `lrcn caption` runs the checkpoint's encoder on a raw image: its grid, not the store
+    raw = build_source_raw(cfg, "val").example(0).pixels  # (3, 32, 32) normalised by 0.5 / 0.5
+    image = tmp_path / "shape.png"
+    Image.fromarray((raw.permute(1, 2, 0).numpy() * 127.5 + 127.5).astype(np.uint8)).save(image)
+    [(path, caption, error)] = list(iter_captions(tmp_path / "run", [str(image)]))
+    assert path == str(image) and error is None and isinstance(caption, str)
 
 
 def test_video_store_of_frame_vectors_trains_temporal_attention(tmp_path):
@@ -207,3 +222,44 @@ def test_video_store_of_frame_vectors_trains_temporal_attention(tmp_path):
     assert pooled.decoder.variant == "lrcn2f" and len(build_source(pooled, "train")) == 32
     summary = fit(cfg, tmp_path / "run")
     assert summary["steps"] == 2 and np.isfinite(summary["history"][0]["train_loss"])
+
+
+class _Items(Source):
+    """A raw source of ``n`` items with ids only (what a store checks)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def item_id(self, index: int) -> str:
+        return f"item{index}"
+
+    def captions(self, index: int) -> list[str]:
+        return ["a grid"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=st.integers(1, 6),
+    cells=st.integers(1, 9),
+    dim=st.integers(1, 17),
+    dtype=st.sampled_from(["float16", "float32"]),
+    seed=st.integers(0, 2**16),
+)
+def test_positioned_reads_of_any_grid_shape_equal_the_written_rows(
+    tmp_path_factory, rows, cells, dim, dtype, seed
+):
+    folder = tmp_path_factory.mktemp("store")
+    raw = _Items(rows)
+    grids = np.random.default_rng(seed).standard_normal((rows, cells, dim)).astype(dtype)
+    writer = StoreWriter(folder, "train", {"grid": True, **items_header(raw)}, (cells, dim), dtype)
+    writer.write(0, grids)
+    writer.close()
+    source = FeatureSource(folder, "train", raw)
+    read = np.stack([source.features(i).numpy() for i in range(rows)])
+    assert read.dtype == np.float32 and read.shape == (rows, cells, dim)
+    np.testing.assert_array_equal(read, grids.astype(np.float32))
+    assert source._array is None  # positioned reads: no memory map
+    source.close()
