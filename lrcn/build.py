@@ -21,7 +21,7 @@ from lrcn.config import Config
 from lrcn.data.datasets import Source
 from lrcn.data.manifest import read_manifest
 from lrcn.data.sources import ManifestImageSource, ManifestVideoSource
-from lrcn.data.store import FeatureSource
+from lrcn.data.store import FeatureSource, read_store_header
 from lrcn.data.synthetic import available_datasets, find_dataset
 from lrcn.errors import LrcnError
 from lrcn.metrics import available_metrics
@@ -83,8 +83,10 @@ def _split_size(cfg: Config, split: str) -> int:
 def build_source(cfg: Config, split: str) -> Source:
     """The captioning examples of one split (image or video), from the feature store when set."""
     if cfg.data.features:
+        expected = store_header(cfg)
+        _check_store_kind(cfg, split, expected)
         return FeatureSource(
-            cfg.data.features, split, build_source_raw(cfg, split), expected=store_header(cfg)
+            cfg.data.features, split, build_source_raw(cfg, split), expected=expected
         )
     return build_source_raw(cfg, split)
 
@@ -287,6 +289,11 @@ def _file_sha256(path: Path) -> str:
 def store_header(cfg: Config) -> dict[str, Any]:
     """What the configuration says a feature store's rows must have been made with.
 
+    A decoder attending over the image grid (``decoder.variant`` show_attend_tell) needs a store
+    of grids, (N, N_cells, D): its header says ``grid: true`` and the ``encoder.grid_size`` it was
+    pooled to. Video stores hold per-frame vectors whatever the decoder (temporal attention reads
+    them as they are).
+
     Raises:
         LrcnError: ``encoder.freeze`` is false (stored features of a trained encoder go stale).
     """
@@ -313,9 +320,41 @@ def store_header(cfg: Config) -> dict[str, Any]:
         "dataset": cfg.data.dataset,
         "data_seed": cfg.data.seed if synthetic else None,
     }
+    if attention_input(cfg) == "grid":
+        # (N_cells, D) rows; vector stores carry neither key, so stores made before grids stay valid
+        header.update(grid=True, grid_size=cfg.encoder.grid_size)
     if weights in ("none", ""):
         # Random weights: extraction seeds the encoder's init with train.seed, as fit does.
         header["init_seed"] = cfg.train.seed
     elif weights != "imagenet":
         header["weights_sha256"] = _file_sha256(Path(weights))
     return header
+
+
+def _check_store_kind(cfg: Config, split: str, expected: dict[str, Any]) -> None:
+    """Refuse, naming the config key that decides it, a store of vectors for a decoder that attends
+    over the grid, a store of grids for one that does not, or grids pooled to another size."""
+    found = read_store_header(cfg.data.features, split)
+    if found is None:  # no store yet: FeatureSource says what to run
+        return
+    folder, variant = cfg.data.features, cfg.decoder.variant
+    rerun = f"re-run `lrcn extract-features` with this config (data.features={folder})"
+    if expected.get("grid") and not found.get("grid"):
+        raise LrcnError(
+            f"data.features {folder} holds pooled vectors (one per image) but decoder.variant "
+            f"{variant} attends over the grid; {rerun} to store grids, or point data.features at "
+            "a grid store."
+        )
+    if found.get("grid") and not expected.get("grid"):
+        raise LrcnError(
+            f"data.features {folder} holds grids (N_cells x D per image) for an attention decoder "
+            f"but decoder.variant {variant} reads one pooled vector; set decoder.variant to a "
+            f"wiring that attends over the grid (show_attend_tell), or point data.features at a "
+            f"vector store (or {rerun} into another folder)."
+        )
+    if found.get("grid") and found.get("grid_size") != expected.get("grid_size"):
+        raise LrcnError(
+            f"data.features {folder} holds grids pooled with encoder.grid_size="
+            f"{found.get('grid_size')} but the config sets encoder.grid_size={cfg.encoder.grid_size}; "
+            f"set encoder.grid_size={found.get('grid_size')}, or {rerun} to rebuild the store."
+        )

@@ -51,29 +51,45 @@ def _collate(items: list[tuple[int, torch.Tensor | None, str | None]]) -> dict[s
 
 
 @torch.no_grad()
-def encode_pixels(encoder: nn.Module, pixels: torch.Tensor, max_images: int = 0) -> torch.Tensor:
-    """Per-image CNN features; video frames are folded into the batch.
+def encode_pixels(
+    encoder: nn.Module, pixels: torch.Tensor, max_images: int = 0, grid: bool = False
+) -> torch.Tensor:
+    """Per-image CNN features (or grids); video frames are folded into the batch.
 
     Args:
-        encoder: maps (N, 3, H, W) -> (N, D).
+        encoder: maps (N, 3, H, W) -> (N, D); with ``grid``, its ``grid`` maps them to (N, C, D).
         pixels: (B, 3, H, W) or (B, T, 3, H, W).
         max_images: most images per forward pass (0: all at once).
+        grid: store the spatial grid (``encoder.grid``: C cells of D) instead of the pooled vector.
 
     Returns:
-        (B, D) or (B, T, D).
+        (B, D) or (B, T, D); with ``grid``, (B, C, D).
     """
     lead = pixels.shape[:-3]
     images = pixels.reshape(-1, *pixels.shape[-3:])  # (B*T, 3, H, W)
     step = max_images or images.shape[0]
-    features = torch.cat([encoder(images[i : i + step]) for i in range(0, len(images), step)])
-    return features.reshape(*lead, -1)  # (B, [T,] D)
+    run = encoder.grid if grid else encoder
+    features = torch.cat([run(images[i : i + step]) for i in range(0, len(images), step)])
+    return features.reshape(*lead, *features.shape[1:])  # (B, [T,] D) or (B, C, D)
+
+
+def row_shape(cfg: Config, encoder: nn.Module, is_video: bool) -> tuple[int, ...]:
+    """One stored row's shape: (D,), (T, D) for videos, (N_cells, D) when the decoder attends over
+    the image grid (its cell count found by running the encoder on one blank image)."""
+    if build.attention_input(cfg) == "grid":
+        size = cfg.data.image_size
+        with torch.no_grad():
+            return tuple(encoder.grid(torch.zeros(1, 3, size, size)).shape[1:])  # (N_cells, D)
+    return (cfg.data.num_frames, encoder.feature_dim) if is_video else (encoder.feature_dim,)
 
 
 def extract_features(cfg: Config, split: str) -> dict[str, Any]:
     """Run the frozen encoder once over ``split`` and fill (or finish) its feature store.
 
     Rows already in a store made the same way are kept; a store made with another encoder,
-    weights, image size or frame count is rebuilt.
+    weights, image size, frame count or grid (``encoder.grid_size``; vectors vs grids) is rebuilt.
+    When the decoder attends over the image grid (``decoder.variant`` show_attend_tell) the rows
+    are ``encoder.grid(images)``, (N_cells, D) each; otherwise pooled vectors.
 
     Returns:
         ``{"rows": items in the split, "new": rows computed now, "path": the .npy file,
@@ -100,10 +116,9 @@ def extract_features(cfg: Config, split: str) -> dict[str, Any]:
         torch.manual_seed(cfg.train.seed)  # weights=none: the same random encoder fit builds
         encoder = build.build_encoder(cfg)
     encoder.eval()
-    row_shape = (cfg.data.num_frames,) if raw.is_video else ()
-    row_shape = (*row_shape, encoder.feature_dim)
+    shape = row_shape(cfg, encoder, raw.is_video)
     try:
-        writer = StoreWriter(cfg.data.features, split, header, row_shape, cfg.data.features_dtype)
+        writer = StoreWriter(cfg.data.features, split, header, shape, cfg.data.features_dtype)
     except OSError as exc:
         raise _unwritable(cfg.data.features, exc) from None
     return _fill(writer, encoder, raw, cfg, split)
@@ -121,7 +136,8 @@ def _fill(
 ) -> dict[str, Any]:
     """Encode the rows ``writer`` still lacks, batch by batch (see `extract_features`)."""
 
-    row_shape = writer.shape[1:]
+    shape = writer.shape[1:]
+    grid = bool(writer.header.get("grid"))
     before = writer.filled
     info = {"rows": len(raw), "path": str(writer.array_path)}
     if writer.complete:
@@ -151,11 +167,11 @@ def _fill(
             for message in errors.values():
                 log.warning("skipped: %s", message)
             indices = batch["indices"]
-            rows = np.zeros((len(indices), *row_shape), dtype=np.float32)
+            rows = np.zeros((len(indices), *shape), dtype=np.float32)
             if batch["pixels"] is not None:
                 pixels = move_batch({"pixels": batch["pixels"]}, device)["pixels"]
-                with autocast(device, cfg.train.amp):
-                    features = encode_pixels(encoder, pixels, cfg.eval.batch_size)  # (B', [T,] D)
+                with autocast(device, cfg.train.amp):  # (B', [T,] D) or grids (B', N_cells, D)
+                    features = encode_pixels(encoder, pixels, cfg.eval.batch_size, grid)
                 readable = [i for i, index in enumerate(indices) if index not in errors]
                 rows[readable] = features.float().cpu().numpy()
             try:

@@ -17,6 +17,8 @@ Prints one line per figure and writes them, with the machine and its load averag
    (D=2048, about 400 MB), measured in a child process from /proc/self/status.
 6. ``checkpoint_integrity``: loading a 100 MB checkpoint with its CRC check, over the same load
    without it.
+9. ``grid_store_memory``: resident memory growth while training ``show_attend_tell`` from an
+   8,000-row store of 7x7x2048 float16 grids (1.6 GB) and iterating its DataLoader over every row.
 
 ``--quick`` runs every figure at toy sizes in seconds: a check that the benchmark still works;
 its numbers say nothing about speed.
@@ -44,6 +46,7 @@ if HERE not in sys.path:  # the figures' package, scripts/benchmarks, when impor
 from benchmarks.beam import beam_batched_vs_single  # noqa: E402
 from benchmarks.common import BELOW, SIZES, TARGETS, load_average, machine  # noqa: E402
 from benchmarks.extraction import extraction_pipeline  # noqa: E402
+from benchmarks.grid_memory import grid_store_memory  # noqa: E402
 from benchmarks.integrity import checkpoint_integrity  # noqa: E402
 from benchmarks.memory import memory_child, store_memory  # noqa: E402
 from benchmarks.scoring import scoring  # noqa: E402
@@ -80,6 +83,7 @@ FIGURES: dict[str, Callable[[Session], dict[str, Any]]] = {
     "checkpoint_integrity": lambda s: checkpoint_integrity(s.size, s.work),
     "seed_vs_keras": lambda s: seed_vs_keras(s.size),
     "video_encoder": lambda s: video_encoder(s.size),
+    "grid_store_memory": lambda s: grid_store_memory(s.size, s.work),
 }
 # figure -> the figures it needs run before it
 NEEDS = {"beam_batched_vs_single": ("train_store_vs_live",)}  # its trained decoder is the beam's
@@ -143,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(video_child(args.video_child, clips, rounds)))
         return 0
     if args.memory_child:
-        print(json.dumps(memory_child(json.loads(args.memory_child), int(args.steps))))
+        steps, loader_pass = (int(n) for n in f"{args.steps},0".split(",")[:2])
+        print(json.dumps(memory_child(json.loads(args.memory_child), steps, bool(loader_pass))))
         return 0
 
     logging.basicConfig(level=logging.WARNING)

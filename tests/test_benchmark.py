@@ -23,6 +23,7 @@ FIGURES = (
     "checkpoint_integrity",
     "seed_vs_keras",
     "video_encoder",
+    "grid_store_memory",
 )
 
 

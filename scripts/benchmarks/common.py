@@ -15,7 +15,7 @@ import torch
 
 from lrcn.build import store_header
 from lrcn.data.store import StoreWriter, items_header
-from lrcn.extract import extract_features
+from lrcn.extract import extract_features, row_shape
 
 __all__ = [
     "REPO",
@@ -30,6 +30,7 @@ __all__ = [
     "items_header",
     "load_average",
     "machine",
+    "row_shape",
     "store_header",
 ]
 
@@ -60,6 +61,11 @@ SIZES = {
         "seed_sides": ("lrcn", "keras", "keras_tuned"),
         "video_clips": 4,  # 64 frames a step
         "video_rounds": 3,
+        # 7x7x2048 float16 grids: 1.6 GB (COCO's 123,287 would be 24.7 GB), then a tenth of it
+        "grid_rows": (8000, 800),
+        "grid_encoder": "resnet50",
+        "grid_steps": 20,
+        "grid_batch": 32,
     },
     "quick": {
         "train_items": 8,
@@ -83,6 +89,10 @@ SIZES = {
         "seed_sides": ("lrcn", "keras"),
         "video_clips": 1,
         "video_rounds": 1,
+        "grid_rows": (40, 20),
+        "grid_encoder": "small_cnn",  # 4x4x64 grids at 64 px
+        "grid_steps": 2,
+        "grid_batch": 8,
     },
 }
 TARGETS = {
@@ -94,9 +104,10 @@ TARGETS = {
     "checkpoint_integrity": 1.1,
     "seed_vs_keras": 2.0,
     "video_encoder": 0.8,
+    "grid_store_memory": 1.0,
 }
 # figures whose ratio must stay below the target (the others must reach it)
-BELOW = ("store_memory", "checkpoint_integrity")
+BELOW = ("store_memory", "checkpoint_integrity", "grid_store_memory")
 
 
 def base_overrides(size: dict[str, Any], **changes: Any) -> list[str]:

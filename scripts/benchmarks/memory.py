@@ -40,26 +40,38 @@ def memory_overrides(size: dict[str, Any], work: Path) -> list[str]:
     )
 
 
-def write_random_store(cfg: Config) -> tuple[int, int, int]:
-    """A store of random rows, as extraction would lay it out: (rows, feature dim, file bytes)."""
-    dim = build_encoder(cfg).feature_dim
+def write_random_store(
+    cfg: Config, row_shape: tuple[int, ...] | None = None
+) -> tuple[int, int, int]:
+    """A store of random rows, as extraction would lay it out: (rows, feature dim, file bytes).
+
+    ``row_shape`` defaults to the encoder's pooled vector, (D,); a grid store passes (N_cells, D).
+    A grid store's rows are one random chunk of about 40 MB written again and again, shifted.
+    """
+    row_shape = row_shape or (build_encoder(cfg).feature_dim,)
     raw = build_source_raw(cfg, "train")
     header = {**store_header(cfg), **items_header(raw)}
-    writer = StoreWriter(cfg.data.features, "train", header, (dim,), cfg.data.features_dtype)
+    writer = StoreWriter(cfg.data.features, "train", header, row_shape, cfg.data.features_dtype)
     rng = np.random.default_rng(0)
-    chunk = 10_000
+    grid = len(row_shape) > 1
+    chunk = max(1, (40 << 20) // (4 * int(np.prod(row_shape)))) if grid else 10_000
+    block = rng.standard_normal((chunk, *row_shape), dtype=np.float32) * 0.1 if grid else None
     for start in range(0, len(raw), chunk):  # random rows: extracting 100,000 images takes hours
-        rows = rng.standard_normal((min(chunk, len(raw) - start), dim), dtype=np.float32)
-        writer.write(start, rows * 0.1)
+        count = min(chunk, len(raw) - start)
+        if grid:  # the same random rows in another order: gigabytes of random numbers take minutes
+            rows = np.roll(block, start // chunk, axis=0)[:count]
+        else:
+            rows = rng.standard_normal((count, *row_shape), dtype=np.float32) * 0.1
+        writer.write(start, rows)
     writer.close()
-    return len(raw), dim, writer.array_path.stat().st_size
+    return len(raw), row_shape[-1], writer.array_path.stat().st_size
 
 
-def run_child(overrides: list[str], steps: int) -> dict[str, Any]:
+def run_child(overrides: list[str], steps: int, loader_pass: bool = False) -> dict[str, Any]:
     """The report of :func:`memory_child`, run in a fresh process through the entry point."""
     child = subprocess.run(
         [sys.executable, str(SCRIPT), "--memory-child", json.dumps(overrides),
-         "--threads", str(torch.get_num_threads()), "--steps", str(steps)],
+         "--threads", str(torch.get_num_threads()), "--steps", f"{steps},{int(loader_pass)}"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if child.returncode != 0:
@@ -165,8 +177,25 @@ def passes_over_rows(source: Any) -> tuple[dict[str, int], dict[str, int], dict[
     return full, through_map, control
 
 
-def memory_child(overrides: list[str], steps: int) -> dict[str, Any]:
-    """Train ``steps`` batches from the store (in this fresh process) and report its memory."""
+def loader_epoch(cfg: Config, source: Any, vocab: Vocabulary) -> dict[str, int]:
+    """Peak and final memory of one pass of the training DataLoader over every row (no steps)."""
+    data = CaptionTrainDataset(source, vocab, 24)
+    loader = DataLoader(
+        data, batch_size=cfg.train.batch_size, collate_fn=make_caption_collate(False)
+    )
+    start = proc_status()
+    reset = reset_peak()
+    rows = 0
+    for batch in loader:
+        rows += int(batch["size"])  # batch["features"]: (B, N_cells, D) float32
+    end = proc_status()
+    peak = end["VmHWM"] if reset else max(end["VmHWM"], end["VmRSS"])
+    return {"rows": rows, "before": start, "after": end, "peak_kb": peak}
+
+
+def memory_child(overrides: list[str], steps: int, loader_pass: bool = False) -> dict[str, Any]:
+    """Train ``steps`` batches from the store (in this fresh process) and report its memory;
+    with ``loader_pass``, then iterate the training DataLoader once over every row."""
     cfg = load_config(None, overrides)
     source = build_source(cfg, "train")
     vocab = child_vocab(source)
@@ -185,7 +214,9 @@ def memory_child(overrides: list[str], steps: int) -> dict[str, Any]:
         model, loader, optimizer, scheduler, TrainState(), torch.device("cpu"), progress=False
     )
     after = proc_status()
+    epoch = loader_epoch(cfg, source, vocab) if loader_pass else None
     full, through_map, control = passes_over_rows(source)
+    ready = epoch["after"] if epoch else after  # where the full pass starts
     return {
         "steps": steps,
         "before": before,
@@ -193,8 +224,9 @@ def memory_child(overrides: list[str], steps: int) -> dict[str, Any]:
         "after_full_pass": full,
         "hwm_reset": reset,
         "training_peak_kb": after["VmHWM"] if reset else max(after["VmHWM"], after["VmRSS"]),
-        "full_pass_anon_kb": full["RssAnon"] - after["RssAnon"],
-        "full_pass_file_kb": full["RssFile"] - after["RssFile"],
+        "loader_epoch": epoch,
+        "full_pass_anon_kb": full["RssAnon"] - ready["RssAnon"],
+        "full_pass_file_kb": full["RssFile"] - ready["RssFile"],
         "mmap_pass_file_kb": through_map["RssFile"] - full["RssFile"],
         "loaded_anon_kb": control["RssAnon"] - through_map["RssAnon"],
     }
