@@ -77,9 +77,10 @@ def row_shape(cfg: Config, encoder: nn.Module, is_video: bool) -> tuple[int, ...
     """One stored row's shape: (D,), (T, D) for videos, (N_cells, D) when the decoder attends over
     the image grid (its cell count found by running the encoder on one blank image)."""
     if build.attention_input(cfg) == "grid":
-        size = cfg.data.image_size
+        size, channels = cfg.data.image_size, build.encoder_spec(cfg.encoder.name).in_channels
         with torch.no_grad():
-            return tuple(encoder.grid(torch.zeros(1, 3, size, size)).shape[1:])  # (N_cells, D)
+            blank = torch.zeros(1, channels, size, size)
+            return tuple(encoder.grid(blank).shape[1:])  # (N_cells, D)
     return (cfg.data.num_frames, encoder.feature_dim) if is_video else (encoder.feature_dim,)
 
 

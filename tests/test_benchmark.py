@@ -1,6 +1,6 @@
 """scripts/benchmark.py --quick still runs every figure (its numbers are not checked: toy sizes).
 
-About 13 s on the shared 2-core machine, so not marked slow.
+About 60-110 s on the shared 2-core machine (figures 7-9 start child processes); run by CI.
 """
 
 from __future__ import annotations
