@@ -213,7 +213,9 @@ def test_tensorboard_grid_adds_the_strips_only_when_given():
     log_validation_grid(attending, images, ["a b", "c"], 1, attention=strips)
     assert set(plain.images) == {"val/caption_grid"}
     assert set(attending.images) == {"val/caption_grid", "val/attention"}
-    np.testing.assert_array_equal(plain.images["val/caption_grid"], attending.images["val/caption_grid"])
+    np.testing.assert_array_equal(
+        plain.images["val/caption_grid"], attending.images["val/caption_grid"]
+    )
     assert attending.images["val/attention"].shape[0] > 2 * strips[0].shape[0]
 
 
