@@ -264,6 +264,12 @@ def _map_image(
     return heat / top if top > 0 else np.zeros_like(heat)
 
 
+def _light(picture: np.ndarray, level: np.ndarray | float) -> np.ndarray:
+    """Darken a picture (float RGB) to a quarter where ``level`` (in [0, 1]) is 0 and add a glow
+    where it is 1, so attended parts of dark pictures (the synthetic data's) stand out too."""
+    return picture * (0.25 + 0.75 * level) + 110.0 * level
+
+
 def _attention_labels(words: Sequence[str], rows: int) -> list[str]:
     if rows == len(words) + 1:  # the maps of lrcn.decoding.attention_weights end with <end>'s
         return [*words, "<end>"]
@@ -284,10 +290,10 @@ def attention_strip(
     """Where the model looked for each word (Xu et al., "Show, Attend and Tell", Fig. 2).
 
     An image: the picture, then one thumbnail per word, lit where that word's weights are high
-    (each map bilinearly upsampled from the grid to the picture, scaled so its largest weight is
-    full brightness; the rest darkened towards a fifth), the word under it. A clip: one row per
-    word, the word then every frame, each frame's brightness and the bar under it proportional to
-    its weight.
+    (each map bilinearly upsampled from the grid to the picture and scaled so its largest weight
+    is 1: full brightness plus a glow; weight 0 darkened to a quarter), the word under it. A clip:
+    one row per word, the word then every frame, each frame lit by its weight (relative to the
+    word's largest) and the bar under it as long as the weight itself.
 
     Args:
         image: one image (C, H, W) / (H, W, C), or a clip's frames (T, C, H, W) / (T, H, W, C),
@@ -319,7 +325,7 @@ def attention_strip(
     picture = np.asarray(_fit(to_rgb_array(image), cell_size)).astype(np.float32)  # (h, w, 3)
     size = (picture.shape[1], picture.shape[0])
     tiles = [picture] + [
-        picture * (0.2 + 0.8 * _map_image(row, shape, size))[..., None] for row in weights
+        _light(picture, _map_image(row, shape, size)[..., None]) for row in weights
     ]
     return _labelled_row(tiles, ["", *labels], font_size, gap)
 
@@ -367,7 +373,7 @@ def _frame_attention(
         scaled = row / row.max() if row.max() > 0 else np.zeros_like(row)
         for t, (picture, level, weight) in enumerate(zip(pictures, scaled, row)):
             left = label_w + t * (width + gap)
-            lit = np.clip(np.rint(picture * (0.2 + 0.8 * level)), 0, 255).astype(np.uint8)
+            lit = np.clip(np.rint(_light(picture, level)), 0, 255).astype(np.uint8)
             canvas.paste(Image.fromarray(lit), (left, top))
             filled = left + round(width * float(np.clip(weight, 0, 1)))
             draw.rectangle(
