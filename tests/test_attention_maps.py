@@ -306,3 +306,19 @@ def test_caption_attention_refuses_a_model_without_attention(tiny_shapes_run, tm
     assert status == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
     assert "decoder.variant show_tell does not attend" in err and "drop --attention" in err
     assert not (tmp_path / "maps").exists()
+
+
+def test_a_corrupt_attention_file_is_one_sentence(tmp_path):
+    from lrcn.engine.evaluation import AttentionMaps
+
+    garbage, foreign = tmp_path / "test_attention.npz", tmp_path / "other.npz"
+    garbage.write_bytes(b"PK\x03\x04 not really a zip")
+    np.savez(foreign, weights=np.zeros(3))
+    for path in (garbage, foreign):
+        with pytest.raises(LrcnError, match=f"{path}: not an attention-map file.*re-run"):
+            AttentionMaps.load(path)
+    maps = AttentionMaps("grid", (2, 3), {"a/b.jpg": np.full((2, 6), 1 / 6, np.float16)})
+    maps.save(tmp_path / "ok.npz")
+    back = AttentionMaps.load(tmp_path / "ok.npz")  # item ids with slashes survive
+    assert back.grid == (2, 3) and back.attends == "grid"
+    np.testing.assert_array_equal(back.maps["a/b.jpg"], maps.maps["a/b.jpg"])

@@ -4,6 +4,7 @@ the attention maps of an attention captioner's captions."""
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,7 +70,7 @@ class AttentionMaps:
                 maps = {k: data[k] for k in data.files if k not in (_GRID_KEY, _ATTENDS_KEY)}
                 h, w = (int(v) for v in data[_GRID_KEY])
                 attends = str(data[_ATTENDS_KEY])
-        except (OSError, ValueError, KeyError, EOFError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise LrcnError(
                 f"{path}: not an attention-map file of `lrcn evaluate` ({exc}); delete it and "
                 "re-run `lrcn evaluate` for this split."
