@@ -322,3 +322,43 @@ def test_a_corrupt_attention_file_is_one_sentence(tmp_path):
     back = AttentionMaps.load(tmp_path / "ok.npz")  # item ids with slashes survive
     assert back.grid == (2, 3) and back.attends == "grid"
     np.testing.assert_array_equal(back.maps["a/b.jpg"], maps.maps["a/b.jpg"])
+
+
+def test_video_attention_end_to_end_on_real_frame_folders(tmp_path, shared_data, capsys):
+    """temporal_attention trained one tiny epoch on moving shapes: its TensorBoard strips, the
+    evaluation's frame maps, and `caption --attention` on MSVD's real frame folders."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lrcn.cli import main
+    from lrcn.data.readers.msvd import read_msvd
+    from lrcn.engine import fit
+    from lrcn.engine.evaluation import AttentionMaps
+    from lrcn.predict import evaluate
+
+    tiny_video = [
+        "data.train_size=48", "data.val_size=8", "data.test_size=8", "data.image_size=32",
+        "data.num_frames=4", "train.epochs=1", "train.batch_size=16", "train.progress=false",
+        "encoder.feature_dim=32", "decoder.embed_dim=16", "decoder.hidden_dim=32",
+        "eval.metrics=bleu,cider", "eval.tokenizer=python", "decoder.variant=temporal_attention",
+    ]  # fmt: skip
+    run = tmp_path / "run"
+    fit(load_config(REPO / "configs" / "moving_shapes.yaml", tiny_video), run)
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert "val/attention" in events.Tags()["images"]
+
+    evaluate(run, out_dir=tmp_path / "eval")
+    attention = AttentionMaps.load(tmp_path / "eval" / "test_attention.npz")
+    assert attention.attends == "frames" and attention.grid == (1, 4) and len(attention.maps) == 8
+    assert all(m.shape[1] == 4 for m in attention.maps.values())
+
+    folders = [r["path"] for r in read_msvd(shared_data / "msvd")]
+    out = tmp_path / "maps"
+    assert main(["caption", *folders, "--checkpoint", str(run), "--attention", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(folders) == len(list(out.iterdir()))
+    for folder, line in zip(folders, lines):
+        words = len(line.split("\t")[1].split())
+        with Image.open(out / f"{Path(folder).stem}.png") as strip:
+            # one row per word and <end>: 72-px frames, a 5-px bar, 3-px gaps
+            assert strip.size[1] == (words + 1) * 80 + 3
