@@ -1,4 +1,5 @@
-"""Pictures of what a model sees and says: captioned image grids, frame strips, TensorBoard hooks.
+"""Pictures of what a model sees and says: captioned image grids, frame strips, attention strips
+(where each word looked), TensorBoard hooks.
 
 Everything returns plain ``(H, W, 3)`` uint8 arrays, which TensorBoard (``add_image`` with
 ``dataformats="HWC"``), matplotlib (``imshow``) and Pillow (``Image.fromarray``) all take.
