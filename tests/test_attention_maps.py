@@ -274,8 +274,7 @@ def test_caption_attention_writes_one_strip_per_input(attention_run, tmp_path, c
     render_scene([ShapeObject("square", "red", "large", 40, 20, 10)], 64).save(
         inputs / "b" / "x.png"
     )
-    out = tmp_path / "maps" / "deeper"  # created
-    (out.parent).mkdir()
+    out = tmp_path / "maps" / "deeper"  # created, parents too
     paths = [inputs / "x.png", inputs / "y.png", inputs / "b" / "x.png"]
     argv = ["caption", *map(str, paths), "--checkpoint", str(attention_run), "--attention"]
     assert main([*argv, str(out)]) == 0
