@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _predict_arguments(p, "e.g. eval.batch_size=64 or data.num_workers=4")
     p.add_argument("--beam-size", type=int)
+    p.add_argument(
+        "--attention",
+        metavar="OUT_DIR",
+        help="attention checkpoints: also save each input's word-by-word attention maps as "
+        "OUT_DIR/<stem>.png",
+    )
 
     p = sub.add_parser("classify", help="label videos or frame folders with an activity model")
     _predict_arguments(p, "e.g. data.frame_sampling=clips")
@@ -260,7 +266,9 @@ def cmd_caption(args: argparse.Namespace) -> int:
     from lrcn.predict import iter_captions
 
     _check_beam_size(args.beam_size)
-    results = iter_captions(args.checkpoint, args.paths, args.beam_size, args.overrides)
+    results = iter_captions(
+        args.checkpoint, args.paths, args.beam_size, args.overrides, args.attention
+    )
     return _print_results("caption", ((f"{p}\t{c}", e) for p, c, e in results))
 
 

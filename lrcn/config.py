@@ -149,6 +149,9 @@ class EvalConfig:
     tokenizer: str = "auto"  # auto | ptb | python
     reference_points: bool = True  # leave-one-out reference and fixed-caption baseline
     bootstrap: int = 1000  # resamples for the metrics' 95% intervals (<metric>_ci95); 0: none
+    # attention decoders: eval/<split>_attention.npz keeps the maps of at most this many items
+    # (about 2 KB each at 14 x 14 cells, float16); 0 writes none
+    attention_maps: int = 5000
 
 
 @dataclass
@@ -351,6 +354,7 @@ RANGES: dict[str, Range] = {
     "eval.length_penalty": Range(),
     "eval.batch_size": _COUNT,
     "eval.bootstrap": Range(low=0, why="0 turns the intervals off"),
+    "eval.attention_maps": Range(low=0, why="0 writes no attention maps"),
 }
 # Generated datasets must have items where training reads them: fit trains on `train` and
 # validates on `val` after every epoch (for best.pt and early stopping).

@@ -14,6 +14,7 @@ from typing import Protocol
 
 import torch
 
+from lrcn.errors import LrcnError
 from lrcn.text.vocab import Vocabulary
 
 State = dict[str, torch.Tensor]
@@ -293,3 +294,54 @@ def decode(
     return beam_search(
         decoder, features, beam_size, max_length, start_id, end_id, length_penalty, pad_id=pad_id
     )
+
+
+@torch.no_grad()
+def attention_weights(
+    decoder: StepDecoder,
+    features: torch.Tensor,
+    captions: list[list[int]],
+    start_id: int,
+    end_id: int,
+) -> list[torch.Tensor]:
+    """The attention weights of every word of decoded captions, by teacher forcing them.
+
+    Each caption (token ids without ``<start>``/``<end>``, as `greedy`, `beam_search` and `sample`
+    return them) is fed after ``<start>`` through ``init_state`` and ``step`` in one batched pass;
+    after each step the state's ``alpha`` (B, N) holds the weights that step's output was computed
+    with, so row ``t`` is where the model looked when it chose word ``t`` (the last row: ``<end>``).
+    Whichever decoding produced a caption, its maps are those its words were chosen with.
+
+    Args:
+        decoder: an attention decoder (``decoder.attends`` is ``grid`` or ``frames``).
+        features: (B, N, D) grid cells or frame features, one row per caption.
+        captions: B token-id lists.
+
+    Returns:
+        B float tensors (len_i + 1, N): one row per word and one for ``<end>``, each summing to 1.
+
+    Raises:
+        LrcnError: the decoder does not attend (naming ``decoder.variant``).
+    """
+    if getattr(decoder, "attends", None) is None:
+        variant = getattr(decoder, "variant", type(decoder).__name__)
+        raise LrcnError(
+            f"decoder.variant {variant} does not attend, so it has no attention maps; use a "
+            "checkpoint trained with decoder.variant=show_attend_tell (images) or "
+            "temporal_attention (video)."
+        )
+    if len(captions) != features.shape[0]:
+        raise ValueError(f"{len(captions)} captions for {features.shape[0]} feature rows")
+    B, device = features.shape[0], features.device
+    steps = max((len(c) for c in captions), default=0) + 1  # <start> and every word
+    tokens = torch.full((B, steps), end_id, dtype=torch.long, device=device)
+    tokens[:, 0] = start_id
+    for b, caption in enumerate(captions):
+        tokens[b, 1 : len(caption) + 1] = torch.as_tensor(caption, dtype=torch.long)
+    state = decoder.init_state(features)
+    alphas = []
+    for t in range(steps):
+        _, state = decoder.step(tokens[:, t], state)
+        alphas.append(state["alpha"].float())
+    stacked = torch.stack(alphas, dim=1)  # (B, steps, N)
+    return [stacked[b, : len(caption) + 1] for b, caption in enumerate(captions)]

@@ -7,7 +7,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from lrcn import build
@@ -23,21 +25,23 @@ from lrcn.data.media import (
     load_image,
     read_frames,
 )
-from lrcn.decoding import decode
+from lrcn.decoding import attention_weights, decode
 from lrcn.engine import (
     evaluate_attributes,
     evaluate_classifier,
     generate_captions,
     score_captions,
 )
+from lrcn.engine.evaluation import AttentionMaps, grid_shape
 from lrcn.errors import LrcnError
-from lrcn.io import check_writable, write_json_atomic
+from lrcn.io import atomic_path, check_writable, write_json_atomic
 from lrcn.metrics import evaluate_items, leave_one_out_scores
 from lrcn.metrics.diversity import caption_statistics
 from lrcn.metrics.per_item import evaluation_identity, write_per_item
 from lrcn.models.encoders import encoder_spec
 from lrcn.runtime import make_loader, resolve_device
 from lrcn.text.vocab import Vocabulary
+from lrcn.visualize import attention_strip, denormalise
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +160,11 @@ def _evaluate_captions(
         cfg.data.num_workers,
         device,
     )
+    attention = (
+        AttentionMaps(model.attends, limit=cfg.eval.attention_maps)
+        if model.attends is not None and cfg.eval.attention_maps > 0
+        else None
+    )
     hyps, refs, skipped = generate_captions(
         model,
         loader,
@@ -164,6 +173,7 @@ def _evaluate_captions(
         cfg.eval.beam_size,
         cfg.eval.max_length,
         cfg.eval.length_penalty,
+        attention=attention,
     )
     if not hyps:
         raise LrcnError(f"split `{split}` has no readable items; check the data paths.")
@@ -187,7 +197,17 @@ def _evaluate_captions(
     write_json_atomic(out_dir / f"{split}_captions.json", results)
     # the references too: the report works after the data moves
     write_json_atomic(out_dir / f"{split}_references.json", refs)
+    _write_attention(out_dir / f"{split}_attention.npz", attention)
     return metrics
+
+
+def _write_attention(path: Path, attention: AttentionMaps | None) -> None:
+    """The evaluation's attention maps; a file left by an earlier evaluation of other captions
+    is removed when this one keeps none (the report would show stale maps)."""
+    if attention is not None and attention.maps:
+        attention.save(path)
+    elif path.exists():
+        path.unlink()
 
 
 def _training_captions(cfg: Config) -> list[str] | None:
@@ -321,6 +341,7 @@ def iter_captions(
     paths: list[str],
     beam_size: int | None = None,
     overrides: list[str] | None = None,
+    attention_dir: str | Path | None = None,
 ) -> Iterator[tuple[str, str | None, str | None]]:
     """Caption images (image checkpoints) or videos / frame folders (video checkpoints).
 
@@ -329,6 +350,15 @@ def iter_captions(
     only its own caption. For an image checkpoint a folder stands for the images in it; images
     are read in ``data.num_workers`` DataLoader workers and decoded ``eval.batch_size`` at a time
     (batched beam search gives the captions one-at-a-time decoding would).
+
+    Args:
+        attention_dir: for an attention checkpoint, also save each input's `attention_strip`
+            (the model's input picture, then every word's map over it) as
+            ``attention_dir/<stem>.png``, written atomically; the folder is created, existing
+            files are replaced, a stem met twice in one call gets ``-2``, ``-3``.
+
+    Raises:
+        LrcnError: not a captioner, or ``attention_dir`` with a decoder that does not attend.
     """
 
     model, cfg, payload = load_model(checkpoint, overrides=overrides)
@@ -341,49 +371,108 @@ def iter_captions(
             f"{payload['path']}: a pretraining checkpoint (task attributes) has no caption decoder; "
             "name its run's encoder.pt as encoder.weights in a caption config and train that."
         )
+    out_dir = None
+    if attention_dir is not None:
+        if model.attends is None:
+            raise LrcnError(
+                f"{payload['path']}: decoder.variant {cfg.decoder.variant} does not attend, so it "
+                "has no attention maps to save; drop --attention, or pass a checkpoint trained "
+                "with decoder.variant=show_attend_tell (images) or temporal_attention (video)."
+            )
+        out_dir = check_writable(attention_dir)
     vocab = Vocabulary.from_dict(payload["vocab"])
     device = next(model.parameters()).device
     beam = beam_size or cfg.eval.beam_size
+    mean, std = build.normalisation(cfg)
 
-    def captions_of(batch: dict[str, torch.Tensor]) -> list[str]:
+    def captions_of(batch: dict[str, torch.Tensor]) -> list[tuple[str, np.ndarray | None]]:
+        features = model.encode(batch)
         tokens = decode(
             model.decoder,
-            model.encode(batch),
+            features,
             cfg.eval.max_length,
             vocab.start_id,
             vocab.end_id,
             beam,
             cfg.eval.length_penalty,
         )
-        return [" ".join(vocab.decode(t)) for t in tokens]
+        strips: list[np.ndarray | None] = [None] * len(tokens)
+        if out_dir is not None:
+            strips = _attention_pictures(model, batch, features, tokens, vocab, mean, std)
+        return [(" ".join(vocab.decode(t)), strip) for t, strip in zip(tokens, strips)]
 
     if cfg.task == "video_caption":
-        yield from _video_captions(paths, cfg, device, captions_of)
+        results = _video_captions(paths, cfg, device, captions_of)
     else:
-        yield from _image_captions(paths, cfg, device, captions_of)
+        results = _image_captions(paths, cfg, device, captions_of)
+    names: set[str] = set()
+    for path, caption, strip, error in results:
+        if strip is not None and out_dir is not None:
+            _save_picture(out_dir / _unique_png(path, names), strip)
+        yield path, caption, error
 
 
-CaptionFn = Callable[[dict[str, torch.Tensor]], list[str]]
+def _attention_pictures(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    features: torch.Tensor,
+    tokens: list[list[int]],
+    vocab: Vocabulary,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+) -> list[np.ndarray]:
+    """Each caption's `attention_strip` over the model's own input picture (or frames)."""
+    maps = attention_weights(model.decoder, features, tokens, vocab.start_id, vocab.end_id)
+    key = "frames" if "frames" in batch else "images"
+    pictures = denormalise(batch[key].cpu(), mean, std)  # (B, 3, H, W) or (B, T, 3, H, W)
+    shape = grid_shape(model, batch, features.shape[1]) if key == "images" else None
+    return [
+        attention_strip(picture, vocab.decode(t), m.cpu(), shape)
+        for picture, t, m in zip(pictures, tokens, maps)
+    ]
+
+
+def _unique_png(path: str, taken: set[str]) -> str:
+    """``<stem>.png``, or ``<stem>-2.png``, ... when an earlier input of this call had the stem."""
+    stem = Path(path).stem or "input"
+    name, count = f"{stem}.png", 1
+    while name in taken:
+        count += 1
+        name = f"{stem}-{count}.png"
+    taken.add(name)
+    return name
+
+
+def _save_picture(path: Path, picture: np.ndarray) -> None:
+    """A (H, W, 3) uint8 picture as PNG, atomically (an existing file is replaced)."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(picture).save(tmp, format="PNG")
+
+
+CaptionFn = Callable[[dict[str, torch.Tensor]], list[tuple[str, np.ndarray | None]]]
+Result = tuple[str, str | None, np.ndarray | None, str | None]  # path, caption, strip, error
 
 
 def _video_captions(
     paths: list[str], cfg: Config, device: torch.device, captions_of: CaptionFn
-) -> Iterator[tuple[str, str | None, str | None]]:
-    """Videos and frame folders one at a time: ``(path, caption, None)`` or ``(path, None, error)``."""
+) -> Iterator[Result]:
+    """Videos and frame folders one at a time: ``(path, caption, strip, None)`` or
+    ``(path, None, None, error)``."""
     mean, std = build.normalisation(cfg)
     for path in paths:
         try:
             frames = read_frames(path, cfg.data.num_frames)
         except LrcnError as exc:
-            yield path, None, str(exc)
+            yield path, None, None, str(exc)
             continue
         pixels = frames_to_tensor(frames, cfg.data.image_size, mean, std)  # (T, 3, S, S)
-        yield path, captions_of({"frames": pixels.unsqueeze(0).to(device)})[0], None
+        caption, strip = captions_of({"frames": pixels.unsqueeze(0).to(device)})[0]
+        yield path, caption, strip, None
 
 
 def _image_captions(
     paths: list[str], cfg: Config, device: torch.device, captions_of: CaptionFn
-) -> Iterator[tuple[str, str | None, str | None]]:
+) -> Iterator[Result]:
     """Images (folders expanded) read in workers and decoded in batches, yielded in input order."""
     expanded = _expand_image_paths(paths)
     readable = [path for path, error in expanded if error is None]
@@ -394,32 +483,32 @@ def _image_captions(
         num_workers=cfg.data.num_workers if len(readable) > cfg.eval.batch_size else 0,
         device=device,
     )
-    results: dict[int, tuple[str | None, str | None]] = {}
+    results: dict[int, tuple[str | None, np.ndarray | None, str | None]] = {}
     position = 0
     batches = iter(loader)
     for path, error in expanded:
         if error is not None:
-            yield path, None, error
+            yield path, None, None, error
             continue
         while position not in results:  # decode the next batch (in order)
             results.update(_caption_batch(next(batches), device, captions_of))
-        caption, problem = results.pop(position)
-        yield path, caption, problem
+        caption, strip, problem = results.pop(position)
+        yield path, caption, strip, problem
         position += 1
 
 
 def _caption_batch(
     items: list[tuple[int, torch.Tensor | str]], device: torch.device, captions_of: CaptionFn
-) -> dict[int, tuple[str | None, str | None]]:
-    """{position: (caption, None) or (None, error)} for one loader batch."""
-    results: dict[int, tuple[str | None, str | None]] = {
-        i: (None, x) for i, x in items if isinstance(x, str)
+) -> dict[int, tuple[str | None, np.ndarray | None, str | None]]:
+    """{position: (caption, strip, None) or (None, None, error)} for one loader batch."""
+    results: dict[int, tuple[str | None, np.ndarray | None, str | None]] = {
+        i: (None, None, x) for i, x in items if isinstance(x, str)
     }
     images = [(i, x) for i, x in items if not isinstance(x, str)]
     if images:
         pixels = torch.stack([x for _, x in images]).to(device, non_blocking=True)
-        for (i, _), caption in zip(images, captions_of({"images": pixels})):
-            results[i] = (caption, None)
+        for (i, _), (caption, strip) in zip(images, captions_of({"images": pixels})):
+            results[i] = (caption, strip, None)
     return results
 
 

@@ -6,6 +6,8 @@ video), the generated caption, the references and the item's BLEU-4 and CIDEr (r
 evaluation's ``<split>_per_item.json``; evaluations older than that file are scored again),
 sortable by clicking a column header. The metrics carry their 95% intervals, and what the
 captions copy from training and how varied they are follows. Activity runs list label, prediction and probability instead.
+For an attention captioner the evaluation's ``<split>_attention.npz`` adds, under each caption,
+the strip of where every word looked (`lrcn.visualize.attention_strip`).
 
 Thumbnails are embedded as data URIs and the page carries its own CSS and a few lines of
 JavaScript, so the file can be mailed or archived alone. When the split has not been evaluated
@@ -29,16 +31,22 @@ from PIL import Image
 
 from lrcn import build
 from lrcn.config import Config, load_config
+from lrcn.engine.evaluation import AttentionMaps
 from lrcn.errors import LrcnError
 from lrcn.io import check_writable, read_json, write_text_atomic
 from lrcn.metrics import METRIC_ORDER, per_item_scores
 from lrcn.predict import evaluate, run_dir_of
-from lrcn.visualize import denormalise, frame_strip, to_rgb_array
+from lrcn.visualize import attention_strip, denormalise, frame_strip, to_rgb_array
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 96  # pixels: the height the page shows every picture and frame strip at
 STRIP_FRAMES = 4
+# Attention strips (attention captioners): each word's thumbnail this many pixels a side, for at
+# most this many items (the first of the captions file), so a COCO-sized split stays a page
+# a browser opens (each strip is a few kB to a few tens of kB).
+ATTENTION_CELL = 64
+ATTENTION_ITEMS = 500
 
 
 @dataclass
@@ -49,6 +57,7 @@ class _Row:
     item_id: str
     thumbnail: str | None  # data URI
     cells: dict[str, Any] = field(default_factory=dict)
+    attention: str | None = None  # data URI of the caption's attention strip
 
 
 _RERUN = "re-run `lrcn evaluate` for this split"
@@ -116,14 +125,14 @@ def _run_folder(path: Path) -> Path:
 # ----------------------------------------------------------------------------- thumbnails
 
 
-def _data_uri(image: np.ndarray, max_height: int = THUMBNAIL_SIZE) -> str:
+def _data_uri(image: np.ndarray, max_height: int = THUMBNAIL_SIZE, max_aspect: float = 5) -> str:
     """The smaller of PNG (flat synthetic pictures) and JPEG (photos), as a data URI.
 
     The page shows every thumbnail ``THUMBNAIL_SIZE`` pixels high, so larger pictures are cut
-    down to that height (and at most five times as wide).
+    down to that height (and at most ``max_aspect`` times as wide).
     """
     picture = Image.fromarray(image)
-    scale = min(max_height / picture.height, 5 * max_height / picture.width)
+    scale = min(max_height / picture.height, max_aspect * max_height / picture.width)
     if scale < 1:
         size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
         picture = picture.resize(size, Image.Resampling.LANCZOS)
@@ -201,6 +210,7 @@ def _caption_rows(
     if scores is None:  # an evaluation older than per-item files: score again, as before
         scores = per_item_scores(references, hypotheses, tokenizer="python")
     mean, std = build.normalisation(cfg)
+    attention = _attention_maps(captions_path.with_name(f"{split}_attention.npz"))
     rows = []
     for item_id, caption in hypotheses.items():
         index = index_of[item_id]
@@ -217,8 +227,48 @@ def _caption_rows(
                 },
             )
         )
+    if attention is not None:
+        _add_attention_strips(rows, attention, source, mean, std)
     columns = [("caption", "text"), ("Bleu_4", "num"), ("CIDEr", "num")]
     return columns, rows
+
+
+def _attention_maps(path: Path) -> AttentionMaps | None:
+    """The evaluation's attention maps (attention captioners), or None when it kept none."""
+    return AttentionMaps.load(path) if path.is_file() else None
+
+
+def _add_attention_strips(
+    rows: list[_Row],
+    attention: AttentionMaps,
+    source: Any,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> None:
+    """Each row's attention strip (the first ``ATTENTION_ITEMS`` rows with maps); a row whose
+    caption has another word count than its maps (a stale file) is left without one."""
+    stale = 0
+    shown = [row for row in rows if row.item_id in attention.maps][:ATTENTION_ITEMS]
+    for row in shown:
+        maps, words = attention.maps[row.item_id], row.cells["caption"].split()
+        if maps.shape[0] != len(words) + 1:
+            stale += 1
+            continue
+        try:
+            pixels = source.example(row.index).pixels
+        except LrcnError:  # an unreadable file: no picture, no strip
+            continue
+        if pixels is None:
+            continue
+        pictures = denormalise(pixels, mean, std)  # (3, H, W) or (T, 3, H, W) in [0, 1]
+        grid = attention.grid if attention.attends == "grid" else None
+        strip = attention_strip(pictures, words, maps.astype(np.float32), grid, ATTENTION_CELL)
+        row.attention = _data_uri(strip, max_height=strip.shape[0], max_aspect=40)
+    if stale:
+        log.warning(
+            "%d captions have other words than their attention maps; re-run `lrcn evaluate`",
+            stale,
+        )
 
 
 def _stored_scores(path: Path, hypotheses: dict[str, str]) -> dict[str, dict[str, float]] | None:
@@ -327,6 +377,8 @@ td.idx { color: var(--muted); width: 1%; white-space: nowrap; font-variant-numer
 .generated { font-size: 15px; font-weight: 600; margin-bottom: 4px; }
 .item-id { color: var(--muted); font-size: 11px; font-family: ui-monospace, monospace; }
 ol.refs { margin: 2px 0 0; padding-left: 18px; color: var(--muted); font-size: 13px; }
+.attention { margin: 6px 0 4px; overflow-x: auto; max-width: 760px; }
+.attention img { display: block; height: auto; max-width: none; image-rendering: auto; }
 td.score { width: 1%; white-space: nowrap; text-align: right; font-variant-numeric: tabular-nums; }
 .bar { height: 5px; width: 72px; margin: 5px 0 0 auto; background: #edf0f4; border-radius: 3px; }
 .bar span { display: block; height: 100%; background: var(--accent); border-radius: 3px; }
@@ -517,9 +569,15 @@ def _items_table(cfg: Config, columns: list[tuple[str, str]], rows: list[_Row]) 
             cells.append(_score_cell(row.cells["probability"], 1.0))
         else:
             refs = "".join(f"<li>{_esc(ref)}</li>" for ref in row.cells["references"])
+            strip = (
+                f'<div class="attention"><img class="strip" src="{row.attention}" '
+                f'alt="where each word looked"></div>'
+                if row.attention
+                else ""
+            )
             cells.append(
                 f'<td data-sort="{_esc(row.cells["caption"])}"><div class="generated">'
-                f'{_esc(row.cells["caption"])}</div><ol class="refs">{refs}</ol>'
+                f'{_esc(row.cells["caption"])}</div>{strip}<ol class="refs">{refs}</ol>'
                 f'<div class="item-id">{_esc(row.item_id)}</div></td>'
             )
             cells.append(_score_cell(row.cells["Bleu_4"], tops["Bleu_4"]))
@@ -561,6 +619,12 @@ def _page(
             f"uses the document frequencies of the whole split ({tokenizer} tokenizer). "
             "Click a column header to sort."
         )
+        strips = sum(1 for row in rows if row.attention)
+        if strips:
+            summary += (
+                f" Under {strips} of the captions: where the model looked for each word (its "
+                "attention weights, bilinearly upsampled; bright = the most weight)."
+            )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

@@ -1,4 +1,5 @@
-"""Pictures of what a model sees and says: captioned image grids, frame strips, TensorBoard hooks.
+"""Pictures of what a model sees and says: captioned image grids, frame strips, attention strips
+(where each word looked), TensorBoard hooks.
 
 Everything returns plain ``(H, W, 3)`` uint8 arrays, which TensorBoard (``add_image`` with
 ``dataformats="HWC"``), matplotlib (``imshow``) and Pillow (``Image.fromarray``) all take.
@@ -12,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+
+from lrcn.errors import LrcnError
 
 ImageLike = torch.Tensor | np.ndarray
 
@@ -197,6 +200,7 @@ def log_validation_grid(
     step: int,
     tag: str = "val/caption_grid",
     columns: int = 4,
+    attention: Sequence[np.ndarray] | None = None,
 ) -> None:
     """Write a captioned grid of validation images (or clips) to TensorBoard.
 
@@ -206,6 +210,8 @@ def log_validation_grid(
             model inputs first); clips are shown as 4-frame strips.
         captions: the generated caption of each item (optionally ``"caption\\nreference"``).
         step: the global step or epoch.
+        attention: `attention_strip` pictures (an attention model's), stacked one under the
+            other as a second image, ``<tag's folder>/attention``; None writes only the grid.
     """
     if writer is None:
         return
@@ -218,6 +224,167 @@ def log_validation_grid(
         images = [frame_strip(clip) for clip in images]
     grid = caption_grid(images, captions, columns=columns)
     writer.add_image(tag, grid, step, dataformats="HWC")
+    if attention:
+        folder = tag.rsplit("/", 1)[0] if "/" in tag else tag
+        writer.add_image(f"{folder}/attention", stack_pictures(attention), step, dataformats="HWC")
+
+
+def stack_pictures(pictures: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
+    """Pictures (H_i, W_i, 3) one under the other, left-aligned on the light background."""
+    if not pictures:
+        raise ValueError("stack_pictures got no pictures")
+    width = max(p.shape[1] for p in pictures)
+    height = sum(p.shape[0] for p in pictures) + gap * (len(pictures) - 1)
+    canvas = np.empty((height, width, 3), dtype=np.uint8)
+    canvas[:] = _BACKGROUND
+    top = 0
+    for picture in pictures:
+        canvas[top : top + picture.shape[0], : picture.shape[1]] = picture
+        top += picture.shape[0] + gap
+    return canvas
+
+
+def _square_grid(cells: int) -> tuple[int, int]:
+    side = round(cells**0.5)
+    if side * side != cells:
+        raise LrcnError(
+            f"attention maps of {cells} cells are not a square grid; pass grid_shape=(h, w) "
+            "(the encoder's grid_map height and width) to attention_strip."
+        )
+    return side, side
+
+
+def _map_image(
+    weights: np.ndarray, grid_shape: tuple[int, int], size: tuple[int, int]
+) -> np.ndarray:
+    """One word's weights (N,) -> (H, W) in [0, 1], bilinearly upsampled, 1 at its maximum."""
+    cells = weights.astype(np.float32).reshape(grid_shape)  # (h, w), row-major as Encoder.grid
+    upsampled = Image.fromarray(cells, mode="F").resize(size, Image.Resampling.BILINEAR)
+    heat = np.asarray(upsampled, dtype=np.float32)  # (H, W)
+    top = float(heat.max())
+    return heat / top if top > 0 else np.zeros_like(heat)
+
+
+def _light(picture: np.ndarray, level: np.ndarray | float) -> np.ndarray:
+    """Darken a picture (float RGB) to a quarter where ``level`` (in [0, 1]) is 0 and add a glow
+    where it is 1, so attended parts of dark pictures (the synthetic data's) stand out too."""
+    return picture * (0.25 + 0.75 * level) + 110.0 * level
+
+
+def _attention_labels(words: Sequence[str], rows: int) -> list[str]:
+    if rows == len(words) + 1:  # the maps of lrcn.decoding.attention_weights end with <end>'s
+        return [*words, "<end>"]
+    if rows != len(words):
+        raise ValueError(f"attention_strip got {rows} maps for {len(words)} words")
+    return list(words)
+
+
+def attention_strip(
+    image: ImageLike,
+    words: Sequence[str],
+    maps: torch.Tensor | np.ndarray,
+    grid_shape: tuple[int, int] | None = None,
+    cell_size: int = 72,
+    font_size: int = 11,
+    gap: int = 3,
+) -> np.ndarray:
+    """Where the model looked for each word (Xu et al., "Show, Attend and Tell", Fig. 2).
+
+    An image: the picture, then one thumbnail per word, lit where that word's weights are high
+    (each map bilinearly upsampled from the grid to the picture and scaled so its largest weight
+    is 1: full brightness plus a glow; weight 0 darkened to a quarter), the word under it. A clip:
+    one row per word, the word then every frame, each frame lit by its weight (relative to the
+    word's largest) and the bar under it as long as the weight itself.
+
+    Args:
+        image: one image (C, H, W) / (H, W, C), or a clip's frames (T, C, H, W) / (T, H, W, C),
+            in [0, 1] or uint8 (normalised pixels go through `denormalise` first).
+        words: the caption's words.
+        maps: (len(words), N) or (len(words) + 1, N) weights (the extra last row: ``<end>``), as
+            `lrcn.decoding.attention_weights` returns them; N grid cells or T frames.
+        grid_shape: (h, w) of an image's grid (``Encoder.grid_map``'s last two sizes); None: a
+            square grid of N cells.
+        cell_size: each picture (or frame) is scaled to fit a cell_size x cell_size box.
+
+    Returns:
+        (H, W, 3) uint8.
+    """
+    weights = (
+        maps.detach().float().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
+    )
+    if weights.ndim != 2:
+        raise ValueError(f"attention_strip needs maps (words, N), got shape {weights.shape}")
+    labels = _attention_labels(words, weights.shape[0])
+    is_clip = (isinstance(image, torch.Tensor | np.ndarray) and image.ndim == 4) or (
+        isinstance(image, Sequence) and len(image) > 0 and not isinstance(image[0], str)
+    )
+    if is_clip:
+        return _frame_attention(image, labels, weights, cell_size, font_size, gap)
+    shape = grid_shape or _square_grid(weights.shape[1])
+    if shape[0] * shape[1] != weights.shape[1]:
+        raise ValueError(f"grid {shape} does not hold {weights.shape[1]} cells")
+    picture = np.asarray(_fit(to_rgb_array(image), cell_size)).astype(np.float32)  # (h, w, 3)
+    size = (picture.shape[1], picture.shape[0])
+    tiles = [picture] + [
+        _light(picture, _map_image(row, shape, size)[..., None]) for row in weights
+    ]
+    return _labelled_row(tiles, ["", *labels], font_size, gap)
+
+
+def _labelled_row(
+    tiles: list[np.ndarray], labels: list[str], font_size: int, gap: int
+) -> np.ndarray:
+    """Pictures of one size side by side, each label (cut to fit) centred under its picture."""
+    font = _font(font_size)
+    height, width = tiles[0].shape[:2]
+    canvas = Image.new(
+        "RGB", (len(tiles) * (width + gap) - gap, height + font_size + 6), _BACKGROUND
+    )
+    draw = ImageDraw.Draw(canvas)
+    for index, (tile, label) in enumerate(zip(tiles, labels)):
+        left = index * (width + gap)
+        canvas.paste(Image.fromarray(np.clip(np.rint(tile), 0, 255).astype(np.uint8)), (left, 0))
+        text = _wrap(label, font, width, 1)[0] if label else ""
+        x = left + max(0, (width - int(font.getlength(text))) // 2)
+        draw.text((x, height + 2), text, fill=_TEXT, font=font)
+    return np.asarray(canvas)  # (H, W, 3)
+
+
+def _frame_attention(
+    frames: Any, labels: list[str], weights: np.ndarray, cell_size: int, font_size: int, gap: int
+) -> np.ndarray:
+    """One row per word: its label, then every frame lit (and barred) by the word's weight."""
+    if len(frames) != weights.shape[1]:
+        raise ValueError(f"{weights.shape[1]} frame weights for a clip of {len(frames)} frames")
+    pictures = [
+        np.asarray(_fit(to_rgb_array(frame), cell_size)).astype(np.float32) for frame in frames
+    ]
+    height, width = pictures[0].shape[:2]
+    font = _font(font_size)
+    label_w = max(int(font.getlength(label)) for label in labels) + 2 * gap
+    bar = 5
+    row_h = height + bar + gap
+    canvas = Image.new(
+        "RGB", (label_w + len(pictures) * (width + gap), len(labels) * row_h + gap), _BACKGROUND
+    )
+    draw = ImageDraw.Draw(canvas)
+    for r, (label, row) in enumerate(zip(labels, weights)):
+        top = gap + r * row_h
+        draw.text((gap, top + (height - font_size) // 2), label, fill=_TEXT, font=font)
+        scaled = row / row.max() if row.max() > 0 else np.zeros_like(row)
+        for t, (picture, level, weight) in enumerate(zip(pictures, scaled, row)):
+            left = label_w + t * (width + gap)
+            lit = np.clip(np.rint(_light(picture, level)), 0, 255).astype(np.uint8)
+            canvas.paste(Image.fromarray(lit), (left, top))
+            filled = left + round(width * float(np.clip(weight, 0, 1)))
+            draw.rectangle(
+                (left, top + height + 1, left + width - 1, top + height + bar), fill=(225, 228, 234)
+            )
+            if filled > left:
+                draw.rectangle(
+                    (left, top + height + 1, filled - 1, top + height + bar), fill=(47, 111, 222)
+                )
+    return np.asarray(canvas)  # (H, W, 3)
 
 
 def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:

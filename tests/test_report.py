@@ -88,6 +88,7 @@ def test_report_evaluates_first_then_lists_every_item(shapes_report):
 
     images = _images(page)
     assert len(images) == 32 and all(max(im.size) <= 96 for im in images)
+    assert 'class="strip"' not in page and "where the model looked" not in page  # no attention
     for result in results:
         assert html.escape(result["caption"]) in page
     source = build_source_raw(load_config(run / "config.yaml"), "test")
@@ -206,6 +207,72 @@ def test_activity_report_lists_labels_predictions_and_probabilities(tmp_path: Pa
     assert 'data-sort="0.610000"' in page and "right_to_left" in page
     assert page.count("&#10003;") == 2 and page.count("&#10007;") == 1
     assert len(_images(page)) == 3  # frame strips of the moving line
+
+
+@pytest.fixture(scope="module")
+def attention_run(tmp_path_factory) -> Path:
+    """A shapes show_attend_tell captioner trained two tiny epochs (seconds), not evaluated."""
+    from conftest import TINY_SHAPES
+
+    from lrcn.engine import fit
+
+    run_dir = tmp_path_factory.mktemp("attention-report")
+    overrides = [*TINY_SHAPES, "decoder.variant=show_attend_tell"]
+    fit(load_config(REPO / "configs" / "shapes.yaml", overrides), run_dir)
+    return run_dir
+
+
+def test_report_shows_where_each_word_looked(attention_run, tmp_path: Path, caplog):
+    from lrcn.engine.evaluation import AttentionMaps
+
+    run = tmp_path / "run"
+    shutil.copytree(attention_run, run, ignore=shutil.ignore_patterns("tensorboard"))
+    path = write_report(run)  # evaluates first: captions, and their maps
+    page = path.read_text(encoding="utf-8")
+    results = json.loads((run / "eval" / "test_captions.json").read_text())
+    strips = re.findall(r'<img class="strip" src="data:image/(?:png|jpeg);base64,([^"]+)"', page)
+    assert len(results) == len(strips) == 32 and len(_images(page)) == 64
+    assert "Under 32 of the captions: where the model looked for each word" in page
+    for result, data in zip(results, strips):  # in the captions file's order
+        strip = Image.open(io.BytesIO(base64.b64decode(data)))
+        words = len(result["caption"].split())
+        # the 64-px picture, then each word's and <end>'s 64-px thumbnail, 3 px apart
+        assert strip.size[0] == (words + 2) * 67 - 3 and 64 < strip.size[1] < 90
+    assert path.stat().st_size < 1e6
+
+    # maps that no longer fit their caption (a stale file) leave that row without a strip
+    attention = AttentionMaps.load(run / "eval" / "test_attention.npz")
+    first = str(results[0]["image_id"])
+    attention.maps[first] = np.full((9, 16), 1 / 16, dtype=np.float16)
+    attention.save(run / "eval" / "test_attention.npz")
+    page = write_report(run).read_text(encoding="utf-8")
+    assert page.count('<img class="strip"') == 31
+    assert "1 captions have other words than their attention maps" in caplog.text
+
+
+def test_video_report_shows_each_words_frame_weights(tmp_path: Path):
+    from lrcn.data.synthetic.moving_shapes import MovingShapesCaptions
+    from lrcn.engine.evaluation import AttentionMaps
+
+    clips = MovingShapesCaptions("test", 3, seed=0, image_size=32, num_frames=6)
+    results = [{"image_id": clips.item_id(i), "caption": "a shape moves"} for i in range(3)]
+    run = _fake_run(
+        tmp_path,
+        "moving_shapes.yaml",
+        ["data.test_size=3", "data.image_size=32", "data.num_frames=6"],
+        {"Bleu_4": 0.25, "items": 3},
+        results,
+    )
+    weights = np.full((4, 6), 1 / 6, dtype=np.float16)  # 3 words and <end> over 6 frames
+    maps = {r["image_id"]: weights for r in results[:2]}  # the third item has none
+    AttentionMaps("frames", (1, 6), maps).save(run / "eval" / "test_attention.npz")
+
+    page = write_report(run).read_text(encoding="utf-8")
+
+    strips = re.findall(r'<img class="strip" src="data:image/(?:png|jpeg);base64,([^"]+)"', page)
+    assert len(strips) == 2
+    strip = Image.open(io.BytesIO(base64.b64decode(strips[0])))
+    assert strip.size[1] > 4 * 64 and strip.size[0] > 6 * 64  # a row of 6 frames per word
 
 
 @pytest.mark.slow  # 500 thumbnails and per-item scores: about 1-3 s here

@@ -1,17 +1,96 @@
-"""Evaluation loops: decode a loader into captions, score them, measure a classifier's accuracy."""
+"""Evaluation loops: decode a loader into captions, score them, measure a classifier's accuracy;
+the attention maps of an attention captioner's captions."""
 
 from __future__ import annotations
 
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lrcn.decoding import decode
+from lrcn.decoding import attention_weights, decode, greedy
+from lrcn.errors import LrcnError
+from lrcn.io import atomic_path
 from lrcn.metrics import score
 from lrcn.runtime import move_batch, progress_bar
 from lrcn.text.vocab import Vocabulary
+from lrcn.visualize import attention_strip
+
+_GRID_KEY = "__grid__"  # (h, w) of an image grid; (1, T) for frames
+_ATTENDS_KEY = "__attends__"
+
+
+@dataclass
+class AttentionMaps:
+    """The attention maps of decoded captions, by item id: what ``<split>_attention.npz`` holds.
+
+    Attributes:
+        attends: ``grid`` (image cells) or ``frames``.
+        grid: (h, w) of an image's grid, row-major as ``Encoder.grid``; (1, T) for frames.
+        maps: {item id: (words + 1, N) float16}, the last row ``<end>``'s.
+        limit: keep the maps of at most this many items (the first decoded); 0 keeps none.
+    """
+
+    attends: str = "grid"
+    grid: tuple[int, int] | None = None
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    limit: int = 5000
+
+    @property
+    def full(self) -> bool:
+        """True once ``limit`` items are held."""
+        return len(self.maps) >= self.limit
+
+    def add(self, ids: Sequence[str], maps: Sequence[torch.Tensor]) -> None:
+        """Keep each item's maps (as float16), up to ``limit`` items."""
+        for item_id, weights in zip(ids, maps):
+            if self.full:
+                return
+            self.maps[str(item_id)] = weights.detach().cpu().numpy().astype(np.float16)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write one ``.npz`` atomically: an array per item id, plus ``__grid__``, ``__attends__``."""
+        arrays = dict(self.maps)
+        arrays[_GRID_KEY] = np.asarray(self.grid or (0, 0), dtype=np.int64)
+        arrays[_ATTENDS_KEY] = np.asarray(self.attends)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> AttentionMaps:
+        """Read what `save` wrote; LrcnError naming the file when it is not such a file."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                maps = {k: data[k] for k in data.files if k not in (_GRID_KEY, _ATTENDS_KEY)}
+                h, w = (int(v) for v in data[_GRID_KEY])
+                attends = str(data[_ATTENDS_KEY])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise LrcnError(
+                f"{path}: not an attention-map file of `lrcn evaluate` ({exc}); delete it and "
+                "re-run `lrcn evaluate` for this split."
+            ) from None
+        return cls(attends, (h, w) if h and w else None, maps, max(len(maps), 1))
+
+
+def grid_shape(model: nn.Module, batch: dict[str, torch.Tensor], cells: int) -> tuple[int, int]:
+    """(h, w) of the N = ``cells`` attention weights of one item of ``batch``.
+
+    Frames: (1, T). Images: the encoder's ``grid_map`` height and width (one image through the
+    CNN); stored grid features: ``encoder.grid_size`` squared, else the square grid of N cells,
+    else one row.
+    """
+    if model.attends == "frames":
+        return 1, cells
+    if "images" in batch:
+        return tuple(model.encoder.grid_map(batch["images"][:1]).shape[-2:])
+    side = getattr(model.encoder, "grid_size", 0) or round(cells**0.5)
+    return (side, side) if side * side == cells else (1, cells)
 
 
 @torch.no_grad()
@@ -24,8 +103,14 @@ def generate_captions(
     max_length: int = 24,
     length_penalty: float = 0.0,
     progress: bool = False,
+    attention: AttentionMaps | None = None,
 ) -> tuple[dict[str, str], dict[str, list[str]], int]:
     """Decode every item of an eval loader.
+
+    Args:
+        attention: for an attention captioner, filled with the maps of the decoded captions
+            (`lrcn.decoding.attention_weights`, one more teacher-forced pass per batch) until
+            it holds ``attention.limit`` items.
 
     Returns:
         (hypotheses {id: caption}, references {id: [captions]}, number of skipped items).
@@ -53,7 +138,57 @@ def generate_captions(
         for item_id, tokens, item_refs in zip(ids, token_ids, refs):
             hypotheses[item_id] = " ".join(vocab.decode(tokens))
             references[item_id] = item_refs
+        if attention is not None and not attention.full:
+            _collect_attention(attention, model, batch, features, token_ids, ids, vocab)
     return hypotheses, references, skipped
+
+
+def _collect_attention(
+    attention: AttentionMaps,
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    features: torch.Tensor,
+    token_ids: list[list[int]],
+    ids: Sequence[str],
+    vocab: Vocabulary,
+) -> None:
+    """Add one batch's maps to ``attention``; its grid shape from the first batch."""
+    maps = attention_weights(model.decoder, features, token_ids, vocab.start_id, vocab.end_id)
+    attention.attends = model.attends
+    if attention.grid is None:
+        attention.grid = grid_shape(model, batch, features.shape[1])
+    attention.add(ids, maps)
+
+
+@torch.no_grad()
+def attention_strips(
+    model: nn.Module,
+    vocab: Vocabulary,
+    pictures: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    max_length: int = 24,
+) -> list[np.ndarray]:
+    """Greedy captions of a few pictures and where each word looked, as `attention_strip` pictures.
+
+    Args:
+        pictures: images (B, 3, H, W) or clips (B, T, 3, H, W) in [0, 1] (what the validation
+            grid shows); normalised with ``mean`` and ``std`` for the model.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    pixels = ((pictures.float() - mean_t) / std_t).to(device)
+    batch = {"frames" if pixels.dim() == 5 else "images": pixels}
+    features = model.encode(batch)  # (B, N, D)
+    tokens = greedy(model.decoder, features, max_length, vocab.start_id, vocab.end_id)
+    maps = attention_weights(model.decoder, features, tokens, vocab.start_id, vocab.end_id)
+    shape = grid_shape(model, batch, features.shape[1])
+    return [
+        attention_strip(picture, vocab.decode(t), m.cpu(), shape if pixels.dim() == 4 else None)
+        for picture, t, m in zip(pictures, tokens, maps)
+    ]
 
 
 def score_captions(

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from lrcn import distributed
-from lrcn.build import check_config
+from lrcn.build import check_config, normalisation
 from lrcn.checkpoint import (
     load_checkpoint,
     load_state_dict_checked,
@@ -32,6 +32,7 @@ from lrcn.checkpoint import (
     save_checkpoint,
 )
 from lrcn.config import Config, config_from_dict, load_config_over, parse_override, save_config
+from lrcn.engine.evaluation import attention_strips
 from lrcn.engine.loop import LossFn, TrainState, train_one_epoch
 from lrcn.engine.optim import build_optimizer, build_scheduler, planned_steps, set_base_lrs
 from lrcn.engine.run import Run
@@ -291,7 +292,8 @@ class _Trainer:
         samples = val.pop("samples", [])
         grid = val.pop("grid", None)
         if self.writer is not None and grid is not None:
-            log_validation_grid(self.writer, grid[0], grid[1], state.epoch)
+            strips = _attention_pictures(run, self.cfg, grid[0])
+            log_validation_grid(self.writer, grid[0], grid[1], state.epoch, attention=strips)
         record.update({f"val_{k}": v for k, v in val.items() if isinstance(v, int | float)})
         value = val.get(run.monitor)
         improved = value is not None and (state.best is None or value > state.best)
@@ -351,6 +353,15 @@ class _Trainer:
             log.warning(
                 "the TensorBoard logs in %s could not be written: %s", self.run.run_dir, exc
             )
+
+
+def _attention_pictures(run: Run, cfg: Config, pictures: torch.Tensor) -> list[np.ndarray] | None:
+    """An attention captioner's maps of the first four validation pictures, for TensorBoard's
+    ``val/attention`` beside the caption grid; None (grid only) for every other model."""
+    if getattr(run.model, "attends", None) is None:
+        return None
+    mean, std = normalisation(cfg)
+    return attention_strips(run.model, run.vocab, pictures[:4], mean, std, cfg.eval.max_length)
 
 
 def _start_run(
