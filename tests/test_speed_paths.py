@@ -90,8 +90,9 @@ def test_allocator_tuning_is_glibc_only_and_can_be_turned_off(monkeypatch):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_allocator_tuning_stops_the_seed_steps_page_faults():
-    """A fresh process trains the seed for five steps: untuned, glibc maps every activation above
-    32 MB afresh and each step faults in hundreds of MB; tuned, the freed memory is reused."""
+    """A fresh process trains the seed for nine steps: untuned, glibc maps every activation above
+    32 MB afresh and each step faults in tens of MB; tuned, the freed memory is reused once the
+    heap has grown to its size (a few steps)."""
     code = (
         "import resource, sys, torch\n"
         "from lrcn.models.classifier import build_seed_model\n"
@@ -103,7 +104,7 @@ def test_allocator_tuning_stops_the_seed_steps_page_faults():
         "x = torch.zeros(32, 50, 1, 50, 50)\n"
         "def step():\n"
         "    opt.zero_grad(); model(x).sum().backward(); opt.step()\n"
-        "step(); step()\n"
+        "for _ in range(6): step()\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
         "for _ in range(3): step()\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3)\n"
@@ -115,7 +116,8 @@ def test_allocator_tuning_stops_the_seed_steps_page_faults():
             [sys.executable, "-c", code, mode], capture_output=True, text=True, env=env, check=True
         )
         faults[mode] = int(done.stdout.strip().splitlines()[-1])
-    assert faults["system"] > 25_000  # over 100 MB of fresh pages a step (measured: 146,000)
+    # over 40 MB of fresh pages a step (measured: 146,000 before the fused first block, 18,000 since)
+    assert faults["system"] > 10_000
     assert faults["tuned"] < faults["system"] / 20  # measured: 0
 
 

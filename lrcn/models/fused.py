@@ -1,0 +1,205 @@
+"""A small first CNN block (pad -> conv -> ReLU -> max pool) fused forward and backward on CPU.
+
+The seed's first block turns 50x50 frames into a 2x50x50 conv output (32 MB a batch of 1,600
+frames), applies ReLU and keeps the maximum of each 2x2 window. oneDNN spends 28 ms writing that
+output and 24 ms on the weights' gradient from it, and ``max_pool2d_with_indices`` 25 ms on its
+indices, for 128 MFLOP of arithmetic: one thread, 53 of the step's 114 ms.
+
+:class:`FusedSequential` computes the same block as one matrix product per direction. Each
+pooling window of a k x k conv reads a (pool + k - 1)^2 patch of the padded input; the patches
+(9 rows for the seed) form a matrix ``cols``, and one weight matrix whose rows are the conv's
+kernels placed at each of the window's positions gives every conv output of every window at once
+(``addmm``). The block's output is the maximum over each window's rows, clamped at zero. The
+backward pass sends each window's gradient to its first maximum in row-major order, as PyTorch's
+max pool does, using float arithmetic only (``sign(max - y)`` is 0 at a maximum and 1 below it),
+and the weights' gradient is one more matrix product with ``cols``, summed in chunks.
+
+It applies where the layer pattern is exactly ``[ZeroPad2d] Conv2d ReLU MaxPool2d`` with a
+stride-1 conv of few input channels (patch rows <= :data:`MAX_PATCH_ROWS`), non-overlapping
+unpadded pooling windows, float32 on CPU, no autocast, and no gradient wanted for the block's
+input (a first layer). Everywhere else PyTorch's modules run unchanged. The values equal the
+modules' within rounding (the sums run in another order: about 1e-7 relative); the window's
+tie rule is PyTorch's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+MAX_PATCH_ROWS = 48  # in_channels * (pool + k - 1)^2: the seed has 9 (1 x 3 x 3)
+_CHUNK = 1 << 16  # columns per partial sum of the weights' gradient (accuracy and cache)
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[-1]))
+
+
+def _window_weights(weight: torch.Tensor, pool: tuple[int, int]) -> torch.Tensor:
+    """(F * ph * pw, C * rh * rw): the kernel placed at each window position, row (f, a, b)."""
+    filters, channels, kh, kw = weight.shape
+    ph, pw = pool
+    out = weight.new_zeros(filters, ph, pw, channels, ph + kh - 1, pw + kw - 1)
+    for a in range(ph):
+        for b in range(pw):
+            out[:, a, b, :, a : a + kh, b : b + kw] = weight
+    return out.view(filters * ph * pw, -1)
+
+
+def _fold_window_grad(grad: torch.Tensor, shape: torch.Size, pool: tuple[int, int]) -> torch.Tensor:
+    """The kernel's gradient from the window weights' gradient (the adjoint of the placement)."""
+    filters, channels, kh, kw = shape
+    ph, pw = pool
+    grad = grad.view(filters, ph, pw, channels, ph + kh - 1, pw + kw - 1)
+    out = grad.new_zeros(shape)
+    for a in range(ph):
+        for b in range(pw):
+            out += grad[:, a, b, :, a : a + kh, b : b + kw]
+    return out
+
+
+class _ConvReluPool(torch.autograd.Function):
+    """max_pool(relu(conv2d(x, weight, bias))) for tiling windows; gradients for weight, bias."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        xpad: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        pool: tuple[int, int],
+    ) -> torch.Tensor:
+        filters, channels, kh, kw = weight.shape
+        ph, pw = pool
+        batch = xpad.shape[0]
+        oh, ow = (xpad.shape[2] - kh + 1) // ph, (xpad.shape[3] - kw + 1) // pw
+        patches = xpad.unfold(2, ph + kh - 1, ph).unfold(3, pw + kw - 1, pw)  # N,C,oh,ow,rh,rw
+        cols = patches.permute(1, 4, 5, 0, 2, 3).reshape(-1, batch * oh * ow)  # (R, M)
+        rows = _window_weights(weight, pool)  # (F * A, R)
+        if bias is None:
+            conv = rows @ cols  # (F * A, M): every conv output of every window
+        else:
+            conv = torch.addmm(bias.repeat_interleave(ph * pw)[:, None], rows, cols)
+        peak = conv.view(filters, ph * pw, -1).amax(1)  # (F, M)
+        ctx.save_for_backward(cols, conv, peak)
+        ctx.pool, ctx.shape, ctx.has_bias = pool, weight.shape, bias is not None
+        out = peak.clamp_min(0).view(filters, batch, oh, ow)  # ReLU commutes with the max
+        return out.transpose(0, 1).contiguous()  # (N, F, oh, ow)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        cols, conv, peak = ctx.saved_tensors
+        filters, area = peak.shape[0], ctx.pool[0] * ctx.pool[1]
+        conv = conv.view(filters, area, -1)
+        # G[f, k, m]: the gradient of conv output k of window m; rows of area k sum to the window's
+        grads = torch.empty_like(conv)
+        rest = grads[:, area - 1]  # what later positions may still take; the last takes the rest
+        grad = grad_out.transpose(0, 1).reshape(filters, -1)  # (F, M), as the windows are ordered
+        torch.mul(grad, peak.clamp_min(0).sign_(), out=rest)  # ReLU's: none where the max <= 0
+        grad_bias = rest.sum(1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        below = torch.empty_like(peak)
+        for k in range(area - 1):  # PyTorch's rule: the first maximum (row-major) takes it all
+            torch.sub(peak, conv[:, k], out=below).sign_()  # 0 at a maximum, 1 below it
+            below.mul_(rest)  # stays for later positions
+            torch.sub(rest, below, out=grads[:, k])
+            rest.copy_(below)
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grads = grads.view(filters * area, -1)
+            window = grads.new_zeros(grads.shape[0], cols.shape[0])
+            for start in range(0, cols.shape[1], _CHUNK):  # partial sums: 1e-7, not 1e-6, off
+                stop = start + _CHUNK
+                window.addmm_(grads[:, start:stop], cols[:, start:stop].T)
+            grad_weight = _fold_window_grad(window, ctx.shape, ctx.pool)
+        return None, grad_weight, grad_bias, None
+
+
+def _block(layers: list[nn.Module], start: int) -> tuple[int, int, int, int] | None:
+    """Padding (l, r, t, b) of the fusable block at ``layers[start]``, or None if there is none."""
+    pad = (0, 0, 0, 0)
+    if isinstance(layers[start], nn.ZeroPad2d):
+        pad = tuple(int(p) for p in layers[start].padding)  # type: ignore[assignment]
+        start += 1
+    if len(layers) < start + 3:
+        return None
+    conv, relu, pool = layers[start : start + 3]
+    if not (type(conv) is nn.Conv2d and type(relu) is nn.ReLU and isinstance(pool, nn.MaxPool2d)):
+        return None
+    kernel, stride = _pair(pool.kernel_size), _pair(pool.stride or pool.kernel_size)
+    if not (
+        kernel == stride
+        and _pair(pool.padding) == (0, 0)
+        and _pair(pool.dilation) == (1, 1)
+        and not pool.ceil_mode
+        and not pool.return_indices
+        and not isinstance(conv.padding, str)
+        and conv.padding_mode == "zeros"
+        and _pair(conv.stride) == (1, 1)
+        and _pair(conv.dilation) == (1, 1)
+        and conv.groups == 1
+    ):
+        return None
+    kh, kw = _pair(conv.kernel_size)
+    if conv.in_channels * (kernel[0] + kh - 1) * (kernel[1] + kw - 1) > MAX_PATCH_ROWS:
+        return None
+    rows, columns = _pair(conv.padding)  # the conv's own zero padding, on both sides
+    return (pad[0] + columns, pad[1] + columns, pad[2] + rows, pad[3] + rows)
+
+
+def _applies(x: torch.Tensor, conv: nn.Conv2d, pad: tuple[int, ...], pool: nn.MaxPool2d) -> bool:
+    """Whether this input may take the fused path (see the module's conditions)."""
+    if not (
+        x.device.type == "cpu"
+        and x.dim() == 4
+        and x.dtype == torch.float32
+        and conv.weight.dtype == torch.float32
+        and not (x.requires_grad and torch.is_grad_enabled())
+        and not torch.is_autocast_enabled("cpu")
+    ):
+        return False
+    kh, kw = _pair(conv.kernel_size)
+    ph, pw = _pair(pool.kernel_size)
+    return (
+        x.shape[2] + pad[2] + pad[3] - kh + 1 >= ph and x.shape[3] + pad[0] + pad[1] - kw + 1 >= pw
+    )
+
+
+class FusedSequential(nn.Sequential):
+    """``nn.Sequential`` that runs a leading ``[ZeroPad2d] Conv2d ReLU MaxPool2d`` fused on CPU.
+
+    The same modules, parameters and state_dict keys; only the computation of that first block
+    changes, and only where it applies (see the module); otherwise it runs layer by layer.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the layers in order, the first block fused where it applies."""
+        layers = list(self)
+        pad = _block(layers, 0) if layers else None
+        if pad is None:
+            return super().forward(x)
+        first = 1 if isinstance(layers[0], nn.ZeroPad2d) else 0
+        conv, pool = layers[first], layers[first + 2]
+        if not _applies(x, conv, pad, pool):
+            return super().forward(x)
+        xpad = F.pad(x, pad) if any(pad) else x
+        out = _ConvReluPool.apply(xpad, conv.weight, conv.bias, _pair(pool.kernel_size))
+        for layer in layers[first + 3 :]:
+            out = layer(out)
+        return out
+
+
+def use_fused_blocks(module: nn.Module) -> nn.Module:
+    """Fuse the first ``[ZeroPad2d] Conv2d ReLU MaxPool2d`` of every plain ``nn.Sequential``.
+
+    Only sequentials that start with such a block change class (to :class:`FusedSequential`);
+    parameters and state_dict keys stay. Returns ``module``.
+    """
+    for child in module.modules():
+        if type(child) is nn.Sequential and len(child) and _block(list(child), 0) is not None:
+            child.__class__ = FusedSequential
+    return module
