@@ -249,9 +249,9 @@ def test_fused_seed_block_on_moving_line_frames_and_a_whole_training_step():
     _assert_grads_close(*grads)
 
 
-def test_seed_cnn_trains_without_materialising_the_conv_output(monkeypatch):
-    """The seed CNN's conv and pool modules are not run while it trains (float32 on CPU): the
-    fused block replaces them, so the 32 MB conv output of a batch never exists."""
+def test_seed_cnn_trains_and_infers_without_running_its_conv_and_pool_modules(monkeypatch):
+    """The seed CNN's conv and pool modules are not run while it trains or infers (float32 on
+    CPU): the fused block computes them (no NCHW conv output, no ReLU copy, no pool indices)."""
     calls = []
     for module in (nn.Conv2d, nn.MaxPool2d, MaxPool2d):
         real = module.forward
