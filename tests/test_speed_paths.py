@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from lrcn import runtime
+from lrcn.models import fused as fused_module
 from lrcn.models.classifier import build_seed_cnn, build_seed_model
 from lrcn.models.fused import FusedSequential, use_fused_blocks
 from lrcn.models.pooling import MaxPool2d, use_fast_pools
@@ -205,6 +207,8 @@ def test_fused_block_equals_the_layers_it_replaces(
     everywhere: the gradient then goes to each window's first maximum, as PyTorch's pool does."""
     torch.manual_seed(seed)
     plain, fused, conv = _block_pair(channels, filters, kernel, pool, pad, conv_pad, bias)
+    fused_calls = []
+    real_apply = fused_module._ConvReluPool.apply
     frames = (torch.rand(batch, channels, height, width) > 0.6).float()
     if integers:
         with torch.no_grad():
@@ -218,7 +222,14 @@ def test_fused_block_equals_the_layers_it_replaces(
         with pytest.raises(RuntimeError):
             fused(frames)
         return
-    actual = fused(frames)
+    with (
+        mock.patch.object(fused_module, "MAX_PATCH_ROWS", 10**6),  # the arithmetic, any size
+        mock.patch.object(
+            fused_module._ConvReluPool, "apply", lambda *a: fused_calls.append(1) or real_apply(*a)
+        ),
+    ):
+        actual = fused(frames)
+    assert fused_calls  # the fused path ran, not the layers
     scale = 1 + expected.abs().max().item()
     torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6 * scale)
     grad = torch.randn(expected.shape)
