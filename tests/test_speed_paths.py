@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -16,7 +18,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from lrcn import runtime
-from lrcn.models.classifier import build_seed_cnn
+from lrcn.models import fused as fused_module
+from lrcn.models.classifier import build_seed_cnn, build_seed_model
+from lrcn.models.fused import FusedSequential, use_fused_blocks
 from lrcn.models.pooling import MaxPool2d, use_fast_pools
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,8 +94,9 @@ def test_allocator_tuning_is_glibc_only_and_can_be_turned_off(monkeypatch):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_allocator_tuning_stops_the_seed_steps_page_faults():
-    """A fresh process trains the seed for five steps: untuned, glibc maps every activation above
-    32 MB afresh and each step faults in hundreds of MB; tuned, the freed memory is reused."""
+    """A fresh process trains the seed layer by layer (unfused: its conv output is 32 MB) for nine
+    steps: untuned, glibc maps every activation above 32 MB afresh and each step faults in hundreds
+    of MB; tuned, the freed memory is reused once the heap has grown to its size (a few steps)."""
     code = (
         "import resource, sys, torch\n"
         "from lrcn.models.classifier import build_seed_model\n"
@@ -99,11 +104,12 @@ def test_allocator_tuning_stops_the_seed_steps_page_faults():
         "assert tune_cpu_allocator() == (sys.argv[1] == 'tuned')\n"
         "torch.set_num_threads(1)\n"
         "model = build_seed_model()\n"
+        "model.frame_encoder.module.__class__ = torch.nn.Sequential\n"
         "opt = torch.optim.Adam(model.parameters())\n"
         "x = torch.zeros(32, 50, 1, 50, 50)\n"
         "def step():\n"
         "    opt.zero_grad(); model(x).sum().backward(); opt.step()\n"
-        "step(); step()\n"
+        "for _ in range(6): step()\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
         "for _ in range(3): step()\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 3)\n"
@@ -161,3 +167,149 @@ def test_prepare_command_does_not_import_torch(tmp_path):
     args.append(f"captions={tmp_path / 'captions.csv'}")
     assert _cli_in_a_fresh_process(args) == {"status": 0, "torch": False}
     assert (tmp_path / "manifest" / "train.jsonl").is_file()
+
+
+def _block_pair(channels, filters, kernel, pool, pad, conv_pad, bias):
+    """The same modules twice: layer by layer (nn.Sequential) and fused (FusedSequential)."""
+    layers = [nn.Conv2d(channels, filters, kernel, padding=conv_pad, bias=bias), nn.ReLU()]
+    layers += [nn.MaxPool2d(pool), nn.Flatten()]
+    if pad is not None:
+        layers.insert(0, nn.ZeroPad2d(pad))
+    return nn.Sequential(*layers), FusedSequential(*layers), layers[1 if pad is not None else 0]
+
+
+def _assert_grads_close(actual, expected):
+    for a, e in zip(actual, expected, strict=True):
+        scale = max(1.0, e.abs().max().item())
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5 * scale)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batch=st.integers(1, 3),
+    channels=st.integers(1, 3),
+    filters=st.integers(1, 3),
+    kernel=st.sampled_from([1, 2, 3, (2, 1)]),
+    pool=st.sampled_from([2, 3, (2, 1)]),
+    pad=st.sampled_from([None, (0, 1, 0, 1), (1, 1, 1, 1), (2, 0, 1, 0)]),
+    conv_pad=st.integers(0, 1),
+    bias=st.booleans(),
+    height=st.integers(1, 12),
+    width=st.integers(1, 12),
+    integers=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_block_equals_the_layers_it_replaces(
+    batch, channels, filters, kernel, pool, pad, conv_pad, bias, height, width, integers, seed
+):
+    """Forward within 1e-6, weight and bias gradients within 1e-5, odd sizes included. With small
+    integer weights and binary inputs every sum is exact and ties between different patches are
+    everywhere: the gradient then goes to each window's first maximum, as PyTorch's pool does."""
+    torch.manual_seed(seed)
+    plain, fused, conv = _block_pair(channels, filters, kernel, pool, pad, conv_pad, bias)
+    fused_calls = []
+    real_apply = fused_module._ConvReluPool.apply
+    frames = (torch.rand(batch, channels, height, width) > 0.6).float()
+    if integers:
+        with torch.no_grad():
+            for parameter in conv.parameters():
+                parameter.copy_(torch.randint(-2, 3, parameter.shape))
+    else:
+        frames += torch.rand(frames.shape)  # no ties at all, rounding in another order
+    try:
+        expected = plain(frames)
+    except RuntimeError:  # the pool's window is larger than the conv's output
+        with pytest.raises(RuntimeError):
+            fused(frames)
+        return
+    with (
+        mock.patch.object(fused_module, "MAX_PATCH_ROWS", 10**6),  # the arithmetic, any size
+        mock.patch.object(
+            fused_module._ConvReluPool, "apply", lambda *a: fused_calls.append(1) or real_apply(*a)
+        ),
+    ):
+        actual = fused(frames)
+    assert fused_calls  # the fused path ran, not the layers
+    scale = 1 + expected.abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-6 * scale)
+    grad = torch.randn(expected.shape)
+    params = list(conv.parameters())
+    _assert_grads_close(
+        torch.autograd.grad(actual, params, grad), torch.autograd.grad(expected, params, grad)
+    )
+
+
+def test_fused_seed_block_on_moving_line_frames_and_a_whole_training_step():
+    """The recipe's own frames (binary, so equal conv outputs in a window are common) through the
+    seed model, fused and layer by layer: loss within 1e-6, every gradient within 1e-5."""
+    from lrcn.data.synthetic.moving_line import MovingLineDataset
+
+    data = MovingLineDataset(4, 0, frames=12, size=20)
+    frames = torch.stack([data[i]["frames"] for i in range(4)])  # (4, 12, 1, 20, 20)
+    labels = torch.tensor([data[i]["label"] for i in range(4)])
+    torch.manual_seed(0)
+    fused = build_seed_model(20, 20)
+    plain = copy.deepcopy(fused)
+    plain.frame_encoder.module.__class__ = nn.Sequential
+    assert isinstance(fused.frame_encoder.module, FusedSequential)
+    losses = [m.loss({"frames": frames, "label": labels}) for m in (fused, plain)]
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=1e-7)
+    grads = [
+        torch.autograd.grad(loss, list(m.parameters())) for loss, m in zip(losses, (fused, plain))
+    ]
+    _assert_grads_close(*grads)
+
+
+def test_seed_cnn_trains_and_infers_without_running_its_conv_and_pool_modules(monkeypatch):
+    """The seed CNN's conv and pool modules are not run while it trains or infers (float32 on
+    CPU): the fused block computes them (no NCHW conv output, no ReLU copy, no pool indices)."""
+    calls = []
+    for module in (nn.Conv2d, nn.MaxPool2d, MaxPool2d):
+        real = module.forward
+        monkeypatch.setattr(
+            module, "forward", lambda s, x, real=real: calls.append(1) or real(s, x)
+        )
+    cnn, _ = build_seed_cnn()
+    cnn(torch.rand(3, 1, 50, 50)).sum().backward()
+    with torch.no_grad():
+        cnn(torch.rand(3, 1, 50, 50))
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    "case", ["input_grad", "float64", "bf16_autocast", "overlapping_pool", "batch_norm", "wide"]
+)
+def test_fused_block_defers_to_the_layers_where_it_does_not_apply(monkeypatch, case):
+    """A gradient for the block's input, another dtype, autocast, overlapping windows, a layer in
+    between or many input channels: the modules run one by one, as before."""
+    calls = []
+    real = nn.Conv2d.forward
+    monkeypatch.setattr(nn.Conv2d, "forward", lambda s, x: calls.append(1) or real(s, x))
+    channels = 8 if case == "wide" else 1
+    layers = [nn.Conv2d(channels, 2, 3), nn.ReLU(), nn.MaxPool2d(2)]
+    if case == "overlapping_pool":
+        layers[2] = nn.MaxPool2d(2, stride=1)
+    if case == "batch_norm":
+        layers.insert(1, nn.BatchNorm2d(2))
+    fused = FusedSequential(*layers)
+    x = torch.rand(2, channels, 9, 9, requires_grad=case == "input_grad")
+    if case == "float64":
+        fused, x = fused.double(), x.double()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "bf16_autocast"):
+        fused(x)
+    assert calls == [1]
+    calls.clear()
+    FusedSequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2))(torch.rand(2, 1, 9, 9))
+    assert calls == []  # the fused path, for contrast
+
+
+def test_use_fused_blocks_keeps_modules_and_state_dict():
+    model = nn.Sequential(
+        nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(1, 2, 2), nn.ReLU(), nn.MaxPool2d(2)),
+        nn.Sequential(nn.Conv2d(1, 2, 2), nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2)),
+    )
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    use_fused_blocks(model)
+    assert type(model) is nn.Sequential  # no block of its own at its start
+    assert type(model[0]) is FusedSequential and type(model[1]) is nn.Sequential
+    assert model.state_dict().keys() == before.keys()

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrcn.clips import clip_starts
+from lrcn.models.fused import FusedSequential
 from lrcn.models.init import keras_init_
 from lrcn.models.pooling import MaxPool2d
 from lrcn.models.time_distributed import TimeDistributed
@@ -224,7 +225,8 @@ def build_seed_cnn(
     Returns:
         The CNN, mapping (N, in_channels, height, width) to (N, feature_dim), and feature_dim.
     """
-    cnn = nn.Sequential(
+    # an nn.Sequential whose first block runs fused on CPU (lrcn.models.fused): same modules
+    cnn = FusedSequential(
         keras_same_padding(kernel_size),
         nn.Conv2d(in_channels, filters, kernel_size),  # (N, filters, H, W)
         nn.ReLU(),

@@ -106,7 +106,7 @@ def _lrcn_child(steps: int, warmup: int) -> dict[str, Any]:
     train_one_epoch(
         model, loader(0, warmup), optimizer, scheduler, state, torch.device("cpu"), progress=False
     )
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     train_one_epoch(
         model,
         loader(warmup, steps),
@@ -117,7 +117,7 @@ def _lrcn_child(steps: int, warmup: int) -> dict[str, Any]:
         progress=False,
     )
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "steps": steps}
+    return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu, "steps": steps}
 
 
 def _keras_child(steps: int, warmup: int) -> dict[str, Any]:
@@ -144,9 +144,10 @@ def _keras_child(steps: int, warmup: int) -> dict[str, Any]:
     labels = labels.astype("float32")
     cut = BATCH * warmup
     model.fit(frames[:cut], labels[:cut], batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model.fit(frames[cut:], labels[cut:], batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
-    return {"seconds": time.perf_counter() - start, "steps": steps}
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu, "steps": steps}
 
 
 def seed_child(framework: str, threads: int, steps: int) -> dict[str, Any]:
@@ -199,19 +200,23 @@ def seed_vs_keras(size: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = {"steps": steps, "batch": BATCH, "step_gflop": seed_step_flops() / 1e9}
     parts = []
     for threads in size["seed_threads"]:
-        row = {name: _run_child(name, threads, steps)["steps_per_s"] for name in size["seed_sides"]}
+        runs = {name: _run_child(name, threads, steps) for name in size["seed_sides"]}
+        row = {name: run["steps_per_s"] for name, run in runs.items()}
         floor = _matmul_floor(seed_step_flops(), threads)
         row.update(
             ratio=row["lrcn"] / row["keras"],
             floor_ms=1000 * floor,
             step_over_floor=(1.0 / row["lrcn"]) / floor,
+            lrcn_step_ms=1000 / row["lrcn"],
+            lrcn_cpu_ms=1000 * runs["lrcn"]["cpu_seconds"] / steps,  # all threads together
         )
         result[f"threads_{threads}"] = row
         parts.append(
             f"{threads} thread(s): lrcn {row['lrcn']:.2f} steps/s, Keras {row['keras']:.2f} "
             f"({row['ratio']:.2f}x; Keras with lrcn's allocator "
             f"{row.get('keras_tuned', float('nan')):.2f}), "
-            f"step {row['step_over_floor']:.1f}x its FLOP floor ({row['floor_ms']:.0f} ms)"
+            f"step {row['lrcn_step_ms']:.0f} ms ({row['lrcn_cpu_ms']:.0f} ms CPU), "
+            f"{row['step_over_floor']:.1f}x its FLOP floor ({row['floor_ms']:.0f} ms)"
         )
     result["ratio"] = min(result[f"threads_{t}"]["ratio"] for t in size["seed_threads"])
     result["line"] = "seed_vs_keras: " + "; ".join(parts)
