@@ -166,7 +166,9 @@ def seed_child(framework: str, threads: int, steps: int) -> dict[str, Any]:
 
 
 def _run_child(framework: str, threads: int, steps: int) -> dict[str, Any]:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), LRCN_MALLOC="")
+    # Both sides wait passively, as the lrcn command does (lrcn.cli): spinning OpenMP threads made
+    # either side take ~2 s a step at 2 threads on a busy machine, whichever the code.
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), LRCN_MALLOC="", OMP_WAIT_POLICY="PASSIVE")
     done = subprocess.run(
         [
             sys.executable,
