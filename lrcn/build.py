@@ -220,9 +220,13 @@ def build_captioner(cfg: Config, vocab_size: int, encoder: Encoder | None = None
         dropout=cfg.decoder.dropout,
         variant=cfg.decoder.variant,
         packed=cfg.decoder.packed,
+        attention_dim=cfg.decoder.attention_dim,
+        attention_gate=cfg.decoder.attention_gate,
     )
     cls = VideoCaptioner if cfg.task == "video_caption" else ImageCaptioner
-    return cls(encoder, decoder, temporal)
+    model = cls(encoder, decoder, temporal)
+    model.attention_reg = cfg.decoder.attention_reg if attends is not None else 0.0
+    return model
 
 
 def build_classifier(cfg: Config, num_classes: int) -> nn.Module:

@@ -83,6 +83,10 @@ class DecoderConfig:
     num_layers: int = 1
     dropout: float = 0.0
     packed: bool = True  # False: fused CPU LSTM, 2.3x faster; torchrun != 1 process bitwise
+    # attention wirings (show_attend_tell, temporal_attention) only; the others ignore these
+    attention_dim: int = 0  # size of the additive attention's space; 0: hidden_dim
+    attention_gate: bool = False  # Xu et al.'s gating scalar beta = sigmoid(f_beta(h))
+    attention_reg: float = 0.0  # lambda of the doubly stochastic regularisation; 0: off
 
 
 @dataclass
@@ -323,6 +327,8 @@ RANGES: dict[str, Range] = {
     "decoder.hidden_dim": _COUNT,
     "decoder.num_layers": _COUNT,
     "decoder.dropout": _PROBABILITY,
+    "decoder.attention_dim": _NATURAL,
+    "decoder.attention_reg": Range(low=0, why="0 disables the regularisation"),
     "classifier.hidden_dim": _COUNT,
     "classifier.num_layers": _COUNT,
     "classifier.dropout": _PROBABILITY,
