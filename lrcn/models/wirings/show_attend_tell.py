@@ -105,19 +105,28 @@ class ShowAttendTell(Wiring):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing: outputs (B, L, H) and the weights (B, L, N), both zero past ``steps``.
 
-        The keys are projected once (in ``init_state``); each step is then one query, one
-        softmax and one LSTM step. Rows are not shortened as they end: their outputs past
-        ``steps`` are zeroed, as packed sequences leave them.
+        The keys are projected once (in ``init_state``). Rows run longest first and each step
+        only runs the rows still going, as packed sequences do: on shapes captions (2 to 20
+        words) that is about half the work of stepping every row to the longest.
         """
-        state = self.init_state(visual)
+        B, L = words.shape[:2]
+        order = torch.argsort(steps, descending=True, stable=True)  # (B,) on the CPU
+        running = [int((steps > t).sum()) for t in range(L)]  # rows still going at step t
+        index = order.to(visual.device)
+        state = self.init_state(visual.index_select(0, index))
+        words = words.index_select(0, index)
         outputs, alphas = [], []
-        for t in range(words.shape[1]):
-            out, state = self.step(words[:, t : t + 1], state)
-            outputs.append(out)
-            alphas.append(state["alpha"])
-        valid = (torch.arange(words.shape[1]) < steps[:, None]).to(visual.device)  # (B, L)
-        hidden = torch.stack(outputs, dim=1) * valid.unsqueeze(-1)  # (B, L, H)
-        return hidden, torch.stack(alphas, dim=1) * valid.unsqueeze(-1)  # (B, L, N)
+        for t, n in enumerate(running):
+            if n == 0:
+                break
+            state = _first_rows(state, n)
+            out, state = self.step(words[:n, t : t + 1], state)
+            outputs.append(nn.functional.pad(out, (0, 0, 0, B - n)))  # (B, H), zeros below n
+            alphas.append(nn.functional.pad(state["alpha"], (0, 0, 0, B - n)))  # (B, N)
+        inverse = torch.argsort(order).to(visual.device)  # sorted position of each row
+        hidden = nn.functional.pad(torch.stack(outputs, 1), (0, 0, 0, L - len(outputs)))
+        alpha = nn.functional.pad(torch.stack(alphas, 1), (0, 0, 0, L - len(alphas)))
+        return hidden.index_select(0, inverse), alpha.index_select(0, inverse)
 
     def hidden_states(
         self, visual: torch.Tensor, words: torch.Tensor, steps: torch.Tensor, dropout: Dropout
@@ -129,6 +138,13 @@ class ShowAttendTell(Wiring):
     def reorder_state(state: State, index: torch.Tensor) -> State:
         """Rows ``index`` of every entry: LSTM states on dim 1, the rest on dim 0."""
         return {k: v.index_select(1 if k in ("h", "c") else 0, index) for k, v in state.items()}
+
+
+def _first_rows(state: State, n: int) -> State:
+    """The first ``n`` rows of every entry of a state (LSTM states on dim 1)."""
+    if state["cells"].shape[0] == n:
+        return state
+    return {k: v[:, :n] if k in ("h", "c") else v[:n] for k, v in state.items()}
 
 
 @register_wiring("temporal_attention")
