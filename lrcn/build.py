@@ -197,19 +197,24 @@ def attention_input(cfg: Config) -> str | None:
 def build_captioner(cfg: Config, vocab_size: int, encoder: Encoder | None = None) -> Captioner:
     """Image or video captioner as configured; ``encoder`` reuses an already built CNN.
 
-    An attention decoder reads the CNN's grid cells (images: ``encoder.grid``, (B, N, D)) or the
-    frame features themselves (video: no temporal pooling, (B, T, D)).
+    An attention decoder reads the CNN's grid cells (images: ``encoder.grid``, (B, N, D)) or, for
+    video, the frame features themselves (``encoder.temporal: mean``, (B, T, D)) or a temporal
+    LSTM's output at every frame (``encoder.temporal: lstm``, (B, T, H)).
     """
     encoder = encoder or build_encoder(cfg)
     attends = attention_input(cfg)
     feature_dim = encoder.grid_dim if attends == "grid" else encoder.feature_dim
-    temporal = None
+    temporal: nn.Module | None = None
     if cfg.task == "video_caption" and attends is None:
         temporal = (
             MeanPool(feature_dim)
             if cfg.encoder.temporal == "mean"
             else TemporalLSTM(feature_dim, cfg.encoder.temporal_hidden_dim)
         )
+        feature_dim = temporal.output_dim
+    elif attends == "frames" and cfg.encoder.temporal == "lstm":
+        # attend over the temporal LSTM's output at every frame; "mean": over the frames themselves
+        temporal = TemporalLSTM(feature_dim, cfg.encoder.temporal_hidden_dim, every_frame=True)
         feature_dim = temporal.output_dim
     decoder = LSTMDecoder(
         vocab_size,

@@ -67,6 +67,19 @@ def test_features_and_gradients(video):
     ]
 
 
+def test_temporal_attention_over_the_temporal_lstm_at_every_frame():
+    model = _captioner(*VIDEO, "encoder.temporal=lstm", "encoder.temporal_hidden_dim=6")
+    batch = _batch(video=True)
+    assert model.temporal is not None and model.temporal.every_frame
+    assert model.encode(batch).shape == (3, 3, 6)  # 3 clips, 3 frames, the LSTM's 6
+    loss = model.loss(batch)
+    loss.backward()
+    assert model.temporal.lstm.weight_hh_l0.grad.abs().sum() > 0
+    # the other decoders still get the last output only
+    plain = _captioner("task=video_caption", "data.dataset=moving_shapes", "encoder.temporal=lstm")
+    assert not plain.temporal.every_frame and plain.encode(batch).shape == (3, 512)
+
+
 def test_alpha_in_the_state_is_what_the_step_used():
     model = _captioner(*IMAGE).eval()
     decoder = model.decoder

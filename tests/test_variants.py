@@ -5,7 +5,7 @@ Each behaviour is checked for every variant on both inputs: teacher forcing equa
 decoding, the decoding functions agree where they must, and scheduled sampling reduces to teacher
 forcing at p = 0 and feeds the model's own words at p = 1. The attention wirings run on their own
 inputs: ``show_attend_tell`` on an image's grid, ``temporal_attention`` on a video's frames (gated
-and ungated).
+and ungated) or on a temporal LSTM's output at every frame.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ ATTENTION = [
     ("show_attend_tell", "image", GATED),
     ("temporal_attention", "video_mean", ()),
     ("temporal_attention", "video_mean", GATED),
+    ("temporal_attention", "video_lstm", ()),  # over the temporal LSTM's output at every frame
 ]
 EVERY = [(v, i, ()) for v, i in CASES] + ATTENTION
 

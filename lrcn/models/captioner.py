@@ -29,17 +29,23 @@ class MeanPool(nn.Module):
 
 
 class TemporalLSTM(nn.Module):
-    """An LSTM over frame features whose last output summarises the clip (S2VT-style encoder)."""
+    """An LSTM over frame features whose last output summarises the clip (S2VT-style encoder).
 
-    def __init__(self, feature_dim: int, hidden_dim: int) -> None:
+    With ``every_frame`` it returns its output at every frame (B, T, H) instead: what a
+    ``temporal_attention`` decoder attends over with ``encoder.temporal: lstm``, each frame's
+    state carrying what came before it (the order and motion a weighted mean of raw frames lose).
+    """
+
+    def __init__(self, feature_dim: int, hidden_dim: int, every_frame: bool = False) -> None:
         super().__init__()
         self.lstm = nn.LSTM(feature_dim, hidden_dim, batch_first=True)
         self.output_dim = hidden_dim
+        self.every_frame = every_frame
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Frame features (B, T, D) -> the LSTM's last output (B, H)."""
+        """Frame features (B, T, D) -> the LSTM's last output (B, H) (every output: (B, T, H))."""
         out, _ = self.lstm(features)  # (B, T, D) -> (B, T, H)
-        return out[:, -1]  # (B, H)
+        return out if self.every_frame else out[:, -1]
 
 
 class Captioner(nn.Module):
@@ -74,7 +80,8 @@ class Captioner(nn.Module):
     def encode_features(self, features: torch.Tensor) -> torch.Tensor:
         """CNN features -> the decoder's visual feature: (B, D) for images, (B, T, D) -> (B, D') for video.
 
-        An attention decoder takes the features as they are: grid cells (B, N, D) or frames (B, T, D).
+        An attention decoder takes grid cells (B, N, D) as they are, and frames (B, T, D) as they
+        are or through a temporal LSTM's output at every frame (B, T, H).
         """
         return features if self.temporal is None else self.temporal(features)
 
