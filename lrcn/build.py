@@ -169,6 +169,8 @@ def build_encoder(cfg: Config) -> Encoder:
     options = {"feature_dim": cfg.encoder.feature_dim, "image_size": cfg.data.image_size}
     if cfg.encoder.channels_last:  # only then: builders registered elsewhere need not know it
         options["channels_last"] = True
+    if cfg.encoder.grid_before_pool:  # small_cnn's finer attention grid; likewise only then
+        options["grid_before_pool"] = True
     return create_encoder(
         cfg.encoder.name,
         weights=cfg.encoder.weights,

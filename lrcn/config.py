@@ -71,6 +71,7 @@ class EncoderConfig:
     temporal: str = "mean"  # video: mean | lstm (S2VT-style temporal LSTM)
     temporal_hidden_dim: int = 512
     grid_size: int = 0  # attention decoders: pool the CNN's grid to S x S cells (0: its own grid)
+    grid_before_pool: bool = False  # small_cnn: attention grid before its last pool (8x8 at 64 px)
 
 
 @dataclass

@@ -210,3 +210,15 @@ def test_scst_step_runs_and_changes_weights(video):
         "decoder.att_score.weight",
         "decoder.lstm.weight_ih_l0",
     } <= moved
+
+
+def test_small_cnn_grid_before_its_last_pool():
+    coarse = _captioner(*IMAGE)
+    fine = _captioner(*IMAGE, "encoder.grid_before_pool=true")
+    images = _batch()["images"]
+    assert coarse.encode({"images": images}).shape == (3, 4, 64)  # 2 x 2 cells at 32 px
+    assert fine.encode({"images": images}).shape == (3, 16, 64)  # 4 x 4: before the last pool
+    # the pooled vector (what show_tell reads) and the weights are the same either way
+    torch.testing.assert_close(fine.encoder(images), coarse.encoder(images))
+    pooled = torch.nn.functional.max_pool2d(fine.encoder.grid_map(images), 2)
+    torch.testing.assert_close(pooled, coarse.encoder.grid_map(images))
