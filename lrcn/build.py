@@ -171,6 +171,8 @@ def build_encoder(cfg: Config) -> Encoder:
     options = {"feature_dim": cfg.encoder.feature_dim, "image_size": cfg.data.image_size}
     if cfg.encoder.channels_last:  # only then: builders registered elsewhere need not know it
         options["channels_last"] = True
+    if cfg.encoder.grid_before_pool:  # small_cnn's finer attention grid; likewise only then
+        options["grid_before_pool"] = True
     return create_encoder(
         cfg.encoder.name,
         weights=cfg.encoder.weights,
@@ -199,19 +201,24 @@ def attention_input(cfg: Config) -> str | None:
 def build_captioner(cfg: Config, vocab_size: int, encoder: Encoder | None = None) -> Captioner:
     """Image or video captioner as configured; ``encoder`` reuses an already built CNN.
 
-    An attention decoder reads the CNN's grid cells (images: ``encoder.grid``, (B, N, D)) or the
-    frame features themselves (video: no temporal pooling, (B, T, D)).
+    An attention decoder reads the CNN's grid cells (images: ``encoder.grid``, (B, N, D)) or, for
+    video, the frame features themselves (``encoder.temporal: mean``, (B, T, D)) or a temporal
+    LSTM's output at every frame (``encoder.temporal: lstm``, (B, T, H)).
     """
     encoder = encoder or build_encoder(cfg)
     attends = attention_input(cfg)
     feature_dim = encoder.grid_dim if attends == "grid" else encoder.feature_dim
-    temporal = None
+    temporal: nn.Module | None = None
     if cfg.task == "video_caption" and attends is None:
         temporal = (
             MeanPool(feature_dim)
             if cfg.encoder.temporal == "mean"
             else TemporalLSTM(feature_dim, cfg.encoder.temporal_hidden_dim)
         )
+        feature_dim = temporal.output_dim
+    elif attends == "frames" and cfg.encoder.temporal == "lstm":
+        # attend over the temporal LSTM's output at every frame; "mean": over the frames themselves
+        temporal = TemporalLSTM(feature_dim, cfg.encoder.temporal_hidden_dim, every_frame=True)
         feature_dim = temporal.output_dim
     decoder = LSTMDecoder(
         vocab_size,
@@ -222,9 +229,13 @@ def build_captioner(cfg: Config, vocab_size: int, encoder: Encoder | None = None
         dropout=cfg.decoder.dropout,
         variant=cfg.decoder.variant,
         packed=cfg.decoder.packed,
+        attention_dim=cfg.decoder.attention_dim,
+        attention_gate=cfg.decoder.attention_gate,
     )
     cls = VideoCaptioner if cfg.task == "video_caption" else ImageCaptioner
-    return cls(encoder, decoder, temporal)
+    model = cls(encoder, decoder, temporal)
+    model.attention_reg = cfg.decoder.attention_reg if attends is not None else 0.0
+    return model
 
 
 def build_classifier(cfg: Config, num_classes: int) -> nn.Module:

@@ -71,6 +71,7 @@ class EncoderConfig:
     temporal: str = "mean"  # video: mean | lstm (S2VT-style temporal LSTM)
     temporal_hidden_dim: int = 512
     grid_size: int = 0  # attention decoders: pool the CNN's grid to S x S cells (0: its own grid)
+    grid_before_pool: bool = False  # small_cnn: attention grid before its last pool (8x8 at 64 px)
 
 
 @dataclass
@@ -83,6 +84,10 @@ class DecoderConfig:
     num_layers: int = 1
     dropout: float = 0.0
     packed: bool = True  # False: fused CPU LSTM, 2.3x faster; torchrun != 1 process bitwise
+    # attention wirings (show_attend_tell, temporal_attention) only; the others ignore these
+    attention_dim: int = 0  # size of the additive attention's space; 0: hidden_dim
+    attention_gate: bool = False  # Xu et al.'s gating scalar beta = sigmoid(f_beta(h))
+    attention_reg: float = 0.0  # lambda of the doubly stochastic regularisation; 0: off
 
 
 @dataclass
@@ -326,6 +331,8 @@ RANGES: dict[str, Range] = {
     "decoder.hidden_dim": _COUNT,
     "decoder.num_layers": _COUNT,
     "decoder.dropout": _PROBABILITY,
+    "decoder.attention_dim": _NATURAL,
+    "decoder.attention_reg": Range(low=0, why="0 disables the regularisation"),
     "classifier.hidden_dim": _COUNT,
     "classifier.num_layers": _COUNT,
     "classifier.dropout": _PROBABILITY,

@@ -76,7 +76,8 @@ def test_registry_lookups_and_order():
     order = list(METRIC_ORDER)
     assert order[:7] == [*BLEU_KEYS, "METEOR", "ROUGE_L", "CIDEr"]
     assert order.index("CIDEr") < order.index("Toy") < order.index("accuracy")
-    assert order[-1] == "scene_accuracy_3" and "toy_unavailable" in order
+    assert order[-3:] == ["scene_accuracy_3", "relation_accuracy", "relation_stated"]
+    assert "toy_unavailable" in order
 
 
 def test_registering_a_taken_name_is_refused():

@@ -52,7 +52,9 @@ def test_an_unknown_recipe_is_one_sentence_listing_the_recipes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(LrcnError, match="no such config file or recipe.*shapes, shapes_lrcn1u"):
+    with pytest.raises(
+        LrcnError, match="no such config file or recipe.*shapes, shapes_attention, shapes_lrcn1u"
+    ):
         load_config("shapez")
     assert main(["train", "-c", "shapez"]) == 2
     err = capsys.readouterr().err

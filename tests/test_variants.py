@@ -1,8 +1,11 @@
-"""The three decoder wirings (show_tell, lrcn1u, lrcn2f) behind image and video captioners.
+"""The decoder wirings (show_tell, lrcn1u, lrcn2f, and the attention ones) behind image and video
+captioners.
 
 Each behaviour is checked for every variant on both inputs: teacher forcing equals step-by-step
 decoding, the decoding functions agree where they must, and scheduled sampling reduces to teacher
-forcing at p = 0 and feeds the model's own words at p = 1.
+forcing at p = 0 and feeds the model's own words at p = 1. The attention wirings run on their own
+inputs: ``show_attend_tell`` on an image's grid, ``temporal_attention`` on a video's frames (gated
+and ungated) or on a temporal LSTM's output at every frame.
 """
 
 from __future__ import annotations
@@ -32,6 +35,16 @@ INPUTS = {
     "video_mean": ["task=video_caption", "data.dataset=moving_shapes", "encoder.temporal=mean"],
 }
 CASES = [(v, i) for v in VARIANTS for i in INPUTS]
+# attention wirings on the input they attend over; a case's third item: extra overrides
+GATED = ("decoder.attention_gate=true", "decoder.attention_dim=5")
+ATTENTION = [
+    ("show_attend_tell", "image", ()),
+    ("show_attend_tell", "image", GATED),
+    ("temporal_attention", "video_mean", ()),
+    ("temporal_attention", "video_mean", GATED),
+    ("temporal_attention", "video_lstm", ()),  # over the temporal LSTM's output at every frame
+]
+EVERY = [(v, i, ()) for v, i in CASES] + ATTENTION
 
 
 def _captioner(variant: str, inputs: str, *extra: str):
@@ -78,9 +91,9 @@ def test_output_shapes(variant, inputs):
     assert all(p.grad is not None for p in model.decoder.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("variant,inputs", CASES)
-def test_step_decoding_equals_teacher_forcing(variant, inputs):
-    model = _captioner(variant, inputs, "decoder.num_layers=2").eval()
+@pytest.mark.parametrize("variant,inputs,options", EVERY)
+def test_step_decoding_equals_teacher_forcing(variant, inputs, options):
+    model = _captioner(variant, inputs, "decoder.num_layers=2", *options).eval()
     batch = _batch(inputs)
     with torch.no_grad():
         rows = model.encode(batch).index_select(0, batch["owner"])  # (N, D)
@@ -98,9 +111,9 @@ def test_step_decoding_equals_teacher_forcing(variant, inputs):
     )
 
 
-@pytest.mark.parametrize("variant,inputs", CASES)
-def test_beam_one_and_cold_sampling_equal_greedy(variant, inputs):
-    model = _captioner(variant, inputs).eval()
+@pytest.mark.parametrize("variant,inputs,options", EVERY)
+def test_beam_one_and_cold_sampling_equal_greedy(variant, inputs, options):
+    model = _captioner(variant, inputs, *options).eval()
     with torch.no_grad():
         model.decoder.out.weight.mul_(30)  # a confident model, so that a cold sample is greedy
         visual = model.encode(_batch(inputs, B=4))
@@ -115,12 +128,13 @@ def test_beam_one_and_cold_sampling_equal_greedy(variant, inputs):
     assert any(len(g) > 1 for g in greedy)  # not a trivial <end>-first decoder
 
 
-@pytest.mark.parametrize("variant,inputs", CASES)
-def test_scheduled_sampling_zero_is_teacher_forcing(variant, inputs):
+@pytest.mark.parametrize("variant,inputs,options", EVERY)
+def test_scheduled_sampling_zero_is_teacher_forcing(variant, inputs, options):
     # train mode (dropout on): the same masks are drawn when both paths start from one seed only
     # if there is no dropout, so compare with dropout 0 in train mode and dropout 0.3 in eval mode
     for extra, train in ((["decoder.dropout=0"], True), (["decoder.dropout=0.3"], False)):
-        model = _captioner(variant, inputs, "decoder.num_layers=2", *extra).train(train)
+        model = _captioner(variant, inputs, "decoder.num_layers=2", *options, *extra)
+        model.train(train)
         batch = _batch(inputs)
         rows = model.encode(batch).index_select(0, batch["owner"]).detach()  # (N, D)
         forced = model.decoder.hidden_states(rows, batch["tokens"], batch["lengths"])
@@ -131,7 +145,7 @@ def test_scheduled_sampling_zero_is_teacher_forcing(variant, inputs):
         torch.testing.assert_close(scheduled, forced, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", [*VARIANTS, "show_attend_tell"])
 def test_scheduled_sampling_one_feeds_own_words(variant):
     model = _captioner(variant, "image", "decoder.dropout=0").train()
     batch = _batch("image")
@@ -170,7 +184,7 @@ def test_captioner_loss_uses_scheduled_sampling_only_while_training():
     assert not torch.allclose(model.loss(batch), sampled)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", [*VARIANTS, "show_attend_tell"])
 def test_loss_falls_with_scheduled_sampling(variant):
     model = _captioner(variant, "image")
     model.scheduled_sampling_prob = 0.5

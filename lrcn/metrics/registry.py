@@ -44,6 +44,8 @@ TASK_KEYS = (
     "scene_accuracy_1",
     "scene_accuracy_2",
     "scene_accuracy_3",
+    "relation_accuracy",  # shapes: the left/right, above/below relations captions state hold
+    "relation_stated",
 )
 
 

@@ -13,6 +13,7 @@ from torch import nn
 from lrcn.models.decoder import LSTMDecoder
 from lrcn.models.encoders import Encoder
 from lrcn.models.time_distributed import TimeDistributed
+from lrcn.models.wirings.show_attend_tell import doubly_stochastic_penalty
 
 
 class MeanPool(nn.Module):
@@ -28,17 +29,23 @@ class MeanPool(nn.Module):
 
 
 class TemporalLSTM(nn.Module):
-    """An LSTM over frame features whose last output summarises the clip (S2VT-style encoder)."""
+    """An LSTM over frame features whose last output summarises the clip (S2VT-style encoder).
 
-    def __init__(self, feature_dim: int, hidden_dim: int) -> None:
+    With ``every_frame`` it returns its output at every frame (B, T, H) instead: what a
+    ``temporal_attention`` decoder attends over with ``encoder.temporal: lstm``, each frame's
+    state carrying what came before it (the order and motion a weighted mean of raw frames lose).
+    """
+
+    def __init__(self, feature_dim: int, hidden_dim: int, every_frame: bool = False) -> None:
         super().__init__()
         self.lstm = nn.LSTM(feature_dim, hidden_dim, batch_first=True)
         self.output_dim = hidden_dim
+        self.every_frame = every_frame
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Frame features (B, T, D) -> the LSTM's last output (B, H)."""
+        """Frame features (B, T, D) -> the LSTM's last output (B, H) (every output: (B, T, H))."""
         out, _ = self.lstm(features)  # (B, T, D) -> (B, T, H)
-        return out[:, -1]  # (B, H)
+        return out if self.every_frame else out[:, -1]
 
 
 class Captioner(nn.Module):
@@ -53,6 +60,9 @@ class Captioner(nn.Module):
     # probability of feeding the model's own previous word while training (scheduled sampling);
     # the engine sets it per epoch, 0 is plain teacher forcing
     scheduled_sampling_prob: float = 0.0
+    # lambda of an attention decoder's doubly stochastic regularisation (decoder.attention_reg;
+    # Xu et al. eq. 14); 0 leaves the loss the plain cross-entropy
+    attention_reg: float = 0.0
 
     def __init__(
         self, encoder: Encoder, decoder: LSTMDecoder, temporal: nn.Module | None = None
@@ -70,7 +80,8 @@ class Captioner(nn.Module):
     def encode_features(self, features: torch.Tensor) -> torch.Tensor:
         """CNN features -> the decoder's visual feature: (B, D) for images, (B, T, D) -> (B, D') for video.
 
-        An attention decoder takes the features as they are: grid cells (B, N, D) or frames (B, T, D).
+        An attention decoder takes grid cells (B, N, D) as they are, and frames (B, T, D) as they
+        are or through a temporal LSTM's output at every frame (B, T, H).
         """
         return features if self.temporal is None else self.temporal(features)
 
@@ -100,21 +111,29 @@ class Captioner(nn.Module):
         Teacher forcing, except while training with ``scheduled_sampling_prob > 0`` (set per
         epoch by the engine from ``train.scheduled_sampling_max``): then each input word after
         ``<start>`` is, with that probability, the model's own sample from the step before.
+        An attention decoder with ``attention_reg`` > 0 adds that times the doubly stochastic
+        penalty of the weights its real steps used (`doubly_stochastic_penalty`).
         """
         visual = self.encode(batch)  # (B, D)
         if "owner" in batch:
             visual = visual.index_select(0, batch["owner"])  # (N, D): one row per caption
         tokens, lengths = batch["tokens"], batch["lengths"]
-        if self.training and self.scheduled_sampling_prob > 0:
+        sample_prob = self.scheduled_sampling_prob if self.training else 0.0
+        penalty = None
+        if self.attention_reg > 0 and self.attends is not None:
+            hidden, alpha = self.decoder.attention_states(visual, tokens, lengths, sample_prob)
+            penalty = self.attention_reg * doubly_stochastic_penalty(alpha)
+        elif sample_prob > 0:
             hidden = self.decoder.hidden_states_scheduled(
-                visual, tokens, lengths, self.scheduled_sampling_prob
+                visual, tokens, lengths, sample_prob
             )  # (N, L-1, H)
         else:
             hidden = self.decoder.hidden_states(visual, tokens, lengths)  # (N, L-1, H)
         targets = tokens[:, 1:]  # (N, L-1)
         mask = targets != self.decoder.embed.padding_idx
         logits = self.decoder.out(hidden[mask])  # (tokens, V): no logits for padding
-        return F.cross_entropy(logits.float(), targets[mask])
+        loss = F.cross_entropy(logits.float(), targets[mask])
+        return loss if penalty is None else loss + penalty
 
 
 class ImageCaptioner(Captioner):

@@ -9,6 +9,8 @@ core between them is a *wiring* looked up by name in `lrcn.models.wirings`:
   concatenated with the projected visual feature.
 - ``lrcn2f`` (LRCN2f, the paper's best captioner): a first LSTM over words only, a second LSTM over
   the first one's output concatenated with the visual feature.
+- ``show_attend_tell`` / ``temporal_attention`` (Xu et al.; Yao et al.): soft attention over an
+  image's grid cells or a video's frames at every step (``decoder.attention_*`` options).
 
 ``forward`` is teacher forcing over packed sequences; ``init_state`` + ``step`` decode one token at a
 time for greedy, beam and sampling decoders (``lrcn.decoding``).
@@ -46,6 +48,8 @@ class LSTMDecoder(nn.Module):
         pad_id: padding token id (its embedding stays zero).
         packed: teacher forcing over packed sequences; False runs CPU batches through the fused
             LSTM, 2.3x faster, equal within rounding (see `lrcn.models.wirings.run_packed`).
+        attention_dim: an attention wiring's attention size (0: ``hidden_dim``); others ignore it.
+        attention_gate: an attention wiring's gating scalar (Xu et al. 4.2.1); others ignore it.
     """
 
     def __init__(
@@ -59,9 +63,14 @@ class LSTMDecoder(nn.Module):
         variant: str = "show_tell",
         pad_id: int = 0,
         packed: bool = True,
+        attention_dim: int = 0,
+        attention_gate: bool = False,
     ) -> None:
         super().__init__()
         wiring_class = get_wiring(variant)
+        options: dict[str, object] = {}
+        if wiring_class.attends is not None:  # only they take attention options
+            options = {"attention_dim": attention_dim, "attention_gate": attention_gate}
         self.vocab_size, self.variant, self.hidden_dim = vocab_size, variant, hidden_dim
         # Creation order (embed, visual_proj, dropout, the wiring's modules, out, then the wiring's
         # re-initialisation) fixes the random init: keep it.
@@ -70,7 +79,9 @@ class LSTMDecoder(nn.Module):
         # they saturate the LSTM gates at the first step and the model learns to ignore the image.
         self.visual_proj = nn.Sequential(nn.Linear(feature_dim, embed_dim), nn.LayerNorm(embed_dim))
         self.dropout = nn.Dropout(dropout)
-        self.wiring = wiring_class(embed_dim, hidden_dim, num_layers, dropout)  # not a Module
+        self.wiring = wiring_class(
+            embed_dim, hidden_dim, num_layers, dropout, **options
+        )  # no Module
         self.wiring.packed = packed
         for name, module in self.wiring.submodules().items():
             setattr(self, name, module)
@@ -134,10 +145,23 @@ class LSTMDecoder(nn.Module):
         Returns:
             (B, L - 1, H), zeros past each row's length, as ``hidden_states``.
         """
+        return self._scheduled(features, tokens, lengths, sample_prob, generator)[0]
+
+    def _scheduled(
+        self,
+        features: torch.Tensor,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        sample_prob: float,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``hidden_states_scheduled``'s states and, for an attention wiring, its weights
+        (B, L-1, N) (else None), both zero past each row's length."""
         B, L = tokens.shape
         visual = self.dropout(self.visual_proj(features))  # (B, E)
         state = self.wiring.init_state(visual)
         outputs: list[torch.Tensor] = []
+        alphas: list[torch.Tensor] = []
         for t in range(L - 1):
             inputs = tokens[:, t]  # (B,)
             if t > 0 and sample_prob > 0:
@@ -145,9 +169,35 @@ class LSTMDecoder(nn.Module):
             word = self.dropout(self.embed(inputs)).unsqueeze(1)  # (B, 1, E)
             out, state = self.wiring.step(word, state, self.dropout)  # (B, H)
             outputs.append(self.dropout(out))
+            if "alpha" in state:
+                alphas.append(state["alpha"])
         hidden = torch.stack(outputs, dim=1)  # (B, L-1, H)
         valid = torch.arange(L - 1, device=tokens.device) < (lengths.to(tokens.device) - 1)[:, None]
-        return hidden * valid.unsqueeze(-1)  # (B, L-1, H), as packed sequences leave them
+        valid = valid.unsqueeze(-1)
+        alpha = torch.stack(alphas, dim=1) * valid if alphas else None  # (B, L-1, N)
+        return hidden * valid, alpha  # (B, L-1, H), as packed sequences leave them
+
+    def attention_states(
+        self,
+        features: torch.Tensor,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        sample_prob: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """An attention wiring's ``hidden_states`` (or ``hidden_states_scheduled`` with
+        ``sample_prob`` > 0) and the weights every step used: (B, L-1, H), (B, L-1, N), zero past
+        each row's length (what the doubly stochastic regularisation reads)."""
+        if self.wiring.attends is None:
+            raise ValueError(f"decoder variant {self.variant} has no attention weights")
+        if sample_prob > 0:
+            hidden, alpha = self._scheduled(features, tokens, lengths, sample_prob, generator)
+            assert alpha is not None
+            return hidden, alpha
+        visual = self.dropout(self.visual_proj(features))  # (B, N, E)
+        words = self.dropout(self.embed(tokens[:, :-1]))  # (B, L-1, E)
+        hidden, alpha = self.wiring.run(visual, words, lengths.cpu() - 1)  # type: ignore[attr-defined]
+        return self.dropout(hidden), alpha
 
     def _maybe_sampled(
         self,

@@ -142,9 +142,12 @@ class SmallCNN(nn.Module):
         image_size: int = 64,
         channels: tuple[int, ...] = (16, 32, 64, 64),
         channels_last: bool = False,
+        grid_before_pool: bool = False,
     ) -> None:
         super().__init__()
         self.channels_last = channels_last
+        # the attention grid: the last block's map before its 2x2 pool (S/8 a side) if True
+        self.grid_before_pool = grid_before_pool
         layers: list[nn.Module] = []
         in_ch = 3
         for out_ch in channels:
@@ -167,10 +170,14 @@ class SmallCNN(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, S, S) -> features (B, D); any other size is refused with a sentence."""
-        return self.fc(self.grid_map(images))  # (B, 3, S, S) -> (B, C, S/16, S/16) -> (B, D)
+        return self.fc(self._map(images))  # (B, 3, S, S) -> (B, C, S/16, S/16) -> (B, D)
 
     def grid_map(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, S, S) -> the last conv block's map (B, C, S/16, S/16), before the fc."""
+        """Images (B, 3, S, S) -> the last conv block's map (B, C, S/16, S/16), before the fc;
+        with ``grid_before_pool`` the same block's map before its last pool (B, C, S/8, S/8)."""
+        return self._map(images, pooled=not self.grid_before_pool)
+
+    def _map(self, images: torch.Tensor, pooled: bool = True) -> torch.Tensor:
         if images.shape[-1] != self.image_size or images.shape[-2] != self.image_size:
             raise ValueError(
                 f"small_cnn was built for {self.image_size}x{self.image_size} images, got "
@@ -182,7 +189,7 @@ class SmallCNN(nn.Module):
             # but rounded differently for another batch size: torchrun's ranks then no longer
             # add up to one process within 1e-5 (tests/test_ddp.py), hence an option
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.features(images)
+        return self.features(images) if pooled else self.features[:-1](images)
 
 
 @dataclass(frozen=True)
@@ -292,12 +299,20 @@ def _small_cnn(
     feature_dim: int = 256,
     image_size: int = 64,
     channels_last: bool = False,
+    grid_before_pool: bool = False,
     **_: object,
 ) -> tuple[nn.Module, int]:
     """The small CNN; ``weights`` a path: a state_dict saved from it (e.g. the ``encoder.pt`` a
     ``task: attributes`` run writes) or an lrcn checkpoint holding one (its ``encoder``);
-    ``channels_last`` (``encoder.channels_last``) trains it 1.4x faster on CPU."""
-    net = SmallCNN(feature_dim=feature_dim, image_size=image_size, channels_last=channels_last)
+    ``channels_last`` (``encoder.channels_last``) trains it 1.4x faster on CPU;
+    ``grid_before_pool`` (``encoder.grid_before_pool``) reads the attention grid before the last
+    pool (8 x 8 cells at 64 px instead of 4 x 4)."""
+    net = SmallCNN(
+        feature_dim=feature_dim,
+        image_size=image_size,
+        channels_last=channels_last,
+        grid_before_pool=grid_before_pool,
+    )
     if weights not in ("none", ""):
         _load_local(net, weights, "small_cnn")
     return net, feature_dim

@@ -282,6 +282,165 @@ def scene_accuracy(captions: dict[str, str], data: ShapesCaptions) -> dict[str, 
     return result
 
 
+# ---- spatial relations a generated caption states -------------------------------------------
+# Token sequences of the relations the caption templates (`_templates`) use, after `tokenize`
+# (punctuation dropped). "X to the left of Y", "X and Y to the left of Z", "Y to the right of X",
+# "X above Y", "Y below X"; "X, Y and Z from left to right" (and "... from right to left") state
+# the order of every object named before them. "next to" states no direction.
+RELATION_PHRASES: dict[tuple[str, ...], str] = {
+    ("to", "the", "left", "of"): "left",
+    ("to", "the", "right", "of"): "right",
+    ("above",): "above",
+    ("below",): "below",
+    ("from", "left", "to", "right"): "left_to_right",
+    ("from", "right", "to", "left"): "right_to_left",
+}
+
+
+def _mentions(tokens: list[str]) -> list[tuple[int, tuple[str | None, str]]]:
+    """(position of the shape word, (colour, shape)) of every object a token list names."""
+    found = []
+    for i, token in enumerate(tokens):
+        if token in SHAPE_NOUNS:
+            colour = tokens[i - 1] if i > 0 and tokens[i - 1] in COLOURS else None
+            found.append((i, (colour, SHAPE_NOUNS[token])))
+    return found
+
+
+def stated_relations(caption: str) -> list[tuple[str, list[tuple[str | None, str]]]]:
+    """The spatial relations a caption states: (kind, the (colour, shape) pairs it relates).
+
+    ``left`` / ``right`` / ``above`` / ``below``: pairs (subject..., object): every object named
+    before the phrase is its subject ("a red circle and a blue box to the left of a green
+    triangle": two subjects), the first named after it the object. ``left_to_right`` /
+    ``right_to_left``: the objects named before the phrase, in the order named.
+    """
+    tokens = tokenize(caption)
+    mentions = _mentions(tokens)
+    relations = []
+    for i in range(len(tokens)):
+        for phrase, kind in RELATION_PHRASES.items():
+            if tuple(tokens[i : i + len(phrase)]) != phrase:
+                continue
+            before = [pair for pos, pair in mentions if pos < i]
+            after = [pair for pos, pair in mentions if pos >= i + len(phrase)]
+            if "_to_" in kind:  # an order of everything named before
+                if len(before) >= 2:
+                    relations.append((kind, before))
+            elif before and after:
+                relations.append((kind, [*before, after[0]]))
+    return relations
+
+
+def _holds(kind: str, objects: list[ShapeObject]) -> bool:
+    """Whether a relation between the scene objects (in the caption's order) holds."""
+    xs, last = [o.x for o in objects], objects[-1]
+    if kind == "left":
+        return all(o.x < last.x for o in objects[:-1])
+    if kind == "right":
+        return all(o.x > last.x for o in objects[:-1])
+    if kind == "above":
+        return all(o.y < last.y for o in objects[:-1])
+    if kind == "below":
+        return all(o.y > last.y for o in objects[:-1])
+    if kind == "left_to_right":
+        return xs == sorted(xs)
+    return kind == "right_to_left" and xs == sorted(xs, reverse=True)
+
+
+def relation_correct(caption: str, objects: list[ShapeObject]) -> bool | None:
+    """Whether every spatial relation a caption states holds for the scene; None if it states none.
+
+    A relation holds when every object it relates is one of the scene's (its colour and shape both
+    named, and present) and the generator's positions agree: centre x for left/right and the
+    orders, centre y (down the image) for above/below.
+    """
+    relations = stated_relations(caption)
+    if not relations:
+        return None
+    by_pair = {(o.colour, o.shape): o for o in objects}
+    for kind, pairs in relations:
+        if any(pair not in by_pair for pair in pairs):
+            return False
+        if not _holds(kind, [by_pair[pair] for pair in pairs]):  # type: ignore[index]
+            return False
+    return True
+
+
+def relation_accuracy(captions: dict[str, str], data: ShapesCaptions) -> dict[str, float]:
+    """Among the generated captions (by ``item_id``) that state a left/right or above/below
+    relation (`stated_relations`), the share whose every relation holds for the generator's
+    objects they name (`relation_correct`): ``relation_accuracy``; and ``relation_stated``, the
+    share of captions that state one. A caption naming an object the scene lacks in a relation
+    counts as wrong. 0 when no caption states a relation.
+    """
+    index = {data.item_id(i): i for i in range(len(data))}
+    verdicts = []
+    for item, caption in captions.items():
+        objects = sample_scene(data.rng(index[item]), data.image_size)
+        verdicts.append(relation_correct(caption, objects))
+    stated = [v for v in verdicts if v is not None]
+    return {
+        "relation_accuracy": sum(stated) / len(stated) if stated else 0.0,
+        "relation_stated": len(stated) / max(len(verdicts), 1),
+    }
+
+
+# ---- where attention looks --------------------------------------------------------------------
+def object_mask(obj: ShapeObject, size: int) -> np.ndarray:
+    """The pixels (size, size) bool an object covers, drawn as `render_scene` draws it."""
+    canvas = Image.new("L", (size, size), 0)
+    draw_shape(ImageDraw.Draw(canvas), obj, 255)  # type: ignore[arg-type]
+    return np.asarray(canvas) > 0
+
+
+def _named_object(
+    tokens: Sequence[str], i: int, by_pair: dict[tuple[str, str], ShapeObject]
+) -> ShapeObject | None:
+    """The scene object the colour or shape word ``tokens[i]`` names (with its neighbour)."""
+    token = tokens[i]
+    if token in COLOURS and i + 1 < len(tokens) and tokens[i + 1] in SHAPE_NOUNS:
+        return by_pair.get((token, SHAPE_NOUNS[tokens[i + 1]]))
+    if token in SHAPE_NOUNS and i > 0 and tokens[i - 1] in COLOURS:
+        return by_pair.get((tokens[i - 1], SHAPE_NOUNS[token]))
+    return None
+
+
+def attention_on_object(
+    words: Sequence[str], alphas: np.ndarray, objects: list[ShapeObject], size: int
+) -> list[tuple[str, bool, float]]:
+    """Whether attention points at the object each colour and shape word names.
+
+    Args:
+        words: a caption's words (``<end>`` excluded), one per alpha map.
+        alphas: (L, h, w) the attention weights each word was generated with.
+        objects: the scene's objects (the generator's ground truth).
+        size: the image side in pixels; the grid's cells tile it (cell r, c covers rows
+            r*size/h .. (r+1)*size/h and the columns likewise).
+
+    Returns:
+        For every colour word and shape word that names an object of the scene (a colour word
+        followed by a shape word, or a shape word after a colour word, the pair present in the
+        scene): (word, whether the argmax cell overlaps that object's pixels, the share of cells
+        overlapping it: what a uniformly random cell would score). Words naming no object of the
+        scene are left out.
+    """
+    by_pair = {(o.colour, o.shape): o for o in objects}
+    _, h, w = alphas.shape
+    results = []
+    for i, word in enumerate(words[: len(alphas)]):
+        obj = _named_object(words, i, by_pair)
+        if obj is None:
+            continue
+        mask = object_mask(obj, size)
+        rows = np.array_split(np.arange(size), h)
+        cols = np.array_split(np.arange(size), w)
+        cover = np.array([[mask[np.ix_(r, c)].any() for c in cols] for r in rows])  # (h, w)
+        r, c = np.unravel_index(int(np.argmax(alphas[i])), (h, w))
+        results.append((word, bool(cover[r, c]), float(cover.mean())))
+    return results
+
+
 class ShapesSource(Source):
     """The embedded shapes captioning split as a `Source` (see `ShapesCaptions`)."""
 
@@ -318,8 +477,9 @@ class ShapesSource(Source):
         return self.data.item_id(index)
 
     def task_metrics(self, captions: dict[str, str]) -> dict[str, float]:
-        """`scene_accuracy` of generated captions (by item id): every object named right."""
-        return scene_accuracy(captions, self.data)
+        """`scene_accuracy` of generated captions (by item id): every object named right; and
+        `relation_accuracy`: the left/right and above/below relations they state hold."""
+        return {**scene_accuracy(captions, self.data), **relation_accuracy(captions, self.data)}
 
 
 @register_dataset("shapes", task="caption")

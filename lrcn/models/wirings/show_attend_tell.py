@@ -3,6 +3,14 @@
 At every step the LSTM's input is the word and an attention-weighted sum of the projected visual
 features: an image's grid cells (``show_attend_tell``) or a video's frames
 (``temporal_attention``). The weights of each step are left in the state as ``alpha`` (B, N).
+
+Options (``decoder.*`` config keys, passed by `lrcn.models.decoder.LSTMDecoder`):
+
+- ``attention_dim`` A: size of the additive attention's space (0: the LSTM's hidden size).
+- ``attention_gate``: Xu et al. 4.2.1's gating scalar, beta = sigmoid(f_beta(h_{t-1})) per
+  feature channel, scaling the context (it learns to turn attention down for words such as "a").
+- The doubly stochastic regularisation (``decoder.attention_reg``) is a loss term, added in
+  `lrcn.models.captioner.Captioner.loss` from the alphas `run` returns.
 """
 
 from __future__ import annotations
@@ -26,20 +34,38 @@ class ShowAttendTell(Wiring):
 
     State: ``h``, ``c`` (num_layers, B, H); ``cells`` (B, N, E) the projected features;
     ``keys`` (B, N, A) their attention projection (computed once per image); ``alpha`` (B, N).
+
+    Args:
+        embed_dim, hidden_dim, num_layers, dropout: as every `Wiring`.
+        attention_dim: size A of the attention space; 0 takes ``hidden_dim``.
+        attention_gate: scale the context by beta = sigmoid(f_beta(h)) (Xu et al. 4.2.1).
     """
 
     attends: str | None = "grid"
 
-    def __init__(self, embed_dim: int, hidden_dim: int, num_layers: int, dropout: float) -> None:
+    def __init__(
+        self,
+        embed_dim: int,
+        hidden_dim: int,
+        num_layers: int,
+        dropout: float,
+        attention_dim: int = 0,
+        attention_gate: bool = False,
+    ) -> None:
         super().__init__(embed_dim, hidden_dim, num_layers, dropout)
+        A = attention_dim or hidden_dim
         self.init_h = nn.Linear(embed_dim, num_layers * hidden_dim)
         self.init_c = nn.Linear(embed_dim, num_layers * hidden_dim)
-        self.att_visual = nn.Linear(embed_dim, hidden_dim)  # W_a: cells -> attention space
-        self.att_hidden = nn.Linear(hidden_dim, hidden_dim, bias=False)  # W_h
-        self.att_score = nn.Linear(hidden_dim, 1)  # w^T tanh(...)
+        self.att_visual = nn.Linear(embed_dim, A)  # W_a: cells -> attention space
+        self.att_hidden = nn.Linear(hidden_dim, A, bias=False)  # W_h
+        self.att_score = nn.Linear(A, 1)  # w^T tanh(...)
         self.lstm = nn.LSTM(
             2 * embed_dim, hidden_dim, num_layers, batch_first=True, dropout=self.inter_dropout
         )
+        self.att_gate: nn.Linear | None = None
+        if attention_gate:  # drawn aside: every other weight is initialised as without the gate
+            with torch.random.fork_rng(devices=[]):
+                self.att_gate = nn.Linear(hidden_dim, embed_dim)
 
     def reset_parameters(self) -> None:
         """Orthogonal recurrent weights, forget-gate bias 1."""
@@ -56,10 +82,13 @@ class ShowAttendTell(Wiring):
 
     def attend(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
         """The context (B, E) and weights (B, N) for the next step, queried by the top ``h``."""
-        query = self.att_hidden(state["h"][-1]).unsqueeze(1)  # (B, 1, A)
+        top = state["h"][-1]  # (B, H)
+        query = self.att_hidden(top).unsqueeze(1)  # (B, 1, A)
         scores = self.att_score(torch.tanh(state["keys"] + query)).squeeze(-1)  # (B, N)
         alpha = torch.softmax(scores.float(), dim=-1).to(scores.dtype)  # (B, N)
         context = torch.bmm(alpha.unsqueeze(1), state["cells"]).squeeze(1)  # (B, E)
+        if self.att_gate is not None:
+            context = torch.sigmoid(self.att_gate(top)) * context  # beta (B, E) * context
         return context, alpha
 
     def step(
@@ -71,10 +100,51 @@ class ShowAttendTell(Wiring):
         out, (h, c) = self.lstm(inputs, (state["h"], state["c"]))
         return out[:, 0], {**state, "h": h, "c": c, "alpha": alpha}
 
+    def run(
+        self, visual: torch.Tensor, words: torch.Tensor, steps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing: outputs (B, L, H) and the weights (B, L, N), both zero past ``steps``.
+
+        The keys are projected once (in ``init_state``). Rows run longest first and each step
+        only runs the rows still going, as packed sequences do: on shapes captions (2 to 20
+        words) that is about half the work of stepping every row to the longest.
+        """
+        B, L = words.shape[:2]
+        order = torch.argsort(steps, descending=True, stable=True)  # (B,) on the CPU
+        running = [int((steps > t).sum()) for t in range(L)]  # rows still going at step t
+        index = order.to(visual.device)
+        state = self.init_state(visual.index_select(0, index))
+        words = words.index_select(0, index)
+        outputs, alphas = [], []
+        for t, n in enumerate(running):
+            if n == 0:
+                break
+            state = _first_rows(state, n)
+            out, state = self.step(words[:n, t : t + 1], state)
+            outputs.append(nn.functional.pad(out, (0, 0, 0, B - n)))  # (B, H), zeros below n
+            alphas.append(nn.functional.pad(state["alpha"], (0, 0, 0, B - n)))  # (B, N)
+        inverse = torch.argsort(order).to(visual.device)  # sorted position of each row
+        hidden = nn.functional.pad(torch.stack(outputs, 1), (0, 0, 0, L - len(outputs)))
+        alpha = nn.functional.pad(torch.stack(alphas, 1), (0, 0, 0, L - len(alphas)))
+        return hidden.index_select(0, inverse), alpha.index_select(0, inverse)
+
+    def hidden_states(
+        self, visual: torch.Tensor, words: torch.Tensor, steps: torch.Tensor, dropout: Dropout
+    ) -> torch.Tensor:
+        """Teacher forcing: outputs (B, L, H) for words (B, L, E), zero past each row's ``steps``."""
+        return self.run(visual, words, steps)[0]
+
     @staticmethod
     def reorder_state(state: State, index: torch.Tensor) -> State:
         """Rows ``index`` of every entry: LSTM states on dim 1, the rest on dim 0."""
         return {k: v.index_select(1 if k in ("h", "c") else 0, index) for k, v in state.items()}
+
+
+def _first_rows(state: State, n: int) -> State:
+    """The first ``n`` rows of every entry of a state (LSTM states on dim 1)."""
+    if state["cells"].shape[0] == n:
+        return state
+    return {k: v[:, :n] if k in ("h", "c") else v[:n] for k, v in state.items()}
 
 
 @register_wiring("temporal_attention")
@@ -83,3 +153,14 @@ class TemporalAttention(ShowAttendTell):
     the frames (Yao et al., "Describing Videos by Exploiting Temporal Structure")."""
 
     attends: str | None = "frames"
+
+
+def doubly_stochastic_penalty(alphas: torch.Tensor) -> torch.Tensor:
+    """Xu et al.'s (eq. 14) sum_i (1 - sum_t alpha_ti)^2 per caption, averaged over captions.
+
+    ``alphas`` (B, L, N) are zero past each caption's real steps (as `ShowAttendTell.run` leaves
+    them), so only the real steps count. It pushes every cell to receive, over the caption, a
+    total weight of about one: the model must look at every part of the image at some word.
+    """
+    coverage = alphas.float().sum(dim=1)  # (B, N)
+    return ((1.0 - coverage) ** 2).sum(dim=1).mean()
