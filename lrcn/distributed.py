@@ -173,7 +173,23 @@ def wrap(model: nn.Module, device: torch.device, sync_batchnorm: bool = True) ->
         convert_sync_batchnorm(model, device)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(
-        _LossModule(model), device_ids=ids, find_unused_parameters=False
+        _LossModule(model), device_ids=ids, find_unused_parameters=leaves_parameters_unused(model)
+    )
+
+
+def leaves_parameters_unused(model: nn.Module) -> bool:
+    """Whether some trainable parameters get no gradient in a step, which DDP must be told.
+
+    A captioner attending over a trainable CNN's grid reads the map before the layers that make
+    the pooled vector (small_cnn's fc, VGG's and MobileNet's classifiers), so those layers take
+    no part in the loss; DDP's reducer would otherwise stop the second step with a RuntimeError.
+    Only then is the (per-step) search for unused parameters switched on.
+    """
+    encoder = getattr(model, "encoder", None)
+    return (
+        getattr(model, "attends", None) == "grid"
+        and isinstance(encoder, nn.Module)
+        and any(p.requires_grad for p in encoder.parameters())
     )
 
 

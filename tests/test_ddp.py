@@ -186,3 +186,16 @@ def test_sync_batchnorm_keeps_parameters_buffers_and_keys():
     reference.load_state_dict(model.state_dict())
     x = torch.randn(5, 3, 10, 10)
     assert torch.equal(model(x), reference(x))  # one process: plain BatchNorm, bit for bit
+
+
+@pytest.mark.slow
+def test_two_processes_train_an_attention_captioner_whose_cnn_trains(tmp_path: Path):
+    """show_attend_tell reads small_cnn's grid, so the CNN's fc layer gets no gradient: DDP must
+    be told (find_unused_parameters), or its reducer stops the second step with a RuntimeError."""
+    run = tmp_path / "att"
+    command = [*TORCHRUN, "--nproc_per_node=2", f"--master_port={_free_port()}", *TRAIN]
+    attention = ["decoder.variant=show_attend_tell", "train.epochs=1"]
+    _run_together([[*command, "--run-dir", str(run), *SHAPES, *attention]], tmp_path / "logs")
+    state = _state(run)
+    assert "decoder.att_visual.weight" in state  # it trained the attention wiring
+    assert not any(k.startswith("module.") for k in state)
