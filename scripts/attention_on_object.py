@@ -2,9 +2,8 @@
 
     python scripts/attention_on_object.py RUN [--split test] [--limit N]
 
-Decodes the split greedily, teacher-forces each generated caption through ``decoder.step`` to read
-the weights every word was generated with (``state["alpha"]``, the wiring's state contract; a local
-stand-in for ``lrcn.decoding.attention_weights``), and scores every colour and shape word that names
+Decodes the split greedily, reads the weights every word was generated with
+(`lrcn.decoding.attention_weights`), and scores every colour and shape word that names
 an object of the scene with `lrcn.data.synthetic.shapes.attention_on_object`: is the argmax cell on
 that object's pixels? Prints the share, the words scored, and what a uniformly random cell would
 score (the share of cells the named object overlaps) for comparison.
@@ -25,23 +24,6 @@ from lrcn.predict import load_model
 from lrcn.text.vocab import Vocabulary
 
 
-@torch.no_grad()
-def word_alphas(
-    decoder: torch.nn.Module, features: torch.Tensor, captions: list[list[int]], start_id: int
-) -> list[np.ndarray]:
-    """Per caption, (L, N): the weights each of its L tokens was generated with."""
-    longest = max(len(c) for c in captions)
-    state = decoder.init_state(features)
-    previous = torch.full((len(captions),), start_id, dtype=torch.long)
-    steps = []
-    for t in range(longest):
-        _, state = decoder.step(previous, state)
-        steps.append(state["alpha"].float().cpu())  # (B, N): what generated token t
-        previous = torch.tensor([c[t] if t < len(c) else start_id for c in captions])
-    alphas = torch.stack(steps, dim=1).numpy() if steps else np.zeros((len(captions), 0, 1))
-    return [alphas[i, : len(c)] for i, c in enumerate(captions)]
-
-
 def measure(run: str, split: str, limit: int | None, batch_size: int = 100) -> dict[str, float]:
     """The share of named colour / shape words whose argmax cell lies on the named object."""
     model, cfg, payload = load_model(run, device="cpu")
@@ -60,10 +42,12 @@ def measure(run: str, split: str, limit: int | None, batch_size: int = 100) -> d
         captions = decoding.greedy(
             model.decoder, features, cfg.eval.max_length, vocab.start_id, vocab.end_id
         )
-        for i, tokens, alphas in zip(
-            items, captions, word_alphas(model.decoder, features, captions, vocab.start_id)
-        ):
+        maps = decoding.attention_weights(
+            model.decoder, features, captions, vocab.start_id, vocab.end_id
+        )
+        for i, tokens, alphas in zip(items, captions, maps):
             words = vocab.decode(tokens)
+            alphas = alphas[:-1].numpy()  # (L, N): one row per word, <end>'s row dropped
             objects = source.data.item(i)[2]
             for word, hit, chance in attention_on_object(
                 words, alphas.reshape(-1, h, w), objects, size

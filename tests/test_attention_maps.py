@@ -361,3 +361,35 @@ def test_video_attention_end_to_end_on_real_frame_folders(tmp_path, shared_data,
         with Image.open(out / f"{Path(folder).stem}.png") as strip:
             # one row per word and <end>: 72-px frames, a 5-px bar, 3-px gaps
             assert strip.size[1] == (words + 1) * 80 + 3
+
+
+def test_attention_on_object_script_scores_a_trained_run(attention_run, monkeypatch):
+    """scripts/attention_on_object.py (the issue's >= 80% measure) on a run's test split. A two-epoch
+    model's own captions may name no object, so greedy is replaced by each scene's first reference
+    caption: every colour and shape word then names an object and is scored, through the run's
+    real attention weights."""
+    import importlib.util
+
+    from lrcn.predict import load_model
+    from lrcn.text.tokenize import tokenize
+    from lrcn.text.vocab import Vocabulary
+
+    spec = importlib.util.spec_from_file_location(
+        "attention_on_object", REPO / "scripts" / "attention_on_object.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    _, cfg, payload = load_model(str(attention_run), device="cpu")
+    vocab = Vocabulary.from_dict(payload["vocab"])
+    source = script.build.build_source(cfg, "test")
+    references = [vocab.encode(tokenize(source.captions(i)[0]), False) for i in range(8)]
+    monkeypatch.setattr(script.decoding, "greedy", lambda _d, f, *_a, **_k: references[: len(f)])
+    result = script.measure(str(attention_run), "test", limit=8)
+    colours = set(script.COLOURS)
+    named = sum(len(set(tokenize(source.captions(i)[0])) & colours) for i in range(8))
+    assert result["items"] == 8 and result["words"] >= named > 0
+    side = cfg.data.image_size // 16  # small_cnn's last block: four 2x2 pools
+    assert result["grid"] == f"{side}x{side}"
+    for name in ("all", "colour", "shape"):
+        assert 0.0 <= result[f"on_object_{name}"] <= 1.0
+    assert 0.0 < result["chance_all"] <= 1.0
