@@ -7,6 +7,7 @@ import os
 import pickle
 import runpy
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,8 +122,9 @@ def test_float32_store_is_exact_and_float16_halves_the_file(tmp_path):
     assert size16 * 2 == size32
 
 
-def test_interrupted_extraction_resumes_and_keeps_existing_rows(tmp_path, monkeypatch):
-    cfg = tiny(tmp_path)  # 12 items in batches of 5
+def interrupt_after_first_batch(cfg, monkeypatch, folder) -> Path:
+    """Extract the train split of ``cfg`` (12 items in batches of 5), stopped by a Ctrl-C after its
+    first batch; returns the store's array file, whose index says 5 rows are filled."""
     write = StoreWriter.write
 
     def stop_after_first_batch(self, start, *args, **kwargs):
@@ -134,8 +136,14 @@ def test_interrupted_extraction_resumes_and_keeps_existing_rows(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         extract_features(cfg, "train")
     monkeypatch.undo()
-    array_path, index_path = store_paths(tmp_path / "store", "train")
+    array_path, index_path = store_paths(folder, "train")
     assert json.loads(index_path.read_text())["filled"] == 5
+    return array_path
+
+
+def test_interrupted_extraction_resumes_and_keeps_existing_rows(tmp_path, monkeypatch):
+    cfg = tiny(tmp_path)  # 12 items in batches of 5
+    array_path = interrupt_after_first_batch(cfg, monkeypatch, tmp_path / "store")
     with pytest.raises(LrcnError, match=r"incomplete \(5 of 12 rows\).*extract-features"):
         build_source(cfg, "train")
 

@@ -11,7 +11,7 @@ from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from test_features import FP16, tiny
+from test_features import FP16, interrupt_after_first_batch, tiny
 
 from lrcn.build import build_encoder, build_source, build_source_raw
 from lrcn.data.datasets import (
@@ -145,19 +145,7 @@ def test_re_extraction_turns_a_vector_store_into_a_grid_store(tmp_path):
 
 def test_interrupted_grid_extraction_resumes(tmp_path, monkeypatch):
     cfg = grid_cfg(tmp_path)  # 12 items in batches of 5
-    write = StoreWriter.write
-
-    def stop_after_first_batch(self, start, *args, **kwargs):
-        if start > 0:
-            raise KeyboardInterrupt
-        write(self, start, *args, **kwargs)
-
-    monkeypatch.setattr(StoreWriter, "write", stop_after_first_batch)
-    with pytest.raises(KeyboardInterrupt):
-        extract_features(cfg, "train")
-    monkeypatch.undo()
-    array_path, index_path = store_paths(tmp_path / "store", "train")
-    assert json.loads(index_path.read_text())["filled"] == 5
+    array_path = interrupt_after_first_batch(cfg, monkeypatch, tmp_path / "store")
     rows = np.lib.format.open_memmap(array_path, mode="r+")
     assert rows.shape == (12, 4, 64)
     rows[:5] = 7.0  # a recomputed row would lose this mark
