@@ -25,14 +25,14 @@ from lrcn.data.media import (
     load_image,
     read_frames,
 )
-from lrcn.decoding import attention_weights, decode
+from lrcn.decoding import decode
 from lrcn.engine import (
     evaluate_attributes,
     evaluate_classifier,
     generate_captions,
     score_captions,
 )
-from lrcn.engine.evaluation import AttentionMaps, grid_shape
+from lrcn.engine.evaluation import AttentionMaps, caption_strips
 from lrcn.errors import LrcnError
 from lrcn.io import atomic_path, check_writable, write_json_atomic
 from lrcn.metrics import evaluate_items, leave_one_out_scores
@@ -41,7 +41,7 @@ from lrcn.metrics.per_item import evaluation_identity, write_per_item
 from lrcn.models.encoders import encoder_spec
 from lrcn.runtime import make_loader, resolve_device
 from lrcn.text.vocab import Vocabulary
-from lrcn.visualize import attention_strip, denormalise
+from lrcn.visualize import denormalise
 
 log = logging.getLogger(__name__)
 
@@ -422,14 +422,9 @@ def _attention_pictures(
     std: tuple[float, ...],
 ) -> list[np.ndarray]:
     """Each caption's `attention_strip` over the model's own input picture (or frames)."""
-    maps = attention_weights(model.decoder, features, tokens, vocab.start_id, vocab.end_id)
     key = "frames" if "frames" in batch else "images"
     pictures = denormalise(batch[key].cpu(), mean, std)  # (B, 3, H, W) or (B, T, 3, H, W)
-    shape = grid_shape(model, batch, features.shape[1]) if key == "images" else None
-    return [
-        attention_strip(picture, vocab.decode(t), m.cpu(), shape)
-        for picture, t, m in zip(pictures, tokens, maps)
-    ]
+    return caption_strips(model, vocab, batch, features, tokens, pictures)
 
 
 def _unique_png(path: str, taken: set[str]) -> str:

@@ -183,10 +183,29 @@ def attention_strips(
     batch = {"frames" if pixels.dim() == 5 else "images": pixels}
     features = model.encode(batch)  # (B, N, D)
     tokens = greedy(model.decoder, features, max_length, vocab.start_id, vocab.end_id)
+    return caption_strips(model, vocab, batch, features, tokens, pictures)
+
+
+def caption_strips(
+    model: nn.Module,
+    vocab: Vocabulary,
+    batch: dict[str, torch.Tensor],
+    features: torch.Tensor,
+    tokens: list[list[int]],
+    pictures: torch.Tensor,
+) -> list[np.ndarray]:
+    """Each decoded caption's `attention_strip` over its picture, however it was decoded.
+
+    Args:
+        batch: the model's input (``images`` or ``frames``), for the grid's shape.
+        features: ``model.encode(batch)``, (B, N, D).
+        tokens: the B decoded captions (token ids).
+        pictures: what to draw the maps over, in [0, 1]: (B, 3, H, W) or (B, T, 3, H, W).
+    """
     maps = attention_weights(model.decoder, features, tokens, vocab.start_id, vocab.end_id)
-    shape = grid_shape(model, batch, features.shape[1])
+    shape = grid_shape(model, batch, features.shape[1]) if pictures.dim() == 4 else None
     return [
-        attention_strip(picture, vocab.decode(t), m.cpu(), shape if pixels.dim() == 4 else None)
+        attention_strip(picture, vocab.decode(t), m.cpu(), shape)
         for picture, t, m in zip(pictures, tokens, maps)
     ]
 
