@@ -94,6 +94,7 @@ class _ConvReluPool(torch.autograd.Function):
         shift = None if bias is None else bias.repeat_interleave(ph * pw)[:, None]
         frames = max(1, _CHUNK // (oh * ow))
         out = xpad.new_empty(batch, filters, oh, ow)
+        keep = any(ctx.needs_input_grad)  # inference: let each chunk's buffers go at once
         parts = []
         for first in range(0, batch, frames):
             last = min(batch, first + frames)
@@ -101,7 +102,8 @@ class _ConvReluPool(torch.autograd.Function):
             conv = rows @ cols if shift is None else torch.addmm(shift, rows, cols)  # (F * A, M)
             peak = conv.view(filters, ph * pw, -1).amax(1)  # (F, M): each window's maximum
             out[first:last] = peak.view(filters, last - first, oh, ow).transpose(0, 1)
-            parts.append((first, last, cols, conv, peak))
+            if keep:
+                parts.append((first, last, cols, conv, peak))
         ctx.parts, ctx.pool, ctx.shape = parts, pool, weight.shape
         ctx.has_bias = bias is not None
         return out.clamp_min_(0)  # ReLU commutes with the maximum
