@@ -196,7 +196,7 @@ class LSTMDecoder(nn.Module):
             return hidden, alpha
         visual = self.dropout(self.visual_proj(features))  # (B, N, E)
         words = self.dropout(self.embed(tokens[:, :-1]))  # (B, L-1, E)
-        hidden, alpha = self.wiring.run(visual, words, lengths.cpu() - 1)  # type: ignore[attr-defined]
+        hidden, alpha = self.wiring.run(visual, words, lengths.cpu() - 1)
         return self.dropout(hidden), alpha
 
     def _maybe_sampled(

@@ -103,6 +103,13 @@ class Wiring:
         valid = torch.arange(words.shape[1]) < steps[:, None]  # (B, L)
         return hidden * valid.to(hidden.device).unsqueeze(-1)
 
+    def run(
+        self, visual: torch.Tensor, words: torch.Tensor, steps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """An attention wiring's teacher forcing with its weights: outputs (B, L, H) and alphas
+        (B, L, N), both zero past ``steps`` (what the doubly stochastic regularisation reads)."""
+        raise NotImplementedError(f"{type(self).__name__} does not attend: it has no weights")
+
     @staticmethod
     def reorder_state(state: State, index: torch.Tensor) -> State:
         """Select (or repeat) rows of a state: beam search's bookkeeping. index: (B',) long.
