@@ -58,3 +58,16 @@ def tiny_shapes_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("tiny-shapes")
     fit(load_config(REPO / "configs" / "shapes.yaml", TINY_SHAPES), run_dir)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def attention_run(tmp_path_factory) -> Path:
+    """A shapes show_attend_tell captioner trained two tiny epochs (seconds), shared by the
+    attention-map and report tests; tests that evaluate write elsewhere or copy it first."""
+    from lrcn.config import load_config
+    from lrcn.engine import fit
+
+    run_dir = tmp_path_factory.mktemp("attention-shapes")
+    overrides = [*TINY_SHAPES, "decoder.variant=show_attend_tell"]
+    fit(load_config(REPO / "configs" / "shapes.yaml", overrides), run_dir)
+    return run_dir

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_SHAPES
+from conftest import REPO
 from PIL import Image
 
 from lrcn import decoding
@@ -220,17 +220,6 @@ def test_tensorboard_grid_adds_the_strips_only_when_given():
 
 
 # ----------------------------------------------------------------------------- trained run
-
-
-@pytest.fixture(scope="module")
-def attention_run(tmp_path_factory) -> Path:
-    """A shapes show_attend_tell captioner trained two tiny epochs (seconds)."""
-    from lrcn.engine import fit
-
-    run_dir = tmp_path_factory.mktemp("attention-shapes")
-    overrides = [*TINY_SHAPES, "decoder.variant=show_attend_tell"]
-    fit(load_config(REPO / "configs" / "shapes.yaml", overrides), run_dir)
-    return run_dir
 
 
 def test_training_logs_the_attention_strips_to_tensorboard(attention_run):

@@ -209,19 +209,6 @@ def test_activity_report_lists_labels_predictions_and_probabilities(tmp_path: Pa
     assert len(_images(page)) == 3  # frame strips of the moving line
 
 
-@pytest.fixture(scope="module")
-def attention_run(tmp_path_factory) -> Path:
-    """A shapes show_attend_tell captioner trained two tiny epochs (seconds), not evaluated."""
-    from conftest import TINY_SHAPES
-
-    from lrcn.engine import fit
-
-    run_dir = tmp_path_factory.mktemp("attention-report")
-    overrides = [*TINY_SHAPES, "decoder.variant=show_attend_tell"]
-    fit(load_config(REPO / "configs" / "shapes.yaml", overrides), run_dir)
-    return run_dir
-
-
 def test_report_shows_where_each_word_looked(attention_run, tmp_path: Path, caplog):
     from lrcn.engine.evaluation import AttentionMaps
 
