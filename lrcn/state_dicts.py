@@ -10,9 +10,41 @@ import torch
 
 from lrcn.errors import LrcnError
 
+_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+_LAYERS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+
+
+def fold_biases_into_batchnorm(module: torch.nn.Module, state: dict[str, Any]) -> list[str]:
+    """Move the biases an older ``state`` has for bias-free layers that feed a BatchNorm into
+    that BatchNorm's running mean, in place; returns the folded bias keys.
+
+    Until lrcn 0.2 ``small_cnn`` gave its convolutions and its linear layer a bias although a
+    BatchNorm follows each. The BatchNorm subtracts the batch mean in training, so such a bias has
+    a zero true gradient (Adam moved it by rounding noise alone), and in evaluation it subtracts
+    the running mean, which absorbed the bias: ``(x + b - mean) = (x - (mean - b))``. Folding
+    ``mean - b`` gives the same outputs in both modes, up to the rounding of one subtraction.
+    """
+    folded = []
+    for name, parent in module.named_modules():
+        children = list(parent.named_children())
+        for (layer_name, layer), (norm_name, norm) in zip(children, children[1:]):
+            if not (isinstance(layer, _LAYERS) and layer.bias is None and isinstance(norm, _NORMS)):
+                continue
+            prefix = f"{name}." if name else ""
+            bias, mean = f"{prefix}{layer_name}.bias", f"{prefix}{norm_name}.running_mean"
+            if bias in state and mean in state and state[bias].shape == state[mean].shape:
+                state[mean] = state[mean] - state[bias].to(state[mean].dtype)
+                del state[bias]
+                folded.append(bias)
+    return folded
+
 
 def state_dict_mismatch(module: torch.nn.Module, state: dict[str, Any]) -> str | None:
-    """What keeps ``state`` from loading strictly into ``module``, in a few words; None if it fits."""
+    """What keeps ``state`` from loading strictly into ``module``, in a few words; None if it fits.
+
+    Biases of an older layout that feed a BatchNorm are folded first
+    (:func:`fold_biases_into_batchnorm`), so ``state`` may change in place."""
+    fold_biases_into_batchnorm(module, state)
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

@@ -40,6 +40,7 @@ from lrcn.engine.scst import SelfCriticalLoss
 from lrcn.errors import LrcnError
 from lrcn.io import atomic_path, check_writable, hold_lock, kill_point, remove_stale_temps
 from lrcn.runtime import make_grad_scaler, resolve_device, tune_cpu_allocator
+from lrcn.state_dicts import fold_biases_into_batchnorm
 from lrcn.text.vocab import Vocabulary
 from lrcn.visualize import log_hparams, log_validation_grid
 
@@ -182,6 +183,13 @@ class _Trainer:
 
     def restore(self, payload: dict[str, Any]) -> None:
         """Continue from a checkpoint: weights, optimizer, schedule, loss scale, position, RNG."""
+        if fold_biases_into_batchnorm(self.run.model, dict(payload["model"])):
+            raise LrcnError(
+                f"{self.ckpt_dir / 'last.pt'}: written before lrcn 0.2 dropped the biases that feed "
+                "small_cnn's BatchNorms, so its optimizer state no longer fits; evaluate or caption "
+                "with it as it is, or continue in a new run from its weights with "
+                f"train.init_from={self.ckpt_dir / 'last.pt'}."
+            )
         load_state_dict_checked(self.run.model, payload["model"], self.ckpt_dir / "last.pt")
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])

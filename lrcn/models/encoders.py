@@ -39,6 +39,7 @@ from lrcn.models.efficientnet import (
     efficientnet_lite0_features,
 )
 from lrcn.models.pooling import MaxPool2d, use_fast_pools
+from lrcn.state_dicts import fold_biases_into_batchnorm
 
 Builder = Callable[..., tuple[nn.Module, int]]
 
@@ -152,7 +153,10 @@ class SmallCNN(nn.Module):
         in_ch = 3
         for out_ch in channels:
             layers += [
-                nn.Conv2d(in_ch, out_ch, 3, padding=1),
+                # no bias: the BatchNorm after it subtracts the batch mean, so a bias here has a
+                # zero true gradient and Adam would move it by rounding noise alone (older
+                # checkpoints with one still load: lrcn.state_dicts.fold_biases_into_batchnorm)
+                nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
                 nn.BatchNorm2d(out_ch),
                 nn.ReLU(inplace=True),
                 MaxPool2d(2),
@@ -162,7 +166,7 @@ class SmallCNN(nn.Module):
         side = max(image_size // 2 ** len(channels), 1)
         self.fc = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(in_ch * side * side, feature_dim),
+            nn.Linear(in_ch * side * side, feature_dim, bias=False),  # BatchNorm follows: as above
             nn.BatchNorm1d(feature_dim),  # keeps the LSTM's first input out of saturation
             nn.ReLU(inplace=True),
         )
@@ -377,6 +381,9 @@ def _load_local(net: nn.Module, path: str, name: str) -> None:
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     state = _encoder_of_checkpoint(state)
+    if isinstance(state, dict):
+        state = dict(state)
+        fold_biases_into_batchnorm(net, state)  # an encoder.pt written before lrcn 0.2
     try:
         net.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
