@@ -1,0 +1,391 @@
+"""Record a recipe's results over seeds and kernel sets, and render the docs' tables from them.
+
+    python scripts/results.py record demo --seeds 0 1 2 3 4 [--capability avx2] [--threads 2]
+    python scripts/results.py render          # rewrite the tables in README.md and BENCHMARKS.md
+    python scripts/results.py check           # exit 1 when a table in the docs differs from its render
+
+``record`` runs the recipe's commands once per seed (``train.seed``; the data's own seed is the
+recipe's, so every run is scored on the same test split) with PyTorch's kernels limited to
+``--capability`` (``ATEN_CPU_CAPABILITY``; ``native`` leaves it unset) and ``--threads`` OpenMP
+threads, and adds each run to ``docs/results/<recipe>.json`` (a run of the same seed, kernel set,
+threads and commit replaces the older one). The file then holds every metric's mean, min, max and
+run count over all its runs, the command, the commits and the machines (``lrcn.results``).
+
+``render`` writes each table between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in
+README.md and BENCHMARKS.md; ``tests/test_results.py`` fails when the committed docs differ from
+what it renders, so a number edited by hand is caught.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from lrcn.results import RESULTS_DIR, summarize  # noqa: E402
+
+LRCN = [sys.executable, "-m", "lrcn.cli"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What ``record`` runs for one seed, in a work folder of its own (``{work}``), and where the
+    metrics land. ``{demo}`` / ``{video}``: the work folder of the same seed's ``demo`` /
+    ``video_demo`` run (its stage-1 encoder and feature store), which must be recorded first."""
+
+    description: str
+    commands: tuple[tuple[str, ...], ...]
+    metrics: str  # eval/<split>_metrics.json of the run, under {work}
+    extra: dict[str, str] = field(default_factory=dict)  # other metrics files: name -> path
+    needs: str | None = None  # the recipe whose work folder {demo} / {video} names
+    attention_on_object: str | None = None  # a run to score with scripts/attention_on_object.py
+
+
+_ATT = ("encoder.weights={demo}/1-pretrain/encoder.pt", "data.features={work}/grid-store")
+_VIDEO_ATT = ("encoder.weights={video}/1-pretrain/encoder.pt", "data.features={video}/features")
+
+RECIPES: dict[str, Recipe] = {
+    "demo": Recipe(
+        "`make demo` (`lrcn demo`): `shapes_pretrain` then `shapes_two_stage`, Show and Tell on "
+        "the frozen pretrained CNN from the feature store",
+        (("demo", "--root", "{work}", "train.seed={seed}", "train.progress=false"),),
+        "2-caption/eval/test_metrics.json",
+        extra={"pretrain": "1-pretrain/eval/test_metrics.json"},
+    ),
+    "shapes_attention": Recipe(
+        "`shapes_attention` (Show, Attend and Tell, 4 epochs from a store of the demo CNN's grids)",
+        (
+            ("extract-features", "-c", "shapes_attention", *_ATT, "train.seed={seed}"),
+            (
+                "train",
+                "-c",
+                "shapes_attention",
+                *_ATT,
+                "train.seed={seed}",
+                "train.progress=false",
+                "--run-dir",
+                "{work}/run",
+            ),  # fmt: skip
+        ),
+        "run/eval/test_metrics.json",
+        needs="demo",
+        attention_on_object="run",
+    ),
+    "video_demo": Recipe(
+        "`lrcn demo --video`: `moving_shapes_pretrain` then `moving_shapes_two_stage` (temporal "
+        "LSTM, LRCN2f, from the store of every frame's features)",
+        (("demo", "--video", "--root", "{work}", "train.seed={seed}", "train.progress=false"),),
+        "2-caption/eval/test_metrics.json",
+        extra={"pretrain": "1-pretrain/eval/test_metrics.json"},
+    ),
+    "moving_shapes_attention": Recipe(
+        "`moving_shapes_attention` (temporal attention over the temporal LSTM's every frame, from "
+        "the video demo's store)",
+        (
+            (
+                "train",
+                "-c",
+                "moving_shapes_attention",
+                *_VIDEO_ATT,
+                "train.seed={seed}",
+                "train.progress=false",
+                "--run-dir",
+                "{work}/run",
+            ),
+        ),  # fmt: skip
+        "run/eval/test_metrics.json",
+        needs="video_demo",
+    ),
+    "moving_line": Recipe(
+        "`moving_line` (the Keras seed, activity recognition)",
+        (
+            (
+                "train",
+                "-c",
+                "moving_line",
+                "train.seed={seed}",
+                "train.progress=false",
+                "--run-dir",
+                "{work}/run",
+            ),
+        ),  # fmt: skip
+        "run/eval/test_metrics.json",
+    ),
+}
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _environment(capability: str, threads: int) -> dict[str, str]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    if capability != "native":
+        env["ATEN_CPU_CAPABILITY"] = capability
+    return env
+
+
+def _kernel_set(env: dict[str, str]) -> str:
+    probe = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    return subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _scalars(path: Path) -> dict[str, float]:
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        k: v
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and k != "items"
+    }
+
+
+def work_folder(root: Path, recipe: str, capability: str, threads: int, seed: int) -> Path:
+    """Where ``record`` runs one seed of a recipe (kept, so a later recipe can read it)."""
+    return root / recipe / f"{capability}-t{threads}-s{seed}"
+
+
+def record_one(
+    name: str, seed: int, capability: str, threads: int, root: Path, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Run one seed of a recipe; its entry for the result file."""
+    recipe = RECIPES[name]
+    work = work_folder(root, name, capability, threads, seed)
+    fill = {"work": str(work), "seed": str(seed)}
+    if recipe.needs:
+        needed = work_folder(root, recipe.needs, capability, threads, seed)
+        if not (needed / RECIPES[recipe.needs].metrics).is_file():
+            raise SystemExit(
+                f"{needed}: record `{recipe.needs}` for seed {seed} (--capability {capability} "
+                f"--threads {threads}) first; `{name}` reads its stage-1 encoder."
+            )
+        fill["demo" if recipe.needs == "demo" else "video"] = str(needed)
+    env = _environment(capability, threads)
+    start = time.perf_counter()
+    commands = []
+    for template in recipe.commands:
+        args = [part.format(**fill) for part in template]
+        commands.append("lrcn " + " ".join(args))
+        log(f"[{name} seed {seed} {capability} t{threads}] lrcn {' '.join(args)}")
+        done = subprocess.run([*LRCN, *args], cwd=REPO, env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}")  # fmt: skip
+    entry: dict[str, Any] = {
+        "seed": seed,
+        "capability": _kernel_set(env),
+        "threads": threads,
+        "cpu": _cpu_model(),
+        "commit": _git("rev-parse", "--short=12", "HEAD"),
+        "seconds": round(time.perf_counter() - start, 1),
+        "commands": commands,
+        "metrics": _scalars(work / recipe.metrics),
+    }
+    for key, path in recipe.extra.items():
+        entry[key] = _scalars(work / path)
+    if recipe.attention_on_object:
+        script = [sys.executable, str(REPO / "scripts" / "attention_on_object.py")]
+        out = subprocess.run([*script, str(work / recipe.attention_on_object)], cwd=REPO, env=env, capture_output=True, text=True, check=True)  # fmt: skip
+        entry["attention_on_object"] = json.loads(out.stdout)
+    return entry
+
+
+def result_file(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The whole result file of a recipe from its runs (``lrcn.results`` documents the keys)."""
+    recipe = RECIPES[name]
+    machines: dict[tuple[str, str, int], int] = {}
+    for run in runs:
+        key = (run["cpu"], run["capability"], run["threads"])
+        machines[key] = machines.get(key, 0) + 1
+    record: dict[str, Any] = {
+        "recipe": name,
+        "description": recipe.description,
+        "command": " && ".join("lrcn " + " ".join(c) for c in recipe.commands),
+        "commit": sorted({run["commit"] for run in runs}),
+        "machines": [
+            {"cpu": c, "capability": k, "threads": t, "runs": n}
+            for (c, k, t), n in sorted(machines.items())
+        ],
+        **summarize([run["metrics"] for run in runs]),
+    }
+    for key in (*recipe.extra, "attention_on_object"):
+        if any(key in run for run in runs):
+            record[key] = summarize([run[key] for run in runs if key in run])
+    record["each_run"] = runs
+    return record
+
+
+def _read_runs(name: str) -> list[dict[str, Any]]:
+    path = RESULTS_DIR / f"{name}.json"
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text(encoding="utf-8")).get("each_run", [])
+
+
+def record(name: str, seeds: list[int], capability: str, threads: int, root: Path) -> None:
+    """Record the seeds and rewrite the recipe's result file after each."""
+    for seed in seeds:
+        entry = record_one(name, seed, capability, threads, root, print)
+        same = ("seed", "capability", "threads", "commit")
+        runs = [r for r in _read_runs(name) if any(r[k] != entry[k] for k in same)] + [entry]
+        runs.sort(key=lambda r: (r["capability"], r["threads"], r["seed"], r["commit"]))
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        path = RESULTS_DIR / f"{name}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result_file(name, runs), indent=1) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        print(f"{path}: {len(runs)} runs ({entry['seconds']:.0f} s for seed {seed})")
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def load(name: str) -> dict[str, Any]:
+    """A committed result file (rendering never runs anything)."""
+    return json.loads((RESULTS_DIR / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def spread(stats: dict[str, Any] | None, digits: int = 3) -> str:
+    """``mean (min-max)``, or ``—`` when the metric was not recorded."""
+    if not stats:
+        return "—"
+    mean, lo, hi = (f"{stats[k]:.{digits}f}" for k in ("mean", "min", "max"))
+    return mean if lo == hi else f"{mean} ({lo}-{hi})"
+
+
+def _machines(record: dict[str, Any]) -> str:
+    parts = [f"{m['runs']} x {m['capability']}, {m['threads']} thr" for m in record["machines"]]
+    cpus = sorted({m["cpu"] for m in record["machines"]})
+    return f"{'; '.join(parts)} ({', '.join(cpus)})"
+
+
+def _seconds(record: dict[str, Any]) -> str:
+    times = [run["seconds"] for run in record["each_run"]]
+    return f"{min(times):.0f}-{max(times):.0f} s"
+
+
+def _scene(record: dict[str, Any], key: str | None = None) -> str:
+    part = record if key is None else record.get(key, {})
+    counts = " / ".join(spread(part.get(f"scene_accuracy_{n}")) for n in (1, 2, 3))
+    return f"{spread(part.get('scene_accuracy'))} ({counts})"
+
+
+def table_captions() -> str:
+    """README: the caption recipes on the embedded data, each figure as mean (range) over runs."""
+    lines = [
+        "| recipe | runs (kernel set, threads) | scene accuracy (1 / 2 / 3 objects) | BLEU-4 | CIDEr | METEOR | leave-one-out BLEU-4 | time a run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for name in ("demo", "shapes_attention"):
+        r = load(name)
+        lines.append(
+            f"| {r['description']} | {len(r['each_run'])}: {_machines(r)} | {_scene(r)} | "
+            f"{spread(r.get('Bleu_4'))} | {spread(r.get('CIDEr'), 2)} | {spread(r.get('METEOR'))} | "
+            f"{spread(r.get('reference_loo_Bleu_4'))} | {_seconds(r)} |"
+        )
+    demo, att = load("demo"), load("shapes_attention")
+    lines += [
+        "",
+        f"The demo's stage 1 alone (its heads on the same test images): every object's colour and "
+        f"shape right in {_scene(demo, 'pretrain')} of the scenes. Attention's most attended cell "
+        f"lies on the object a colour or shape word names for "
+        f"{spread(att.get('attention_on_object', {}).get('on_object_all'))} of those words (a "
+        f"random cell: {spread(att.get('attention_on_object', {}).get('chance_all'))}).",
+    ]
+    return "\n".join(lines)
+
+
+def table_video() -> str:
+    """README: video description and activity recognition on the embedded clips."""
+    lines = [
+        "| recipe | runs (kernel set, threads) | motion named right | with colours | BLEU-4 | CIDEr | time a run |",
+        "|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for name in ("video_demo", "moving_shapes_attention"):
+        r = load(name)
+        lines.append(
+            f"| {r['description']} | {len(r['each_run'])}: {_machines(r)} | "
+            f"{spread(r.get('motion_accuracy'))} | {spread(r.get('motion_colour_accuracy'))} | "
+            f"{spread(r.get('Bleu_4'))} | {spread(r.get('CIDEr'), 2)} | {_seconds(r)} |"
+        )
+    r = load("moving_line")
+    lines.append(
+        f"| {r['description']} | {len(r['each_run'])}: {_machines(r)} | test accuracy "
+        f"{spread(r.get('accuracy'))} | | | | {_seconds(r)} |"
+    )
+    return "\n".join(lines)
+
+
+TABLES: dict[str, Callable[[], str]] = {"captions": table_captions, "video": table_video}
+DOCS = ("README.md", "BENCHMARKS.md")
+_BLOCK = re.compile(r"(<!-- results:(\w+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
+
+
+def rendered(text: str) -> str:
+    """``text`` with every results block replaced by its render."""
+
+    def fill(match: re.Match[str]) -> str:
+        if match.group(2) not in TABLES:
+            raise SystemExit(f"unknown results block `{match.group(2)}`; known: {sorted(TABLES)}")
+        return f"{match.group(1)}{TABLES[match.group(2)]()}\n{match.group(4)}"
+
+    return _BLOCK.sub(fill, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module docstring); returns the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record", help="run a recipe's seeds and add them to its result file")
+    rec.add_argument("recipe", choices=sorted(RECIPES))
+    rec.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    rec.add_argument("--capability", default="native", choices=["native", "default", "avx2", "avx512"])  # fmt: skip
+    rec.add_argument("--threads", type=int, default=2)
+    rec.add_argument("--work", type=Path, default=REPO / "runs" / "results")
+    sub.add_parser("render", help="rewrite the results tables in README.md and BENCHMARKS.md")
+    sub.add_parser("check", help="exit 1 when a results table in the docs differs from its render")
+    args = parser.parse_args(argv)
+    if args.command == "record":
+        record(args.recipe, args.seeds, args.capability, args.threads, args.work)
+        return 0
+    stale = []
+    for doc in DOCS:
+        path = REPO / doc
+        text = path.read_text(encoding="utf-8")
+        new = rendered(text)
+        if new != text:
+            stale.append(doc)
+            if args.command == "render":
+                path.write_text(new, encoding="utf-8")
+    if args.command == "check" and stale:
+        print(f"{', '.join(stale)}: results tables differ from docs/results/; run `python scripts/results.py render`")  # fmt: skip
+        return 1
+    print(f"{'rewrote' if stale else 'up to date:'} {', '.join(stale) or ', '.join(DOCS)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
