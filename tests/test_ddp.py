@@ -33,17 +33,22 @@ SHAPES = [
     "train.epochs=2", "train.batch_size=32", "train.progress=false",
     "encoder.feature_dim=64", "decoder.embed_dim=32", "decoder.hidden_dim=64",
     "decoder.dropout=0", "eval.metrics=bleu", "eval.tokenizer=python",
-    # Adam divides each gradient by its own running size, so a parameter whose gradient is zero
-    # up to rounding moves by whole lr steps in directions set by the rounding: with the default
-    # eps 1e-8 one process differs from itself by 1e-3 between OMP_NUM_THREADS=1 and 2. 1e-6
-    # keeps rounding noise (gradients near 1e-9) out of the comparison.
-    "train.adam_eps=1e-6",
+    # Adam divides each gradient by its own running size, so a weight whose gradient is tiny moves
+    # by whole lr steps in directions its rounding sets: at eps 1e-6, runs that differ only in
+    # rounding (1 or 2 threads, avx2 or avx512 kernels) ended 1e-6 to 1e-3 apart after two epochs,
+    # by CPU. At 1e-3 a gradient below eps moves its weight by lr * g / eps, as plain SGD would,
+    # and the same runs end 2e-7 apart on every kernel set: differences follow the rounding.
+    "train.adam_eps=1e-3",
 ]  # fmt: skip
 LINE = [
     "-c", "configs/moving_line.yaml",
     "data.train_size=64", "data.val_size=8", "data.test_size=8", "data.image_size=16",
     "data.num_frames=8", "train.batch_size=16", "train.progress=false",
+    "train.adam_eps=1e-3",  # as SHAPES (the recipe's Keras 1e-7 makes the trajectory rounding's)
 ]  # fmt: skip
+# A difference this many times the noise floor is not rounding. Measured DDP / floor ratios:
+# 1.1 on every kernel set tried (tests' printout; the issue-24 note lists them).
+FLOOR_FACTOR = 10
 
 
 def _free_port() -> int:
@@ -52,13 +57,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_together(commands: list[list[str]], logs: Path) -> None:
+def _run_together(
+    commands: list[list[str]], logs: Path, envs: list[dict[str, str]] | None = None
+) -> None:
     """Run the commands at once; fail (killing their process groups) on a non-zero exit or hang."""
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
     for i, command in enumerate(commands):
+        env = envs[i] if envs else ENV
         out = open(logs / f"{i}.log", "w")  # noqa: SIM115 - closed below
-        procs.append((subprocess.Popen(command, cwd=REPO, env=ENV, stdout=out, stderr=subprocess.STDOUT, start_new_session=True), out))  # fmt: skip
+        procs.append((subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True), out))  # fmt: skip
     try:
         for proc, _ in procs:
             proc.wait(timeout=TIMEOUT)
@@ -83,54 +91,64 @@ def _state(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
-def _bias_into_batchnorm(state: dict[str, torch.Tensor]) -> set[str]:
-    """Biases of layers that feed a BatchNorm straight, and that BatchNorm's running mean.
-
-    BatchNorm subtracts the batch mean, so such a bias has a gradient of zero in exact arithmetic
-    and Adam moves it by rounding noise; the running mean absorbs it. The function the layers
-    compute does not depend on it.
-    """
-    modules = list(dict.fromkeys(k.rsplit(".", 1)[0] for k in state))
-    keys: set[str] = set()
-    for layer, nxt in zip(modules, modules[1:]):
-        if f"{layer}.bias" in state and f"{nxt}.running_mean" in state:
-            keys |= {f"{layer}.bias", f"{nxt}.running_mean"}
-    return keys
-
-
-def _differences(one: Path, many: Path) -> dict[str, float]:
+def _difference(one: Path, many: Path) -> tuple[float, str]:
+    """The largest |difference| of any weight or BatchNorm statistic, and its key."""
     a, b = _state(one), _state(many)
     assert a.keys() == b.keys()  # plain BatchNorm keys: no SyncBatchNorm, no DDP `module.` prefix
     for key in a:
         if not a[key].is_floating_point():
             assert torch.equal(a[key], b[key]), key  # e.g. num_batches_tracked
-    return {
-        k: (a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point()
-    }
+    diff = {k: (a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point()}  # fmt: skip
+    worst = max(diff, key=diff.get)
+    return diff[worst], worst
 
 
-def _assert_like_one_process(one: Path, many: Path) -> None:
-    diff = _differences(one, many)
-    noise = _bias_into_batchnorm(_state(one))
-    assert any(k.endswith("running_var") for k in diff), "the model has BatchNorm"
-    worst = max((k for k in diff if k not in noise), key=diff.get)
-    print(f"max |difference|: {diff[worst]:.2e} ({worst}); biases into BatchNorm: "
-          f"{max(diff[k] for k in noise):.2e}")  # fmt: skip
-    assert diff[worst] <= 1e-5, (worst, diff[worst])  # weights and BatchNorm statistics
-    # Unsynchronised BatchNorm differed by up to 0.43 here; rounding moves these by < 1e-3.
-    assert all(diff[k] <= 1e-3 for k in noise), {k: diff[k] for k in noise}
+def _other_kernels() -> str:
+    """A kernel set other than this process's: ``default`` (no SIMD), or avx2 under default."""
+    return "avx2" if torch.backends.cpu.get_cpu_capability() == "DEFAULT" else "default"
+
+
+def _one_process_runs(root: Path, config: list[str]) -> dict[str, Path]:
+    """The one-process reference and two runs that differ from it only in rounding: two OpenMP
+    threads (other reduction splits) and another kernel set (other vector widths and orders)."""
+    runs = {name: root / name for name in ("one", "threads", "kernels")}
+    envs = [ENV, {**ENV, "OMP_NUM_THREADS": "2"}, {**ENV, "ATEN_CPU_CAPABILITY": _other_kernels()}]
+    commands = [[sys.executable, *TRAIN, "--run-dir", str(run), *config] for run in runs.values()]
+    _run_together(commands, root / "logs1", envs)
+    return runs
+
+
+def _assert_like_one_process(runs: dict[str, Path], many: Path) -> None:
+    """``many`` within FLOOR_FACTOR times the noise floor of the one-process reference.
+
+    The floor is how far the reference moves when only its rounding changes (another thread
+    count, another kernel set), measured in the same test on the same CPU. N processes differ from
+    one only in how the same sums are split (each rank's slice, the all-reduce): a rounding-only
+    change of the same kind, carried along the same trajectory, so its difference scales with the
+    floor on any CPU, where a fixed bound held on one CPU's kernels and failed on another's.
+    """
+    floors = {name: _difference(runs["one"], runs[name]) for name in ("threads", "kernels")}
+    floor = max(d for d, _ in floors.values())
+    diff, worst = _difference(runs["one"], many)
+    kernel = torch.backends.cpu.get_cpu_capability()
+    print(f"[{kernel}] max |N processes - one|: {diff:.2e} ({worst}); noise floor {floor:.2e} "
+          f"(threads {floors['threads'][0]:.2e}, kernels {floors['kernels'][0]:.2e}); bound "
+          f"{FLOOR_FACTOR * floor:.2e}, margin {FLOOR_FACTOR * floor / max(diff, 1e-30):.1f}x")  # fmt: skip
+    assert floor > 0, "neither another thread count nor another kernel set changed the rounding"
+    assert diff <= FLOOR_FACTOR * floor, (worst, diff, floors)
 
 
 @pytest.fixture(scope="module")
-def one_process_shapes(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("ddp") / "one"
-    _run_together([[sys.executable, *TRAIN, "--run-dir", str(run), *SHAPES]], run.parent / "logs1")
-    return run
+def one_process_shapes(tmp_path_factory) -> dict[str, Path]:
+    return _one_process_runs(tmp_path_factory.mktemp("ddp"), SHAPES)
 
 
 @pytest.mark.slow
-def test_two_processes_train_the_shapes_model_like_one(one_process_shapes: Path, tmp_path: Path):
-    """Weights and BatchNorm statistics equal within 1e-5 after two epochs, dropout 0.
+def test_two_processes_train_the_shapes_model_like_one(
+    one_process_shapes: dict[str, Path], tmp_path: Path
+):
+    """Weights and BatchNorm statistics after two epochs, dropout 0, within ten times the noise
+    floor of one process (a trajectory: see ``_assert_like_one_process``).
 
     Covered: the same global batches (train.batch_size is global; a last partial global batch is
     padded by wrapping, so choose train_size as a multiple of it for equality), BatchNorm over the
@@ -144,30 +162,45 @@ def test_two_processes_train_the_shapes_model_like_one(one_process_shapes: Path,
     command = [*TORCHRUN, "--nproc_per_node=2", f"--master_port={_free_port()}", *TRAIN]
     _run_together([[*command, "--run-dir", str(run), *SHAPES]], tmp_path / "logs")
     _assert_like_one_process(one_process_shapes, run)
+    # Not vacuous: each rank normalising its own half of the batch is far outside the bound.
+    unsynced = tmp_path / "unsynced"
+    flags = ["--run-dir", str(unsynced), *SHAPES, "train.sync_batchnorm=false"]
+    _run_together([[*command[:4], f"--master_port={_free_port()}", *TRAIN, *flags]], tmp_path / "l2")  # fmt: skip
+    with pytest.raises(AssertionError):
+        _assert_like_one_process(one_process_shapes, unsynced)
 
 
 @pytest.mark.slow
-def test_two_nodes_of_one_process_train_like_one(one_process_shapes: Path, tmp_path: Path):
-    """README's multi-node command, for real: two launchers, c10d rendezvous on 127.0.0.1."""
-    run, port = tmp_path / "nodes", _free_port()
+def test_two_nodes_of_one_process_train_bitwise_like_two_processes_on_one_node(tmp_path: Path):
+    """README's multi-node command, for real: two launchers, c10d rendezvous on 127.0.0.1.
+
+    Exact by construction on any CPU: both runs give each rank the same slice, run the same
+    kernels at the same thread count, and all-reduce two terms, whose float sum does not depend on
+    the order; so their weights are equal bit for bit (the one-process comparison is the test
+    above)."""
+    nodes, port = tmp_path / "nodes", _free_port()
     launchers = [
         [*TORCHRUN, "--nnodes=2", f"--node_rank={rank}", "--nproc_per_node=1",
          "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", "--rdzv_conf=timeout=60",
-         *TRAIN, "--run-dir", str(run), *SHAPES]
+         *TRAIN, "--run-dir", str(nodes), *SHAPES]
         for rank in (0, 1)
     ]  # fmt: skip
     _run_together(launchers, tmp_path / "logs")
-    _assert_like_one_process(one_process_shapes, run)
+    one_node = tmp_path / "one-node"
+    command = [*TORCHRUN, "--nproc_per_node=2", f"--master_port={_free_port()}", *TRAIN]
+    _run_together([[*command, "--run-dir", str(one_node), *SHAPES]], tmp_path / "logs2")
+    a, b = _state(nodes), _state(one_node)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow
 def test_two_process_ddp_equals_one_process_on_moving_line(tmp_path: Path):
-    """The activity model (no BatchNorm): within 1e-6."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    _run_together([[sys.executable, *TRAIN, "--run-dir", str(one), *LINE]], tmp_path / "l1")
+    """The activity model (no BatchNorm): within ten times the noise floor, as the shapes test."""
+    runs = _one_process_runs(tmp_path, LINE)
+    two = tmp_path / "two"
     command = [*TORCHRUN, "--nproc_per_node=2", f"--master_port={_free_port()}", *TRAIN]
     _run_together([[*command, "--run-dir", str(two), *LINE]], tmp_path / "l2")
-    assert max(_differences(one, two).values()) <= 1e-6
+    _assert_like_one_process(runs, two)
 
 
 def _bn_net() -> nn.Module:
