@@ -38,6 +38,7 @@ from lrcn.extract import extract_features
 from lrcn.io import read_json, write_json_atomic
 from lrcn.predict import evaluate
 from lrcn.report import write_report
+from lrcn.results import load_result, standing
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,25 @@ class Stage:
 RECIPES = {
     "shapes": ("shapes_pretrain", "shapes_two_stage"),
     "moving_shapes": ("moving_shapes_pretrain", "moving_shapes_two_stage"),
+}
+# The recorded result each demo is compared with (docs/results/<name>.json, lrcn.results), and
+# the caption stage's metrics shown beside their recorded range.
+RECORDED = {
+    "shapes": (
+        "demo",
+        (
+            "scene_accuracy",
+            "scene_accuracy_1",
+            "scene_accuracy_2",
+            "scene_accuracy_3",
+            "Bleu_4",
+            "CIDEr",
+        ),
+    ),  # fmt: skip
+    "moving_shapes": (
+        "video_demo",
+        ("motion_accuracy", "motion_colour_accuracy", "Bleu_4", "CIDEr"),
+    ),  # fmt: skip
 }
 
 
@@ -230,9 +250,32 @@ def run_demo(
         "report": str(report),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    for line in summary_lines(stages, summary):
+    *lines, report_line = summary_lines(stages, summary)
+    for line in [*lines, *recorded_range_lines(data, records, overrides), report_line]:
         echo(line)
     return summary
+
+
+def recorded_range_lines(
+    data: str, records: dict[str, Any], overrides: Sequence[str], directory: Path | None = None
+) -> list[str]:
+    """Where this demo's test metrics lie against the range recorded for its recipe over seeds
+    and CPUs (another CPU's kernels round differently, so a run lands anywhere in that range)."""
+    name, metrics = RECORDED[data]
+    record = load_result(name, directory)
+    if record is None:
+        return [f"(no recorded range: docs/results/{name}.json is not here, e.g. in a pip install)"]
+    runs = ", ".join(sorted({str(m.get("capability")) for m in record.get("machines", [])}))
+    lines = [
+        f"recorded for this recipe (docs/results/{name}.json: {len(record.get('each_run', []))} "
+        f"runs over seeds and kernel sets {runs}):"
+    ]
+    if overrides:
+        lines.append(
+            f"  (this run overrides {' '.join(overrides)}: the range is for the recipe as it is)"
+        )
+    lines += standing(records.get("caption", {}).get("result", {}), record, metrics)
+    return lines
 
 
 def _stage_line(stage: Stage, record: dict[str, Any]) -> str:

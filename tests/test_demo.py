@@ -116,3 +116,27 @@ def test_the_video_demo_pretrains_the_frame_encoder_and_captions_from_every_fram
     assert index["shape"] == [64, 4, 32]  # clips x frames x features
     assert "motion_colour_accuracy" in summary["stages"]["caption"]["result"]
     assert any("every motion named right" in line for line in lines)
+
+
+def test_the_demo_prints_where_its_metrics_lie_in_the_recorded_range(first_demo, tmp_path) -> None:
+    """`make demo` ends with its test metrics beside the range docs/results/demo.json records over
+    seeds and kernel sets, and says when its own overrides make that range another config's."""
+    from lrcn.demo import recorded_range_lines
+    from lrcn.results import summarize
+
+    _, _, lines = first_demo
+    text = "\n".join(lines)
+    assert "recorded for this recipe (docs/results/demo.json" in text
+    assert "(this run overrides data.train_size=96" in text
+    runs = [{"scene_accuracy": 0.90, "Bleu_4": 0.75}, {"scene_accuracy": 0.92, "Bleu_4": 0.78}]
+    record = {**summarize(runs), "machines": [{"capability": "AVX2"}], "each_run": runs}
+    (tmp_path / "demo.json").write_text(json.dumps(record))
+    caption = {"caption": {"result": {"scene_accuracy": 0.91, "Bleu_4": 0.70, "CIDEr": 3.0}}}
+    got = recorded_range_lines("shapes", caption, [], tmp_path)
+    assert got[0].startswith("recorded for this recipe (docs/results/demo.json: 2 runs")
+    assert "scene_accuracy 0.910: inside the recorded range 0.900-0.920 (mean 0.910 over 2 runs)" in got[1]  # fmt: skip
+    assert "Bleu_4 0.700: below the recorded range 0.750-0.780" in got[2]
+    assert len(got) == 3  # CIDEr was not recorded: no line for it
+    assert recorded_range_lines("shapes", caption, [], tmp_path / "none")[0].startswith(
+        "(no recorded range"
+    )
