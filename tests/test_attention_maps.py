@@ -106,6 +106,7 @@ def test_attention_weights_are_the_alphas_greedy_decoding_used(inputs):
         torch.testing.assert_close(weights.sum(dim=1), torch.ones(len(caption) + 1))
         assert bool((weights >= 0).all())
         rows = alphas.shape[0]
+        # one forward two ways; weights lie in [0, 1], so 1e-6 is 8 ulps of the largest possible
         torch.testing.assert_close(weights[:rows], alphas, atol=1e-6, rtol=1e-5)
 
 
@@ -126,6 +127,7 @@ def test_attention_weights_do_not_depend_on_the_batch(inputs):
     )
     for i, caption in enumerate(captions):
         assert together[i].shape[0] == len(caption) + 1
+        # other batch sizes, other kernels: weights in [0, 1], 1e-6 is 8 ulps of the largest possible
         torch.testing.assert_close(together[i], alone[i], atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(together[i], shuffled[order.index(i)], atol=1e-6, rtol=1e-5)
 
@@ -244,6 +246,7 @@ def test_evaluation_writes_the_maps_of_every_test_caption(attention_run, tmp_pat
     for result in captions:
         maps = attention.maps[result["image_id"]]
         assert maps.dtype == np.float16 and maps.shape == (len(result["caption"].split()) + 1, 16)
+        # 16 float16 weights summing to 1: rounding moves the sum by under 2**-11 (4.9e-4)
         np.testing.assert_allclose(maps.astype(np.float32).sum(axis=1), 1.0, atol=2e-3)
     # a cap, and 0 writes none (and removes the earlier file: no stale maps)
     evaluate(attention_run, out_dir=tmp_path, overrides=["eval.attention_maps=5"])

@@ -1,4 +1,7 @@
-"""Grids in the feature store (issue 18): extraction, reading row by row, refusals, training."""
+"""Grids in the feature store (issue 18): extraction, reading row by row, refusals, training.
+
+Stored grids are compared with live ones under test_features.FP16 (float16 rounding, relative to
+each value) and read back exactly (the same bytes)."""
 
 from __future__ import annotations
 

@@ -86,6 +86,8 @@ def test_seed_matches_keras_for_both_ways_of_wrapping(keras, wrap):
 
     assert expected.shape == actual.shape == (4, 1)
     assert expected.std() > 0.05  # the comparison is not between saturated outputs
+    # One forward each, on this CPU's kernels: probabilities lie in (0, 1), so 1e-5 is 84 ulps of
+    # the largest possible value, far above what two summation orders give on any CPU.
     np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=0)
 
 
@@ -117,7 +119,7 @@ def test_parity_check_catches_the_two_layout_traps(keras, mistake):
 
     expected, actual = keras_and_lrcn_outputs(keras, keras_model, model)
 
-    assert np.abs(actual - expected).max() > 1e-3
+    assert np.abs(actual - expected).max() > 1e-3  # 100 times the parity bound: not rounding
 
 
 def test_keras_init_matches_keras_initial_weights(keras):
@@ -125,6 +127,7 @@ def test_keras_init_matches_keras_initial_weights(keras):
     conv_kernel, conv_bias, kernel, recurrent_kernel, bias, dense_kernel, dense_bias = (
         keras_model.get_weights()
     )
+    torch.manual_seed(0)  # the conv has 8 weights: unseeded, all 8 under 0.5 * limit 1 run in 256
     model = keras_init_(build_seed_model(HEIGHT, WIDTH, keras_init=False))
     conv = model.frame_encoder.module[1]
     lstm = model.lstm
@@ -140,7 +143,9 @@ def test_keras_init_matches_keras_initial_weights(keras):
         assert np.abs(keras_weight).max() <= limit
         assert weight.abs().max().item() <= limit
         assert weight.abs().max().item() > 0.5 * limit
-    # One orthogonal (50, 200) recurrent kernel in Keras; its transpose in PyTorch.
+    # One orthogonal (50, 200) recurrent kernel in Keras; its transpose in PyTorch. Each entry is
+    # a dot product of two unit vectors of 200 float32 numbers: rounding stays under 200 ulps of 1
+    # (2.4e-5) on any CPU, so 1e-4 is relative to the entries' magnitude of 1.
     np.testing.assert_allclose(recurrent_kernel @ recurrent_kernel.T, np.eye(50), atol=1e-4)
     weight_hh = lstm.weight_hh_l0.detach()
     torch.testing.assert_close(weight_hh.T @ weight_hh, torch.eye(50), atol=1e-4, rtol=0)
@@ -161,7 +166,7 @@ def test_keras_init_covers_stacked_and_bidirectional_recurrent_layers():
 
     lstm, gru, embedding = model
     for name, parameter in [*lstm.named_parameters(), *gru.named_parameters()]:
-        if name.startswith("weight_hh"):
+        if name.startswith("weight_hh"):  # unit columns of at most 20 rows: 1e-5 is 84 ulps of 1
             columns = parameter.shape[1]
             torch.testing.assert_close(
                 parameter.T @ parameter, torch.eye(columns), atol=1e-5, rtol=0

@@ -114,4 +114,6 @@ def test_seed_recipe_learns_the_direction_well_above_chance():
     predictions = model.predict_proba(test["frames"]).argmax(dim=1)  # (200,)
     accuracy = (predictions == test["label"]).float().mean().item()
 
+    # a trajectory with a behavioural threshold: chance is 0.5 and runs land at 0.995-1.0 over
+    # seeds 0-2 (default kernels), so 0.9 holds on any CPU's rounding
     assert accuracy >= 0.9

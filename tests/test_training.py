@@ -34,7 +34,10 @@ def test_loss_falls_on_a_tiny_batch():
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.6 * losses[0]
+    # A trajectory: 30 Adam steps land at 0.55-0.61 of the first loss over seeds 0-2 and the
+    # default, AVX2 and AVX-512 kernels (0.6 failed seed 2), so 0.8 is a wide margin that a model
+    # which does not learn (about 1.0) still fails.
+    assert losses[-1] < 0.8 * losses[0]
 
 
 def test_run_directory_contract(tiny_shapes_run: Path):
