@@ -68,12 +68,18 @@ def _child(run: Path, kill_at: str | None, trace: Path) -> str:
 
 
 def drive(base: Path, seed: int = 0) -> dict:
-    """The uninterrupted run, then the chain of killed-and-resumed runs; a summary."""
+    """The uninterrupted run, then chains of killed-and-resumed runs until KILLS kills; a summary.
+
+    How many kill points one run has depends on its trajectory (each validation that improves
+    writes best.pt: three more points), and so on the CPU's rounding: on the default kernels one
+    chain ended after 24 kills. Another chain (a fresh run folder) follows until KILLS kills are
+    done, so the coverage does not depend on the CPU; every chain must end equal to the reference.
+    """
     from test_crash_checkpoints import same_checkpoint
 
     import lrcn.engine  # noqa: F401 - imported once, before forking
 
-    reference, chained, trace = base / "reference", base / "chained", base / "trace.txt"
+    reference, trace = base / "reference", base / "trace.txt"
     assert _child(reference, None, trace) == "done"
     rng = random.Random(seed)
     # first the points inside epoch 1's writes (its validation always improves on "no best yet"),
@@ -87,24 +93,29 @@ def drive(base: Path, seed: int = 0) -> dict:
         "validate:1",
         "step:2",
     ]
-    outcomes = []
-    while len(outcomes) < KILLS:
-        kill_at = named[len(outcomes)] if len(outcomes) < len(named) else f"*:{rng.randint(1, 11)}"
-        outcomes.append(_child(chained, kill_at, trace))
-        if outcomes[-1] != "killed":
-            break
-    if outcomes[-1] == "killed":
-        outcomes.append(_child(chained, None, trace))
+    outcomes: list[str] = []
+    equal: dict[str, bool] = {"last.pt": True, "best.pt": True}
+    chains = 0
+    while sum(o == "killed" for o in outcomes) < KILLS and chains < 4:
+        chained, chains = base / f"chained{chains}", chains + 1
+        while sum(o == "killed" for o in outcomes) < KILLS:
+            kills = sum(o == "killed" for o in outcomes)
+            kill_at = named[kills] if kills < len(named) else f"*:{rng.randint(1, 11)}"
+            outcomes.append(_child(chained, kill_at, trace))
+            if outcomes[-1] != "killed":
+                break
+        if outcomes[-1] == "killed":
+            outcomes.append(_child(chained, None, trace))
+        for name in equal:
+            equal[name] &= same_checkpoint(reference / "checkpoints" / name, chained / "checkpoints" / name)  # fmt: skip
     points = trace.read_text().split() if trace.exists() else []
     return {
         "outcomes": outcomes,
+        "chains": chains,
         "kills": len(points),
         "points": points,
-        "equal": {
-            name: same_checkpoint(reference / "checkpoints" / name, chained / "checkpoints" / name)
-            for name in ("last.pt", "best.pt")
-        },
-        "temps": [str(p) for p in chained.rglob(".*.tmp")],
+        "equal": equal,
+        "temps": [str(p) for p in base.rglob(".*.tmp")],
     }
 
 
@@ -116,7 +127,8 @@ def test_kill_anywhere_then_resume_ends_bitwise_equal(tmp_path: Path):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["outcomes"][-1] == "done", summary
-    assert summary["kills"] >= 30, summary
+    assert "failed" not in summary["outcomes"], summary  # each chain ends "done"
+    assert summary["kills"] >= KILLS, summary
     assert summary["equal"] == {"last.pt": True, "best.pt": True}, summary
     assert summary["temps"] == [], summary
     where = set(summary["points"])
