@@ -34,7 +34,8 @@ def tune_cpu_allocator() -> bool:
     when freed, so a training step that makes the same large activations every time pays a page
     fault for each 4 KB page of each of them, every step. On the seed's CNN-LSTM (1,600 frames of
     50x50 a batch) that was 75% of the step on CPU: 0.54 s a step against 0.14 s with memory
-    kept (BENCHMARKS.md), the cost FINDINGS.md first attributed to oneDNN's convolution. The
+    kept (BENCHMARKS.md, figure 7); a CPU profile charges the faults to the first kernel that touches
+    the memory, so it looked like oneDNN's convolution (count page faults before trusting it). The
     remedy is what jemalloc and tcmalloc do, and what PyTorch's CPU tuning guides recommend them
     for, without a preloaded library: no ``mmap`` for large blocks and no trimming of the heap.
     Memory a process has used stays counted in its resident size until it ends.

@@ -253,7 +253,7 @@ def build_seed_model(
     Args:
         wrap: "whole" for TimeDistributed(cnn), "per_layer" for one TimeDistributed per layer.
         keras_init: initialise as Keras does; the seed's recipe needs it to converge
-            (FINDINGS.md; also use Adam eps 1e-7).
+            (with PyTorch's default init it stays at chance; also use Adam eps 1e-7).
     """
     cnn, feature_dim = build_seed_cnn(in_channels, filters, kernel_size, pool, height, width)
     model = ActivityClassifier(

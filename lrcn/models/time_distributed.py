@@ -2,7 +2,7 @@
 
 Keras semantics: one wrapped module, so its weights are shared across time steps. Keras 3 calls
 the layer once per step; folding (B, T, ...) into (B*T, ...) gives the same result in one call,
-which is why the PyTorch seed runs about twice as fast (see FINDINGS.md).
+one large kernel call instead of T small ones (BENCHMARKS.md, figure 7, times the seed both ways).
 """
 
 from __future__ import annotations
