@@ -299,75 +299,76 @@ def _scene(record: dict[str, Any], key: str | None = None) -> str:
     return f"{spread(part.get('scene_accuracy'))} ({counts})"
 
 
-def table_captions() -> str:
-    """README: the caption recipes on the embedded data, each figure as mean (range) over runs."""
-    lines = [
-        "| recipe | runs (kernel set, threads) | scene accuracy (1 / 2 / 3 objects) | BLEU-4 | CIDEr | METEOR | leave-one-out BLEU-4 | wall time a run (shared 2-core CPU) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
-    for name in ("demo", "shapes_attention"):
+Cells = Callable[[dict[str, Any]], list[str]]
+
+
+def _table(columns: list[str], rows: list[tuple[str, str | None, Cells]]) -> list[str]:
+    """A markdown table: per row a recipe, its runs and machines, then ``cells(record)``; a recipe
+    with no result file yet gets a row that says how to record it."""
+    header = ["recipe", "runs (kernel set, threads)", *columns]
+    lines = [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
+    for name, label, cells in rows:
         r = load(name)
         if r is None:
-            lines.append(_missing(name, 8))
+            lines.append(_missing(name, len(header)))
             continue
-        lines.append(
-            f"| {r['description']} | {len(r['each_run'])}: {_machines(r)} | {_scene(r)} | "
-            f"{spread(r.get('Bleu_4'))} | {spread(r.get('CIDEr'), 2)} | {spread(r.get('METEOR'))} | "
-            f"{spread(r.get('reference_loo_Bleu_4'))} | {_seconds(r)} |"
-        )
+        row = [label or r["description"], f"{len(r['each_run'])}: {_machines(r)}", *cells(r)]
+        lines.append(f"| {' | '.join(row)} |")
+    return lines
+
+
+WALL = "wall time a run (shared 2-core CPU)"
+
+
+def table_captions() -> str:
+    """README: the caption recipes on the embedded data, each figure as mean (range) over runs."""
+
+    def cells(r: dict[str, Any]) -> list[str]:
+        keys = ("Bleu_4", "CIDEr", "METEOR", "reference_loo_Bleu_4")
+        return [_scene(r), *(spread(r.get(k), 2 if k == "CIDEr" else 3) for k in keys), _seconds(r)]  # fmt: skip
+
+    columns = ["scene accuracy (1 / 2 / 3 objects)", "BLEU-4", "CIDEr", "METEOR", "leave-one-out BLEU-4", WALL]  # fmt: skip
+    lines = _table(columns, [("demo", None, cells), ("shapes_attention", None, cells)])
     demo, att = load("demo") or {}, load("shapes_attention") or {}
+    on_object = att.get("attention_on_object", {})
     lines += [
         "",
         f"The demo's stage 1 alone (its heads on the same test images): every object's colour and "
         f"shape right in {_scene(demo, 'pretrain')} of the scenes. Attention's most attended cell "
         f"lies on the object a colour or shape word names for "
-        f"{spread(att.get('attention_on_object', {}).get('on_object_all'))} of those words (a "
-        f"random cell: {spread(att.get('attention_on_object', {}).get('chance_all'))}).",
+        f"{spread(on_object.get('on_object_all'))} of those words (a random cell: "
+        f"{spread(on_object.get('chance_all'))}).",
     ]
     return "\n".join(lines)
 
 
 def table_video() -> str:
     """README: video description and activity recognition on the embedded clips."""
-    lines = [
-        "| recipe | runs (kernel set, threads) | motion named right | with colours | BLEU-4 | CIDEr | wall time a run (shared 2-core CPU) |",
-        "|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
-    for name in ("video_demo", "moving_shapes_attention"):
-        r = load(name)
-        if r is None:
-            lines.append(_missing(name, 7))
-            continue
-        lines.append(
-            f"| {r['description']} | {len(r['each_run'])}: {_machines(r)} | "
-            f"{spread(r.get('motion_accuracy'))} | {spread(r.get('motion_colour_accuracy'))} | "
-            f"{spread(r.get('Bleu_4'))} | {spread(r.get('CIDEr'), 2)} | {_seconds(r)} |"
-        )
-    r = load("moving_line")
-    if r is None:
-        lines.append(_missing("moving_line", 7))
-    else:
-        lines.append(
-            f"| {r['description']} | {len(r['each_run'])}: {_machines(r)} | test accuracy "
-            f"{spread(r.get('accuracy'))} | | | | {_seconds(r)} |"
-        )
-    return "\n".join(lines)
+
+    def cells(r: dict[str, Any]) -> list[str]:
+        keys = ("motion_accuracy", "motion_colour_accuracy", "Bleu_4", "CIDEr")
+        return [*(spread(r.get(k), 2 if k == "CIDEr" else 3) for k in keys), _seconds(r)]
+
+    def activity(r: dict[str, Any]) -> list[str]:
+        return [f"test accuracy {spread(r.get('accuracy'))}", "", "", "", _seconds(r)]
+
+    columns = ["motion named right", "with colours", "BLEU-4", "CIDEr", WALL]
+    rows = [("video_demo", None, cells), ("moving_shapes_attention", None, cells)]
+    return "\n".join(_table(columns, [*rows, ("moving_line", None, activity)]))
 
 
 def table_quality() -> str:
     """BENCHMARKS.md: the test quality of the recipes whose speed it measures."""
-    lines = ["| recipe | runs (kernel set, threads) | test quality |", "|---|---|---|"]
-    for name, label, key in (
-        ("moving_line", "accuracy", "accuracy"),
-        ("demo", "scene accuracy", "scene_accuracy"),
-        ("video_demo", "motion named right", "motion_accuracy"),
-    ):
-        r = load(name)
-        if r is None:
-            lines.append(_missing(name, 3))
-            continue
-        lines.append(f"| `{name}` | {len(r['each_run'])}: {_machines(r)} | {label} {spread(r.get(key))} |")  # fmt: skip
-    return "\n".join(lines)
+
+    def quality(label: str, key: str) -> Cells:
+        return lambda r: [f"{label} {spread(r.get(key))}"]
+
+    rows = [
+        ("moving_line", "`moving_line`", quality("accuracy", "accuracy")),
+        ("demo", "`demo`", quality("scene accuracy", "scene_accuracy")),
+        ("video_demo", "`video_demo`", quality("motion named right", "motion_accuracy")),
+    ]
+    return "\n".join(_table(["test quality"], rows))
 
 
 TABLES: dict[str, Callable[[], str]] = {
