@@ -298,7 +298,9 @@ class Range(typing.NamedTuple):
     def admits(self, value: float) -> bool:
         """True when ``value`` is finite and inside the range."""
         if isinstance(value, float) and not math.isfinite(value):
-            return False  # (ints are compared exactly: 10**400 has no float)
+            return False
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            return False  # no float either (10**400), and torch and numpy take 64 bits at most
         if self.low is not None and (value <= self.low if self.open_low else value < self.low):
             return False
         return self.high is None or (value < self.high if self.open_high else value <= self.high)
@@ -395,6 +397,8 @@ def _check_ranges(cfg: Config, source: str) -> None:
         value = _value(cfg, key)
         if not valid.admits(value):
             why = f" ({valid.why})" if valid.why else ""
+            if isinstance(value, int) and not -(2**63) <= value < 2**63:
+                why = " (more than 64 bits)"
             raise LrcnError(
                 f"{source}: `{key}` is {shown(value)}, which cannot work{why}; set it to "
                 f"{valid.describe(isinstance(value, int))} (default {_value(defaults, key)!r})."

@@ -141,9 +141,9 @@ def check_expansion(root: Node, limit: int = MAX_NODES) -> int:
             sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
             if sizes[key] > limit:
                 raise Refused(
-                    f"its aliases would expand the value starting here to more than {limit} YAML "
-                    f"nodes (a config has a few hundred); write the values out instead of nesting "
-                    f"aliases of aliases",
+                    f"the value starting here holds more than {limit} YAML nodes once its "
+                    f"aliases are expanded (a config has a few hundred); write the values out "
+                    f"instead of nesting aliases of aliases",
                     _line(node),
                 )
             continue
