@@ -23,6 +23,7 @@ from lrcn.config_yaml import (
     load_yaml,
     parse_yaml,
     shown,
+    shown_name,
 )
 from lrcn.errors import LrcnError
 from lrcn.io import write_text_atomic
@@ -277,7 +278,7 @@ def _apply(obj: Any, data: dict[str, Any], source: str, prefix: str = "") -> Non
         if key not in names:
             valid = ", ".join(_valid_keys(type(obj), prefix))
             raise LrcnError(
-                f"{source}: unknown config key {_shown_key(dotted)}; valid keys are: {valid}."
+                f"{source}: unknown config key {shown_name(dotted)}; valid keys are: {valid}."
             )
         if dataclasses.is_dataclass(hints[key]):
             _apply(getattr(obj, key), value, source, dotted + ".")
@@ -451,13 +452,6 @@ def _override_source(text: str) -> str:
     return f"override `{text[:SHOWN_CHARACTERS]}...` ({len(text)} characters)"
 
 
-def _shown_key(key: str) -> str:
-    """A config key in backticks for messages, a long one cut to its first characters."""
-    if len(key) <= SHOWN_CHARACTERS:
-        return f"`{key}`"
-    return f"`{key[:SHOWN_CHARACTERS]}...` ({len(key)} characters)"
-
-
 def parse_override(text: str) -> tuple[str, Any]:
     """``"train.epochs=2"`` -> ``("train.epochs", 2)``; values are parsed as YAML scalars (YAML
     1.2's core schema, as config files: ``yes`` stays a string); text that is not YAML stays text.
@@ -531,7 +525,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         key, value = parse_override(text)
         if key not in valid_keys and not any(k.startswith(key + ".") for k in valid_keys):
             raise LrcnError(
-                f"{_override_source(text)}: unknown config key {_shown_key(key)}; valid keys "
+                f"{_override_source(text)}: unknown config key {shown_name(key)}; valid keys "
                 f"are: {', '.join(valid_keys)}."
             )
         _apply(cfg, _nest(key, value), _override_source(text))
@@ -547,7 +541,7 @@ def load_config_over(cfg: Config, overrides: list[str]) -> Config:
         key, value = parse_override(text)
         if key not in valid_keys:
             raise LrcnError(
-                f"{_override_source(text)}: unknown config key {_shown_key(key)}; valid keys "
+                f"{_override_source(text)}: unknown config key {shown_name(key)}; valid keys "
                 f"are: {', '.join(valid_keys)}."
             )
         _apply(cfg, _nest(key, value), _override_source(text))

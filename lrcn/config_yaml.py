@@ -99,6 +99,14 @@ def shown(value: Any) -> str:
     return text if len(text) <= SHOWN_CHARACTERS else text[:SHOWN_CHARACTERS] + "..."
 
 
+def shown_name(name: str) -> str:
+    r"""A user's name (a config key, a dataset) in backticks for messages, a long one cut to its
+    first ``SHOWN_CHARACTERS`` (``\`kkkk...\` (1006 characters)``)."""
+    if len(name) <= SHOWN_CHARACTERS:
+        return f"`{name}`"
+    return f"`{name[:SHOWN_CHARACTERS]}...` ({len(name)} characters)"
+
+
 class Refused(yaml.YAMLError):
     """A document the config loader will not build: ``reason`` says why and what to do instead;
     ``line`` (1-based) is where, or None."""

@@ -237,3 +237,14 @@ def test_a_saved_config_reads_back_equal_even_with_strings_that_look_like_number
     assert Config().to_dict().keys() == saved.keys()
     assert (saved["data"]["manifest"], saved["data"]["features"]) == ("1e5", "yes")
     assert (saved["train"]["init_from"], saved["encoder"]["weights"]) == ("0x10", "010")
+
+
+def test_check_config_cuts_long_names_too():
+    from lrcn.build import build_attribute_dataset, check_config
+
+    with pytest.raises(LrcnError) as info:
+        check_config(load_config(None, ["encoder.name=" + "e" * 3000]))
+    assert "e" * 81 not in str(info.value) and "(3000 characters)" in str(info.value)
+    with pytest.raises(LrcnError) as info:
+        build_attribute_dataset(load_config(None, ["data.dataset=" + "d" * 3000]), "train")
+    assert "d" * 81 not in str(info.value) and "(3000 characters)" in str(info.value)
