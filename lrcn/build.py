@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from lrcn.config import Config
+from lrcn.config_yaml import shown, shown_name
 from lrcn.data.datasets import Source
 from lrcn.data.manifest import read_manifest
 from lrcn.data.sources import ManifestImageSource, ManifestVideoSource
@@ -62,7 +63,7 @@ def check_config(cfg: Config, source: str = "config") -> None:
         for value in values:
             if value not in known:
                 raise LrcnError(
-                    f"{source}: `{key}` is {value!r}, which is not registered for task "
+                    f"{source}: `{key}` is {shown(value)}, which is not registered for task "
                     f"{cfg.task}; choose one of {', '.join(known)} (or register your own)."
                 )
 
@@ -116,7 +117,7 @@ def build_source_raw(cfg: Config, split: str) -> Source:
             return ManifestImageSource(records, cfg.data.image_size, mean, std)
         return ManifestVideoSource(records, cfg.data.image_size, mean, std, cfg.data.num_frames)
     raise LrcnError(
-        f"data.dataset `{cfg.data.dataset}` does not fit task `{cfg.task}`; see configs/ for working pairs."
+        f"data.dataset {shown_name(cfg.data.dataset)} does not fit task `{cfg.task}`; see configs/ for working pairs."
     )
 
 
@@ -150,7 +151,7 @@ def build_activity_dataset(cfg: Config, split: str) -> tuple[Dataset, list[str]]
             ) from None
         return ActivitySourceDataset(build_source_raw(cfg, split)), labels
     raise LrcnError(
-        f"data.dataset `{cfg.data.dataset}` does not fit task activity; use moving_line or manifest."
+        f"data.dataset {shown_name(cfg.data.dataset)} does not fit task activity; use moving_line or manifest."
     )
 
 
@@ -160,7 +161,7 @@ def build_attribute_dataset(cfg: Config, split: str) -> Dataset:
     synthetic = find_dataset(cfg.data.dataset, "attributes")
     if synthetic is None:
         raise LrcnError(
-            f"data.dataset `{cfg.data.dataset}` has no attribute labels for task attributes; "
+            f"data.dataset {shown_name(cfg.data.dataset)} has no attribute labels for task attributes; "
             f"choose one of {', '.join(available_datasets('attributes'))}."
         )
     return _synthetic_split(synthetic.builder, cfg, split)

@@ -16,6 +16,15 @@ from typing import Any
 
 import yaml
 
+from lrcn.config_yaml import (
+    SHOWN_CHARACTERS,
+    Refused,
+    dump_yaml,
+    load_yaml,
+    parse_yaml,
+    shown,
+    shown_name,
+)
 from lrcn.errors import LrcnError
 from lrcn.io import write_text_atomic
 from lrcn.recipes import resolve_config
@@ -256,7 +265,7 @@ _SCALARS: dict[Any, tuple[str, Any]] = {
 
 
 def _type_error(value: Any, expected: str, key: str, source: str) -> typing.NoReturn:
-    raise LrcnError(f"{source}: `{key}` must be {expected}, got {value!r}; fix the value.")
+    raise LrcnError(f"{source}: `{key}` must be {expected}, got {shown(value)}; fix the value.")
 
 
 def _apply(obj: Any, data: dict[str, Any], source: str, prefix: str = "") -> None:
@@ -268,7 +277,9 @@ def _apply(obj: Any, data: dict[str, Any], source: str, prefix: str = "") -> Non
         dotted = prefix + str(key)
         if key not in names:
             valid = ", ".join(_valid_keys(type(obj), prefix))
-            raise LrcnError(f"{source}: unknown config key `{dotted}`; valid keys are: {valid}.")
+            raise LrcnError(
+                f"{source}: unknown config key {shown_name(dotted)}; valid keys are: {valid}."
+            )
         if dataclasses.is_dataclass(hints[key]):
             _apply(getattr(obj, key), value, source, dotted + ".")
         else:
@@ -287,8 +298,10 @@ class Range(typing.NamedTuple):
 
     def admits(self, value: float) -> bool:
         """True when ``value`` is finite and inside the range."""
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             return False
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            return False  # no float either (10**400), and torch and numpy take 64 bits at most
         if self.low is not None and (value <= self.low if self.open_low else value < self.low):
             return False
         return self.high is None or (value < self.high if self.open_high else value <= self.high)
@@ -385,8 +398,10 @@ def _check_ranges(cfg: Config, source: str) -> None:
         value = _value(cfg, key)
         if not valid.admits(value):
             why = f" ({valid.why})" if valid.why else ""
+            if isinstance(value, int) and not -(2**63) <= value < 2**63:
+                why = " (more than 64 bits)"
             raise LrcnError(
-                f"{source}: `{key}` is {value!r}, which cannot work{why}; set it to "
+                f"{source}: `{key}` is {shown(value)}, which cannot work{why}; set it to "
                 f"{valid.describe(isinstance(value, int))} (default {_value(defaults, key)!r})."
             )
     if cfg.data.dataset != "manifest":
@@ -414,12 +429,14 @@ def _validate(cfg: Config, source: str) -> None:
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
-            raise LrcnError(f"{source}: `{key}` is {value!r}; choose one of {', '.join(allowed)}.")
+            raise LrcnError(
+                f"{source}: `{key}` is {shown(value)}; choose one of {', '.join(allowed)}."
+            )
     _check_ranges(cfg, source)
     monitors = VALIDATION_METRICS[cfg.task]
     if cfg.train.monitor not in ("auto", *monitors):
         raise LrcnError(
-            f"{source}: `train.monitor` is {cfg.train.monitor!r}, which validation does not report "
+            f"{source}: `train.monitor` is {shown(cfg.train.monitor)}, which validation does not report "
             f"for task {cfg.task}; choose auto or one of {', '.join(monitors)}."
         )
     if cfg.data.dataset == "manifest" and not cfg.data.manifest:
@@ -428,13 +445,29 @@ def _validate(cfg: Config, source: str) -> None:
         )
 
 
+def _override_source(text: str) -> str:
+    """``override `train.epochs=2``` for messages, a long override cut to its first characters."""
+    if len(text) <= SHOWN_CHARACTERS:
+        return f"override `{text}`"
+    return f"override `{text[:SHOWN_CHARACTERS]}...` ({len(text)} characters)"
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"train.epochs=2"`` -> ``("train.epochs", 2)``; values are parsed as YAML scalars."""
+    """``"train.epochs=2"`` -> ``("train.epochs", 2)``; values are parsed as YAML scalars (YAML
+    1.2's core schema, as config files: ``yes`` stays a string); text that is not YAML stays text.
+
+    Raises:
+        LrcnError: no ``=``, or a value the config loader refuses (``0x10``, nested aliases...).
+    """
     if "=" not in text:
-        raise LrcnError(f"override `{text}` is not of the form key=value (e.g. train.epochs=2).")
+        raise LrcnError(
+            f"{_override_source(text)} is not of the form key=value (e.g. train.epochs=2)."
+        )
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = parse_yaml(raw) if raw != "" else ""
+    except Refused as exc:
+        raise LrcnError(f"{_override_source(text)}: {exc.reason}.") from None
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
@@ -485,21 +518,17 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise LrcnError(
                 f"{path}: cannot read the config ({exc.__class__.__name__}); pass a YAML file."
             ) from None
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise LrcnError(f"{path}{where}: not valid YAML; fix the syntax there.") from None
+        data = load_yaml(text, str(path)) or {}
         _apply(cfg, data, source)
     valid_keys = _valid_keys(Config)
     for text in overrides or []:
         key, value = parse_override(text)
         if key not in valid_keys and not any(k.startswith(key + ".") for k in valid_keys):
             raise LrcnError(
-                f"override `{text}`: unknown config key `{key}`; valid keys are: {', '.join(valid_keys)}."
+                f"{_override_source(text)}: unknown config key {shown_name(key)}; valid keys "
+                f"are: {', '.join(valid_keys)}."
             )
-        _apply(cfg, _nest(key, value), f"override `{text}`")
+        _apply(cfg, _nest(key, value), _override_source(text))
     _validate(cfg, source)
     return cfg
 
@@ -512,9 +541,10 @@ def load_config_over(cfg: Config, overrides: list[str]) -> Config:
         key, value = parse_override(text)
         if key not in valid_keys:
             raise LrcnError(
-                f"override `{text}`: unknown config key `{key}`; valid keys are: {', '.join(valid_keys)}."
+                f"{_override_source(text)}: unknown config key {shown_name(key)}; valid keys "
+                f"are: {', '.join(valid_keys)}."
             )
-        _apply(cfg, _nest(key, value), f"override `{text}`")
+        _apply(cfg, _nest(key, value), _override_source(text))
     _validate(cfg, "overrides")
     return cfg
 
@@ -522,4 +552,4 @@ def load_config_over(cfg: Config, overrides: list[str]) -> Config:
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
 
-    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_text_atomic(path, dump_yaml(cfg.to_dict()))

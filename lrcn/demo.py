@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lrcn.config import Config, config_from_dict, load_config
+from lrcn.config_yaml import load_yaml
 from lrcn.engine import fit
 from lrcn.errors import LrcnError
 from lrcn.extract import extract_features
@@ -156,9 +155,10 @@ def _set_aside(folder: Path) -> None:
 def _saved_config(folder: Path) -> dict[str, Any] | None:
     """The resolved config a run folder was started with, or None when it cannot be read."""
     try:
-        saved = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-        return config_from_dict(saved, str(folder / "config.yaml")).to_dict()
-    except (LrcnError, OSError, ValueError, yaml.YAMLError):
+        path = folder / "config.yaml"
+        saved = load_yaml(path.read_text(encoding="utf-8"), str(path))
+        return config_from_dict(saved, str(path)).to_dict()
+    except (LrcnError, OSError, ValueError):
         return None
 
 
