@@ -182,6 +182,8 @@ def _print_metrics(metrics: dict) -> None:
         interval = metrics.get(f"{key}_ci95")
         bounds = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if isinstance(interval, list) else ""
         print(f"{key:<{width}}  {value:.4f}{bounds}")
+    if metrics.get("bootstrap_note"):
+        print(f"({metrics['bootstrap_note']})")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
