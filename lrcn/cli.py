@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Iterable
@@ -181,6 +182,8 @@ def _print_metrics(metrics: dict) -> None:
         interval = metrics.get(f"{key}_ci95")
         bounds = f" [{interval[0]:.4f}, {interval[1]:.4f}]" if isinstance(interval, list) else ""
         print(f"{key:<{width}}  {value:.4f}{bounds}")
+    if metrics.get("bootstrap_note"):
+        print(f"({metrics['bootstrap_note']})")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -210,6 +213,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise LrcnError(
                 f"{run_dir}: already holds a run; pass --resume {run_dir} or another --run-dir."
             )
+        args.run_dir = str(run_dir)  # for the stop sentence: `lrcn train --resume RUN_DIR`
         summary = fit(cfg, run_dir)
     print(
         f"run: {run_dir}  epochs: {summary['epochs']}  best val {summary['monitor']}: {summary['best']}"
@@ -420,11 +424,25 @@ def _run_with_tensors(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
     except StopRequested as exc:
-        print(
-            f"lrcn {args.command}: stopped by {exc}; a checkpoint was saved — continue with `lrcn train --resume RUN`.",
-            file=sys.stderr,
-        )
+        print(f"lrcn {args.command}: stopped by {exc}; {_how_to_continue(args)}", file=sys.stderr)
         return 130
+
+
+def _how_to_continue(args: argparse.Namespace) -> str:
+    """What continues a stopped run: the same `lrcn demo` again (finished stages are reused, the
+    stopped one resumes from its checkpoint), or `lrcn train --resume` of the run's folder."""
+    if args.command == "demo":
+        rerun = ["lrcn", "demo", *(["--video"] if args.video else [])]
+        rerun += [*(["--root", args.root] if args.root else []), *args.overrides]
+        return (
+            "the finished stages and the stopped one's checkpoint are kept — rerun "
+            f"`{shlex.join(rerun)}` to reuse them and continue."
+        )
+    run = getattr(args, "resume", None) or getattr(args, "run_dir", None)
+    return (
+        "a checkpoint was saved — continue with "
+        f"`lrcn train --resume {shlex.quote(str(run)) if run else 'RUN'}`."
+    )
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -446,8 +464,26 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+# The status of a process that wrote to a pipe its reader had closed (128 + SIGPIPE), as a shell
+# reports for `yes | head -1`: the output was cut short, which 0 would hide from `set -o pipefail`.
+STATUS_READER_GONE = 141
+
+
+def _reader_went_away() -> int:
+    """stdout's reader closed the pipe (``lrcn recipes | head -1``): the rest of the output is
+    dropped without a traceback. stdout is pointed at devnull (Python's documented recipe) so the
+    interpreter's flush at exit has somewhere to write what is still buffered."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file (e.g. replaced in-process)
+        pass
+    return STATUS_READER_GONE
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one ``lrcn`` command; returns the exit status (2 for an error a user can fix)."""
+    """Run one ``lrcn`` command; returns the exit status (2 for an error a user can fix, 141 when
+    stdout's reader closed the pipe, 130 when stopped)."""
     args = _parse(sys.argv[1:] if argv is None else list(argv))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -456,8 +492,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command in TENSOR_COMMANDS:
-            return _run_with_tensors(args)
-        return COMMANDS[args.command](args)
+            status = _run_with_tensors(args)
+        else:
+            status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that went away shows here, not in the exit's own flush
+        return status
+    except BrokenPipeError:
+        return _reader_went_away()
     except LrcnError as exc:
         print(f"lrcn {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -131,3 +131,27 @@ def test_manifest_videos_report_clip_and_video_accuracy(shared_data: Path, tmp_p
     )
     for key in ("accuracy", "clip_accuracy", "video_accuracy"):
         assert parallel[key] == metrics[key], key
+
+
+def test_an_image_given_to_classify_is_refused_not_labelled(line_run: Path, tmp_path: Path):
+    """A PNG would be read as a one-frame video and labelled without a word; it is refused with
+    a sentence naming it, while a folder of the same frames is a video and gets its label."""
+    import numpy as np
+    from PIL import Image
+
+    from lrcn.predict import iter_classifications
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for n in range(8):
+        Image.fromarray(np.full((16, 16, 3), 30 * n, np.uint8)).save(frames / f"{n:03d}.png")
+    photo = frames / "003.png"
+    results = list(iter_classifications(line_run, [str(photo), str(frames)]))
+    (path, label, _, error), (_, folder_label, _, folder_error) = results
+    assert path == str(photo) and label is None
+    assert error == (
+        f"{photo} is an image, and lrcn classify with a video classifier takes videos or frame "
+        "folders (a folder of one video's frames); pass the video file, or the folder that "
+        "holds its frames."
+    )
+    assert folder_error is None and folder_label in ("left_to_right", "right_to_left")

@@ -180,3 +180,29 @@ def test_meteor_is_resampled_through_its_statistics_not_as_a_mean(tmp_path):
     write_per_item(tmp_path / "per_item.json", evaluation, hyps)
     _, _, read_back = read_per_item(tmp_path / "per_item.json")
     assert read_back.corpus()["METEOR"][0] == pytest.approx(corpus, abs=1e-12)
+
+
+def test_one_item_gets_no_interval_but_a_note_saying_why(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every resample of one item is that item: a [x, x] interval would look like certainty. With
+    fewer than 2 items the intervals are left out and ``bootstrap_note`` says why (in the JSON of
+    `lrcn score`, under the table of `lrcn evaluate`); two items get their intervals."""
+    from lrcn.cli import _print_metrics
+
+    refs = {"a": ["a red square on the left"], "b": ["a blue circle in the middle"]}
+    one = metrics.score(refs, {"a": "a red square"}, ["bleu", "cider"], "python", bootstrap=100)
+    assert not [key for key in one if key.endswith("_ci95")]
+    assert one["bootstrap_note"] == (
+        "no 95% intervals: the bootstrap resamples items and needs at least 2, this evaluation "
+        "has 1"
+    )
+    _print_metrics(one)
+    assert capsys.readouterr().out.rstrip().endswith(f"({one['bootstrap_note']})")
+    hyps = {"a": "a red square", "b": "a blue circle"}
+    two = metrics.score(refs, hyps, ["bleu", "cider"], "python", bootstrap=100)
+    assert "Bleu_1_ci95" in two and "bootstrap_note" not in two
+    assert "bootstrap_note" not in metrics.score(refs, {"a": "a red"}, ["bleu"], "python")
+    from lrcn.report.page import _metric_table
+
+    assert "no 95% intervals: the bootstrap resamples items" in _metric_table(one)

@@ -146,6 +146,25 @@ def test_broken_quote_names_its_line(tmp_path: Path) -> None:
         read_images(root, captions=str(broken))
 
 
+def test_a_quoted_caption_may_span_lines_as_csv_allows(tmp_path: Path) -> None:
+    """A newline inside quotes is part of the cell (RFC 4180, the csv module, spreadsheets that
+    save a caption typed over two lines); the rows after it keep their own line numbers."""
+    root = tmp_path / "photos"
+    _photos(root, ["x.png", "y.png"])
+    path = tmp_path / "c.csv"
+    path.write_text('image,caption\nx.png,"a red square\non a ""grey"" field"\ny.png,a\n',
+                    encoding="utf-8")  # fmt: skip
+    records = read_images(root, captions=str(path), val_fraction=0, test_fraction=0)
+    assert {r["id"]: r["captions"] for r in records} == {
+        "x": ['a red square on a "grey" field'],
+        "y": ["a"],
+    }
+    tsv = tmp_path / "c.tsv"
+    tsv.write_text('image\tcaption\nx.png\t"two\r\nlines"\r\nnope.png\tb\r\n', encoding="utf-8")
+    with pytest.raises(LrcnError, match=r"c.tsv line 4 names nope.png"):
+        read_images(root, captions=str(tsv))
+
+
 def test_a_caption_naming_a_missing_image_is_one_sentence(tmp_path: Path) -> None:
     root = tmp_path / "photos"
     _photos(root, ["x.png"])
@@ -189,6 +208,21 @@ def test_check_pass_reports_each_problem_once_and_keeps_the_rest(tmp_path: Path)
                          ("images with no row in the captions file", 1)]:  # fmt: skip
         assert re.search(rf"^{check} +{count} ", table, re.M), (check, table)
     assert "unlisted.png" in table and "bad.png is not an image" in table
+
+
+def test_checks_cite_each_caption_at_its_own_line(tmp_path: Path) -> None:
+    """An image's third row holding an empty caption is cited at line 4, not at line 2 where the
+    image first appears; a caption merged in from another name of the file keeps its line too."""
+    root = tmp_path / "photos"
+    _photos(root, ["one.png", "two.png"])
+    path = _write_csv(tmp_path / "c.csv", [
+        ["image", "caption"], ["one.png", "a red one"], ["two.png", "green"],
+        ["one.png", "..."], ["./two.png", "?!"],
+    ])  # fmt: skip
+    prepare("images", root, tmp_path / "manifest", captions=str(path))
+    table = (tmp_path / "manifest" / "checks.txt").read_text()
+    assert f"one.png: '...' (captions file {path} line 4)" in table
+    assert f"two.png: '?!' (captions file {path} line 5)" in table
 
 
 def test_prepare_images_prints_the_check_table(

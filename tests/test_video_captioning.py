@@ -73,3 +73,18 @@ def test_caption_real_msvd_frame_folders(video_run: Path, shared_data: Path):
     results = caption_files(video_run, [r["path"] for r in records])
     assert [p for p, _ in results] == [r["path"] for r in records]
     assert all(isinstance(c, str) and c for _, c in results)
+
+
+def test_an_image_given_to_a_video_captioner_is_refused(video_run: Path, tmp_path: Path):
+    """A video captioner would caption a PNG as a one-frame video; it names the file instead."""
+    import numpy as np
+    from PIL import Image
+
+    from lrcn.predict import iter_captions
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(photo)
+    [(path, caption, error)] = list(iter_captions(video_run, [str(photo)]))
+    assert path == str(photo) and caption is None
+    assert error is not None and error.startswith(f"{photo} is an image, and lrcn caption with")
+    assert "takes videos or frame folders" in error

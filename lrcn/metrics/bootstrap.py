@@ -21,6 +21,7 @@ from lrcn.metrics.registry import SummedStatistics
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0
 LEVEL = 0.95
+MIN_ITEMS = 2  # every resample of one item is that item: its "interval" would have no width
 
 
 class ItemScores:
@@ -112,12 +113,23 @@ def bootstrap_intervals(
     """95% percentile intervals of every corpus score, items resampled with replacement.
 
     Returns:
-        ``<key>_ci95`` -> [low, high] for every key of ``scores``; empty when ``resamples`` is 0.
+        ``<key>_ci95`` -> [low, high] for every key of ``scores``; empty when ``resamples`` is 0
+        or there are fewer than `MIN_ITEMS` items (`interval_note` says why).
     """
-    if resamples <= 0 or scores.size == 0:
+    if resamples <= 0 or scores.size < MIN_ITEMS:
         return {}
     samples = scores.corpus(resample_counts(scores.size, resamples, seed))
     return {f"{key}_ci95": _interval(values) for key, values in samples.items()}
+
+
+def interval_note(size: int, resamples: int) -> str | None:
+    """Why `bootstrap_intervals` gave no intervals though ``resamples`` asked for them, or None."""
+    if resamples <= 0 or size >= MIN_ITEMS:
+        return None
+    return (
+        f"no 95% intervals: the bootstrap resamples items and needs at least {MIN_ITEMS}, "
+        f"this evaluation has {size}"
+    )
 
 
 def paired_test(

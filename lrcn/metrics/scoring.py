@@ -15,7 +15,12 @@ import numpy as np
 
 from lrcn.errors import LrcnError
 from lrcn.metrics.bleu import BleuStatistics, bleu_statistics
-from lrcn.metrics.bootstrap import DEFAULT_SEED, ItemScores, bootstrap_intervals
+from lrcn.metrics.bootstrap import (
+    DEFAULT_SEED,
+    ItemScores,
+    bootstrap_intervals,
+    interval_note,
+)
 from lrcn.metrics.ngrams import eval_table, shared_tables
 from lrcn.metrics.registry import (
     METRIC_ORDER,
@@ -236,10 +241,15 @@ class ItemEvaluation:
         return ItemScores(means, self.bleu, self.summed)
 
     def results(self, bootstrap: int = 0, seed: int = DEFAULT_SEED) -> dict[str, Any]:
-        """`score`'s dict: corpus scores, ``<key>_ci95`` intervals when ``bootstrap`` > 0,
-        ``tokenizer`` and ``unavailable``."""
+        """`score`'s dict: corpus scores, ``<key>_ci95`` intervals when ``bootstrap`` > 0 (or
+        ``bootstrap_note`` saying why not, with fewer than 2 items), ``tokenizer`` and
+        ``unavailable``."""
         out: dict[str, Any] = dict(self.corpus)
-        out.update(bootstrap_intervals(self.item_scores(), bootstrap, seed))
+        items = self.item_scores()
+        out.update(bootstrap_intervals(items, bootstrap, seed))
+        note = interval_note(items.size, bootstrap)
+        if note is not None:
+            out["bootstrap_note"] = note
         out["tokenizer"] = self.tokenizer
         if self.unavailable:
             out["unavailable"] = self.unavailable
@@ -290,8 +300,9 @@ def score(
     Returns:
         ``Bleu_1``..``Bleu_4``, ``METEOR``, ``ROUGE_L``, ``CIDEr`` (those asked for and
         available, and the keys of other registered metrics asked for), their ``<key>_ci95``
-        intervals when ``bootstrap`` > 0, ``tokenizer`` (the one used) and, when a metric could
-        not run, ``unavailable`` (metric -> reason).
+        intervals when ``bootstrap`` > 0 (with a single item none, and ``bootstrap_note`` says
+        so), ``tokenizer`` (the one used) and, when a metric could not run, ``unavailable``
+        (metric -> reason).
 
     Raises:
         LrcnError: unknown metric, missing keys, a caption that is not text, or an item whose

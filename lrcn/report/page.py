@@ -148,6 +148,12 @@ def _metric_table(metrics: dict[str, Any]) -> str:
         f'<div class="card" style="display:inline-block"><table class="metrics"><thead><tr>'
         f"<th>metric</th>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
     )
+    notes_html = "".join(f'<p class="note">{n}</p>' for n in _notes(metrics, names))
+    return table + notes_html + _caption_statistics(metrics.get("caption_statistics"))
+
+
+def _notes(metrics: dict[str, Any], names: list[str]) -> list[str]:
+    """The lines under the metrics table: baselines, details, intervals, what was not computed."""
     notes = []
     if metrics.get("baseline_caption"):
         notes.append(
@@ -166,11 +172,12 @@ def _metric_table(metrics: dict[str, Any]) -> str:
             "[low, high]: 95% bootstrap interval over items (resampling the split's items); "
             "compare two models on the same items with `lrcn compare`"
         )
+    if metrics.get("bootstrap_note"):
+        notes.append(_esc(metrics["bootstrap_note"]))
     unavailable = metrics.get("unavailable")
     if isinstance(unavailable, dict):
         notes += [f"{_esc(k)} not computed: {_esc(v)}" for k, v in unavailable.items()]
-    notes_html = "".join(f'<p class="note">{n}</p>' for n in notes)
-    return table + notes_html + _caption_statistics(metrics.get("caption_statistics"))
+    return notes
 
 
 _STATISTICS = (

@@ -241,7 +241,8 @@ def resolve_entries(
             resolved[relative] = entry
             continue
         checks.add(twice, f"{entry.name} ({entry.where}) is {other.name} ({other.where})")
-        other.captions += entry.captions
+        for number, caption in enumerate(entry.captions):
+            other.add_captions([caption], entry.caption_where(number))
         if entry.split and other.split not in (None, entry.split):
             raise LrcnError(
                 f"{entry.where} puts {entry.name} in {entry.split} but {other.where} puts the "
@@ -270,13 +271,14 @@ def drop_empty_captions(resolved: dict[str, Entry], checks: CheckSummary, what: 
     checks.declare(empty, "caption left out")
     checks.declare(bare, "left out")
     for relative, entry in list(resolved.items()):
-        kept = []
-        for caption in entry.captions:
+        kept, rows = [], []
+        for index, caption in enumerate(entry.captions):
             if has_words(caption):
                 kept.append(caption)
+                rows.append(entry.caption_where(index))
             else:
-                checks.add(empty, f"{entry.name}: {caption!r} ({entry.where})")
-        entry.captions = kept
+                checks.add(empty, f"{entry.name}: {caption!r} ({entry.caption_where(index)})")
+        entry.captions, entry.caption_rows = kept, rows
         if not kept:
             checks.add(bare, f"{entry.name} ({entry.where})")
             del resolved[relative]

@@ -69,7 +69,14 @@ def read_table(path: Path, what: str = "captions file") -> Table:
     return _read_delimited(path, what)
 
 
+# A last line no captions file holds: a quote still open at the end of the file swallows it
+# into a cell, which is how an unclosed quote is told from a quoted caption spanning lines.
+_END = "\uffff"
+
+
 def _read_delimited(path: Path, what: str) -> Table:
+    """Rows of a CSV/TSV by the csv module's quoting rules: a quoted cell may hold the delimiter,
+    doubled quotes and line ends (a row is numbered by the line it starts on)."""
     text = read_text(path, what)
     header_line = text.split("\n", 1)[0]
     delimiter = next((d for d in _DELIMITERS if d in header_line), None)
@@ -78,7 +85,11 @@ def _read_delimited(path: Path, what: str) -> Table:
             f"{what} {path} line 1 ({header_line[:60]!r}) is not a header of columns separated by "
             "commas or tabs; start the file with a header such as 'image,caption'."
         )
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    end = _END
+    while end in text:
+        end += _END
+    ending = "" if text.endswith("\n") else "\n"
+    reader = csv.reader(io.StringIO(f"{text}{ending}{end}\n", newline=""), delimiter=delimiter)
     table = Table(path, what, [])
     start = 1
     while True:
@@ -90,11 +101,12 @@ def _read_delimited(path: Path, what: str) -> Table:
             raise LrcnError(
                 f"{what} {path} line {start} is not valid CSV ({err}); fix that line."
             ) from None
-        if reader.line_num > start:  # a quoted cell ran over line ends: its quote never closed
+        if row == [end]:
+            break
+        if any(end in cell for cell in row):  # the quote opened on line `start` never closed
             raise LrcnError(
-                f"{what} {path} line {start} opens a quote that does not close on that line (the "
-                f"cell runs on to line {reader.line_num}); close the quote, or double each quote "
-                'inside a quoted caption ("").'
+                f"{what} {path} line {start} opens a quote that does not close before the end "
+                'of the file; close the quote, or double each quote inside a quoted caption ("").'
             )
         if not table.columns:
             table.columns = [cell.strip() for cell in row]
@@ -234,6 +246,16 @@ class Entry:
     captions: list[str] = field(default_factory=list)
     split: str | None = None
     group: str | None = None
+    caption_rows: list[str] = field(default_factory=list)  # where each caption is, for messages
+
+    def add_captions(self, captions: list[str], where: str) -> None:
+        """Captions read at ``where`` (a row, or the rows of another name of the same file)."""
+        self.captions += captions
+        self.caption_rows += [where] * len(captions)
+
+    def caption_where(self, index: int) -> str:
+        """The row that gave caption ``index`` (the entry's first row if it was not recorded)."""
+        return self.caption_rows[index] if index < len(self.caption_rows) else self.where
 
 
 def gather_captions(
@@ -258,7 +280,7 @@ def gather_captions(
             )
         entry = entries.setdefault(name, Entry(name, table.where(index)))
         for column in text_columns:
-            entry.captions += _texts(row.get(column))
+            entry.add_captions(_texts(row.get(column)), table.where(index))
         if split_column:
             _set_split(entry, row.get(split_column), table.where(index))
         if group_column and row.get(group_column) not in (None, ""):
