@@ -112,7 +112,7 @@ def build_source_raw(cfg: Config, split: str) -> Source:
         return _synthetic_split(synthetic.builder, cfg, split)
     mean, std = normalisation(cfg)
     if cfg.data.dataset == "manifest":
-        records = read_manifest(cfg.data.manifest, split)
+        records = read_manifest(cfg.data.manifest, split, cfg.data.max_captions_per_item)
         if cfg.task == "caption":
             return ManifestImageSource(records, cfg.data.image_size, mean, std)
         return ManifestVideoSource(records, cfg.data.image_size, mean, std, cfg.data.num_frames)

@@ -62,6 +62,9 @@ class DataConfig:
     variant: str = "classic"  # moving_line: classic | square4
     min_word_count: int = 1
     max_caption_length: int = 24  # tokens, <start>/<end> excluded; longer captions are cut
+    # a manifest item with more captions is refused: real datasets have 5-80 (COCO 5-7, Flickr 5,
+    # MSR-VTT 20, MSVD up to ~80); thousands are a preparation mistake (a constant image column)
+    max_captions_per_item: int = 100
     num_workers: int = 0
     on_error: str = "raise"  # raise | skip: what to do with an unreadable image/video
     features: str | None = None  # feature store folder; set to train on cached CNN features
@@ -163,6 +166,9 @@ class EvalConfig:
     tokenizer: str = "auto"  # auto | ptb | python
     reference_points: bool = True  # leave-one-out reference and fixed-caption baseline
     bootstrap: int = 1000  # resamples for the metrics' 95% intervals (<metric>_ci95); 0: none
+    # leave-one-out reference: an item with more references holds out a seeded sample of this
+    # many (each still scored against all its others, so the cost is linear); 0: every one
+    reference_loo_max_held_out: int = 20
     # attention decoders: eval/<split>_attention.npz keeps the maps of at most this many items
     # (about 2 KB each at 14 x 14 cells, float16); 0 writes none
     attention_maps: int = 5000
@@ -336,6 +342,7 @@ RANGES: dict[str, Range] = {
     "data.seed": _SEED,
     "data.min_word_count": _COUNT,
     "data.max_caption_length": _COUNT,
+    "data.max_captions_per_item": _COUNT,
     "data.num_workers": _NATURAL,
     "encoder.feature_dim": _COUNT,
     "encoder.temporal_hidden_dim": _COUNT,
@@ -374,6 +381,7 @@ RANGES: dict[str, Range] = {
     "eval.length_penalty": Range(),
     "eval.batch_size": _COUNT,
     "eval.bootstrap": Range(low=0, why="0 turns the intervals off"),
+    "eval.reference_loo_max_held_out": Range(low=0, why="0 holds out every reference"),
     "eval.attention_maps": Range(low=0, why="0 writes no attention maps"),
 }
 # Generated datasets must have items where training reads them: fit trains on `train` and

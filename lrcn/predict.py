@@ -226,7 +226,12 @@ def _reference_points(
     """``reference_loo_*`` (each reference against the others) and ``baseline_*`` (the most
     frequent training caption for every item)."""
     loo_metrics = [m for m in cfg.eval.metrics if m != "meteor"]  # METEOR's JVM is slow on 5x pairs
-    loo = leave_one_out_scores(refs, metrics=loo_metrics, tokenizer=cfg.eval.tokenizer)
+    loo = leave_one_out_scores(
+        refs,
+        metrics=loo_metrics,
+        tokenizer=cfg.eval.tokenizer,
+        max_held_out=cfg.eval.reference_loo_max_held_out,
+    )
     points: dict[str, Any] = {k: v for k, v in loo.items() if k.startswith("reference_loo_")}
     if baseline:
         fixed = score_captions({k: baseline for k in hyps}, refs, loo_metrics, cfg.eval.tokenizer)

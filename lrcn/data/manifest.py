@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lrcn.config import coerce_value, parse_override
+from lrcn.config import DataConfig, coerce_value, parse_override
 from lrcn.data.readers import get_reader
 from lrcn.data.readers.files import SPLITS, read_json
 from lrcn.errors import LrcnError
@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.json"
 CHECKS_FILE = "checks.txt"
+# `prepare`'s option and `data.max_captions_per_item`'s default (see DataConfig for the why)
+MAX_CAPTIONS_PER_ITEM = DataConfig.max_captions_per_item
 
 
 def write_manifest(
@@ -98,11 +100,22 @@ def validate_record(record: Any, where: str) -> None:
         raise LrcnError(f"{where} {problem}; re-run `lrcn prepare` to rebuild the manifest.")
 
 
-def read_manifest(out_dir_or_file: str | os.PathLike, split: str | None = None) -> list[dict]:
+def read_manifest(
+    out_dir_or_file: str | os.PathLike,
+    split: str | None = None,
+    max_captions: int | None = MAX_CAPTIONS_PER_ITEM,
+) -> list[dict]:
     """Read one split of a manifest: ``<dir>/<split>.jsonl``, or a .jsonl file given directly.
 
+    Args:
+        out_dir_or_file: the manifest folder, or one split's .jsonl file.
+        split: which split to read from a folder.
+        max_captions: an item with more captions is refused (``data.max_captions_per_item``);
+            None: no limit.
+
     Raises:
-        LrcnError: the file is missing, or a line is not a valid record (naming file and line).
+        LrcnError: the file is missing, a line is not a valid record, or an item has more than
+            ``max_captions`` captions (naming file and line).
     """
     path = Path(out_dir_or_file)
     if path.is_dir() or path.suffix != ".jsonl":
@@ -130,6 +143,14 @@ def read_manifest(out_dir_or_file: str | os.PathLike, split: str | None = None) 
                 f"{where} is not valid JSON ({err.msg}); re-run `lrcn prepare`."
             ) from None
         validate_record(record, where)
+        captions = len(record.get("captions", ()))
+        if max_captions is not None and captions > max_captions:
+            raise LrcnError(
+                f"{where}: item {record['id']!r} has {captions} captions, more than "
+                f"data.max_captions_per_item={max_captions}; if they are all meant, raise it "
+                f"(data.max_captions_per_item={captions}), otherwise remove the extra captions "
+                "and re-run `lrcn prepare`."
+            )
         records.append(record)
     return records
 
@@ -152,7 +173,8 @@ def prepare(
 
     The reader is looked up in the registry (`lrcn.data.readers.register_reader`). Options are
     the reader's keyword arguments; strings (from the command line) are converted
-    to the reader's int/float/bool parameters.
+    to the reader's int/float/bool parameters. One more option is `prepare`'s own:
+    ``max_captions_per_item`` (default `MAX_CAPTIONS_PER_ITEM`), past which an item is refused.
 
     Returns:
         the number of records per split.
@@ -166,12 +188,18 @@ def prepare_with_checks(
     """`prepare`, also returning the reader's check table (None for readers without a check pass).
 
     The table, followed by every file each check touched, is saved as ``<out_dir>/checks.txt``.
+
+    Raises:
+        LrcnError: as the reader; an item with more than ``max_captions_per_item`` captions is
+            named, and nothing is written.
     """
     reader = get_reader(dataset)
+    limit = _caption_limit(dataset, options.pop("max_captions_per_item", MAX_CAPTIONS_PER_ITEM))
     options = coerce_options(reader, dataset, options)
     records = reader(root, **options)
     if not records:
         raise LrcnError(f"the {dataset} reader found no records under {root}; check --root.")
+    _check_caption_counts(records, dataset, root, limit)
     counts = write_manifest(records, out_dir)
     logger.info("wrote %s manifest to %s: %s", dataset, out_dir, counts)
     checks = getattr(records, "checks", None)  # lrcn.data.readers.checks.Records
@@ -181,6 +209,32 @@ def prepare_with_checks(
         return counts, None
     write_text_atomic(checks_file, checks.details())
     return counts, checks.table()
+
+
+def _caption_limit(dataset: str, value: Any) -> int:
+    """``max_captions_per_item`` as a count of at least one (a string from a library call too)."""
+    if isinstance(value, str):
+        value = parse_override(f"max_captions_per_item={value}")[1]
+    value = coerce_value(value, int, "max_captions_per_item", f"{dataset} option")
+    if value < 1:
+        raise LrcnError(
+            f"{dataset} option max_captions_per_item is {value}; pass a count of at least 1."
+        )
+    return value
+
+
+def _check_caption_counts(records: Sequence[dict], dataset: str, root: Any, limit: int) -> None:
+    """Refuse the first record with more than ``limit`` captions, before anything is written."""
+    for record in records:
+        captions = record.get("captions") if isinstance(record, dict) else None
+        if isinstance(captions, list) and len(captions) > limit:
+            raise LrcnError(
+                f"the {dataset} reader gives item {record.get('id')!r} (under {root}) "
+                f"{len(captions)} captions, more than max_captions_per_item={limit}; if they are "
+                f"all meant, pass max_captions_per_item={len(captions)} to `lrcn prepare` (and "
+                f"data.max_captions_per_item={len(captions)} to train on the manifest), otherwise "
+                "fix the captions file (is one column constant?)."
+            )
 
 
 def coerce_options(reader: Callable, dataset: str, options: dict[str, Any]) -> dict[str, Any]:
