@@ -264,7 +264,10 @@ class _Trainer:
         kill_point("step")
         if every and st.step % every == 0 and st.batch_in_epoch % cfg.train.grad_accum_steps == 0:
             self.checkpoint("last.pt")
-        if stop.requested:
+        # a stop waits for the accumulation cycle to close: a checkpoint inside one would lose its
+        # micro-batches' gradients (the resume starts with none), so the resumed run differed from
+        # an uninterrupted one; an epoch's last, partial cycle stops at the epoch's end (fit)
+        if stop.requested and st.batch_in_epoch % cfg.train.grad_accum_steps == 0:
             self.checkpoint("last.pt")
             raise StopRequested(stop.requested)
 
@@ -465,6 +468,8 @@ def _fit(
             while state.epoch < cfg.train.epochs:
                 if trainer.end_epoch(trainer.train_epoch(train_model, stop)):
                     break
+                if stop.requested:  # arrived in the epoch's last cycle: last.pt was just written
+                    raise StopRequested(stop.requested)
                 distributed.barrier()
         finally:
             trainer.close()
