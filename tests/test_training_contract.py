@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO, TINY_SHAPES
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lrcn.cli import main
@@ -243,3 +243,46 @@ def test_a_stop_inside_an_accumulation_cycle_resumes_equal_to_a_run_never_stoppe
     fit(None, tmp_path / "stopped", resume=True)
     assert same_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt",
                            tmp_path / "stopped" / "checkpoints" / "last.pt")  # fmt: skip
+
+
+TINY_SIZES = ["data.val_size=8", "data.test_size=8", "data.image_size=32", "train.epochs=1",
+              "train.progress=false", "encoder.feature_dim=16", "decoder.embed_dim=16",
+              "decoder.hidden_dim=16", "eval.metrics=bleu", "eval.tokenizer=python"]  # fmt: skip
+
+
+def test_an_epoch_whose_last_batch_holds_one_item_trains(tmp_path: Path, caplog) -> None:
+    """The shapes CNN trains its BatchNorm: a one-item last batch ended epoch 1 in a raw
+    ValueError. Now the epoch leaves that item out, says so, and plans the steps it takes."""
+    run = tmp_path / "run"
+    args = ["data.train_size=33", "train.batch_size=16", *TINY_SIZES]
+    assert main(["train", "-c", SHAPES, "--run-dir", str(run), "--no-test", *args]) == 0
+    payload = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert payload["train_state"]["step"] == 2  # 32 of the 33 items, in two batches of 16
+    assert payload["scheduler"]["last_epoch"] == 2
+    assert "leave one item for the last batch" in caplog.text
+
+
+def test_a_batch_size_batchnorm_cannot_train_on_is_refused_at_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["data.train_size=8", "train.batch_size=1", *TINY_SIZES]
+    assert main(["train", "-c", SHAPES, "--run-dir", str(tmp_path / "run"), "--no-test", *args]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "train.batch_size=1" in err and "BatchNorm cannot train on one item" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@settings(max_examples=6, deadline=None)
+@given(size=st.integers(2, 40), batch=st.integers(2, 17))
+@example(size=17, batch=16).via("one item over")
+@example(size=9, batch=4).via("one item over")
+def test_any_train_size_with_the_shapes_recipe_trains(size: int, batch: int) -> None:
+    """Whatever is left over for the last batch (one item included), an epoch trains to its end."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        args = [f"data.train_size={size}", f"train.batch_size={batch}", *TINY_SIZES]
+        assert main(["train", "-c", SHAPES, "--run-dir", folder + "/run", "--no-test", *args]) == 0
+        payload = torch.load(Path(folder) / "run" / "checkpoints" / "last.pt", weights_only=True)
+        used = size - 1 if size % batch == 1 else size
+        assert payload["train_state"]["step"] == -(-used // batch)
