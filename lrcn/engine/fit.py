@@ -298,7 +298,17 @@ class _Trainer:
 
     def _validate(self, record: dict[str, Any]) -> None:
         state, run = self.state, self.run
-        val = run.validate()
+        if len(run.val_data) == 0:
+            # scored as 0, an empty split made early stopping keep epoch 1's weights, silently
+            if state.epoch == 1 or not state.history:
+                log.warning(
+                    "the validation split is empty: validation and early stopping are off, and "
+                    "best.pt is the last epoch's weights (give the data a val split: see "
+                    "`lrcn prepare`'s split options)"
+                )
+            val: dict[str, Any] = {}
+        else:
+            val = run.validate()
         kill_point("validate")
         samples = val.pop("samples", [])
         grid = val.pop("grid", None)
@@ -310,6 +320,8 @@ class _Trainer:
         improved = value is not None and (state.best is None or value > state.best)
         if improved:
             state.best, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+        elif not val:  # nothing to validate on: every epoch is the best so far
+            improved, state.best_epoch, state.bad_epochs = True, state.epoch, 0
         else:
             state.bad_epochs += 1
         state.history.append(record)
