@@ -323,9 +323,26 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     options = dict(parse_override(o) for o in args.options)
     counts, checks = prepare_with_checks(args.dataset, args.root, args.out, **options)
     print(" ".join(f"{split}: {n}" for split, n in counts.items()) + f"  -> {args.out}")
+    if counts.get("val") == 0:
+        print(_empty_val_hint(args.dataset))
     if checks is not None:
         print(f"{checks}\n(every file the checks found: {Path(args.out) / CHECKS_FILE})")
     return 0
+
+
+def _empty_val_hint(dataset: str) -> str:
+    """What an empty val split means for training, and the reader's option that makes one."""
+    import inspect
+
+    from lrcn.data.readers import get_reader
+
+    line = "note: no val split, so training will run without validation or early stopping"
+    if "val_fraction" in inspect.signature(get_reader(dataset)).parameters:
+        line += (
+            "; `val_fraction=0.1` holds out a tenth of the training items as val (groups, such "
+            "as UCF101's gGG actors and scenes, kept together)"
+        )
+    return line + "."
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ ARGS = ["data.train_size=48", "data.val_size=8", "data.test_size=8", "train.batc
 KILLS = 34
 
 
-def _child(run: Path, kill_at: str | None, trace: Path) -> str:
+def _child(run: Path, kill_at: str | None, trace: Path, extra: tuple[str, ...] = ()) -> str:
     """Train (or resume) ``run`` in a forked child; 'killed', 'done' or 'failed'."""
     pid = os.fork()
     if pid == 0:  # the child: never returns
@@ -53,7 +53,7 @@ def _child(run: Path, kill_at: str | None, trace: Path) -> str:
             if (run / "checkpoints" / "last.pt").is_file():
                 fit(None, run, resume=True)
             else:
-                fit(load_config(REPO / "configs" / "shapes.yaml", ARGS), run)
+                fit(load_config(REPO / "configs" / "shapes.yaml", [*ARGS, *extra]), run)
             code = 0
         except BaseException:  # noqa: BLE001 - reported by the exit status
             import traceback
@@ -67,7 +67,7 @@ def _child(run: Path, kill_at: str | None, trace: Path) -> str:
     return "done" if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 else "failed"
 
 
-def drive(base: Path, seed: int = 0) -> dict:
+def drive(base: Path, seed: int = 0, extra: tuple[str, ...] = (), kills: int = KILLS) -> dict:
     """The uninterrupted run, then chains of killed-and-resumed runs until KILLS kills; a summary.
 
     How many kill points one run has depends on its trajectory (each validation that improves
@@ -80,7 +80,7 @@ def drive(base: Path, seed: int = 0) -> dict:
     import lrcn.engine  # noqa: F401 - imported once, before forking
 
     reference, trace = base / "reference", base / "trace.txt"
-    assert _child(reference, None, trace) == "done"
+    assert _child(reference, None, trace, extra) == "done"
     rng = random.Random(seed)
     # first the points inside epoch 1's writes (its validation always improves on "no best yet"),
     # each killed run resuming from the last step's checkpoint; then random points: the n-th of
@@ -96,16 +96,16 @@ def drive(base: Path, seed: int = 0) -> dict:
     outcomes: list[str] = []
     equal: dict[str, bool] = {"last.pt": True, "best.pt": True}
     chains = 0
-    while sum(o == "killed" for o in outcomes) < KILLS and chains < 4:
+    while sum(o == "killed" for o in outcomes) < kills and chains < 4:
         chained, chains = base / f"chained{chains}", chains + 1
-        while sum(o == "killed" for o in outcomes) < KILLS:
-            kills = sum(o == "killed" for o in outcomes)
-            kill_at = named[kills] if kills < len(named) else f"*:{rng.randint(1, 11)}"
-            outcomes.append(_child(chained, kill_at, trace))
+        while sum(o == "killed" for o in outcomes) < kills:
+            killed = sum(o == "killed" for o in outcomes)
+            kill_at = named[killed] if killed < len(named) else f"*:{rng.randint(1, 11)}"
+            outcomes.append(_child(chained, kill_at, trace, extra))
             if outcomes[-1] != "killed":
                 break
         if outcomes[-1] == "killed":
-            outcomes.append(_child(chained, None, trace))
+            outcomes.append(_child(chained, None, trace, extra))
         for name in equal:
             equal[name] &= same_checkpoint(reference / "checkpoints" / name, chained / "checkpoints" / name)  # fmt: skip
     points = trace.read_text().split() if trace.exists() else []
@@ -119,11 +119,10 @@ def drive(base: Path, seed: int = 0) -> dict:
     }
 
 
-@pytest.mark.slow
-def test_kill_anywhere_then_resume_ends_bitwise_equal(tmp_path: Path):
+def _harness(tmp_path: Path, *extra: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, str(Path(__file__)), str(tmp_path)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run([sys.executable, str(Path(__file__)), str(tmp_path), *extra], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["outcomes"][-1] == "done", summary
@@ -131,6 +130,12 @@ def test_kill_anywhere_then_resume_ends_bitwise_equal(tmp_path: Path):
     assert summary["kills"] >= KILLS, summary
     assert summary["equal"] == {"last.pt": True, "best.pt": True}, summary
     assert summary["temps"] == [], summary
+    return summary
+
+
+@pytest.mark.slow
+def test_kill_anywhere_then_resume_ends_bitwise_equal(tmp_path: Path):
+    summary = _harness(tmp_path)
     where = set(summary["points"])
     for point in ("step", "validate", "last.pt:before-save", "last.pt:written", "last.pt:renamed",
                   "best.pt:before-save", "best.pt:written", "best.pt:renamed"):  # fmt: skip
@@ -138,6 +143,18 @@ def test_kill_anywhere_then_resume_ends_bitwise_equal(tmp_path: Path):
     print(f"{summary['kills']} kills at: {sorted((p, summary['points'].count(p)) for p in where)}")
 
 
+@pytest.mark.slow
+def test_kill_anywhere_inside_accumulation_cycles_then_resume_ends_bitwise_equal(tmp_path: Path):
+    """Cycles of two batches (three in an epoch: one whole cycle, one of a single batch at the
+    epoch's end). A step checkpoint is only written where a cycle closes, so a kill after a cycle's
+    first micro-batch resumes from the cycle's start and redoes it whole."""
+    summary = _harness(tmp_path, "train.grad_accum_steps=2")
+    steps = [p for p in summary["points"] if p == "step"]
+    assert len(steps) >= 5, summary[
+        "points"
+    ]  # killed after many micro-batches, in and at cycle ends
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(HERE))
-    print(json.dumps(drive(Path(sys.argv[1]))))
+    print(json.dumps(drive(Path(sys.argv[1]), extra=tuple(sys.argv[2:]))))

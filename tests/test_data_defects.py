@@ -75,3 +75,40 @@ def test_read_frames_and_predict_video_take_the_same_clips(tmp_path: Path) -> No
     video = torch.rand(20, 3, 8, 8)
     expected = torch.stack([model.predict_proba(video[s : s + 16][None])[0] for s in (0, 4)])
     torch.testing.assert_close(model.predict_video(video, 16, 8), expected.mean(dim=0))
+
+
+def test_an_empty_validation_split_turns_validation_and_early_stopping_off(
+    tmp_path: Path, caplog
+) -> None:
+    """Issue 26 (3): an empty val split was scored 0 every epoch, so early stopping fired and kept
+    epoch 1's weights, silently. Now it is said once, nothing is scored, and best.pt follows the
+    last epoch."""
+    rng = np.random.default_rng(0)
+    out = tmp_path / "manifest"
+    out.mkdir()
+    rows = []
+    for i in range(6):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
+        rows.append({"id": str(i), "path": str(path), "split": "train", "captions": ["a red square"]})  # fmt: skip
+    (out / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:4]))
+    (out / "val.jsonl").write_text("")
+    (out / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[4:]))
+    overrides = [
+        "data.dataset=manifest",
+        f"data.manifest={out}",
+        "data.image_size=32",
+        "train.epochs=3",
+        "train.batch_size=2",
+        "train.early_stopping_patience=1",
+        "train.progress=false",
+        "eval.metrics=[bleu]",
+        "eval.tokenizer=python",
+    ]
+    summary = fit(load_config(SHAPES, overrides), tmp_path / "run")
+    assert summary["epochs"] == 3 and summary["best_epoch"] == 3  # no early stop at epoch 2
+    assert not any(k.startswith("val_") for k in summary["history"][-1])
+    assert caplog.text.count("the validation split is empty") == 1
+    best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])

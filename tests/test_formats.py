@@ -449,3 +449,18 @@ def test_prepare_options_and_registry(tmp_path: Path) -> None:
     assert set(readers.available_readers()) >= {
         "karpathy", "coco", "flickr8k", "flickr30k", "kaggle_captions", "msvd", "msrvtt", "ucf101",
     }  # fmt: skip
+
+
+def test_prepare_ucf101_without_a_val_split_says_how_to_make_one(tmp_path: Path, capsys) -> None:
+    """UCF101's official splits have no val: prepare says what that means for training and which
+    option holds groups out (issue 26: "val: 0" passed silently into training)."""
+    from lrcn.cli import main
+
+    root = needs(DATA / "ucf101")
+    assert main(["prepare", "ucf101", "--root", str(root), "--out", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "val: 0" in out
+    assert "no val split, so training will run without validation or early stopping" in out
+    assert "`val_fraction=0.1`" in out
+    assert main(["prepare", "ucf101", "--root", str(root), "--out", str(tmp_path / "v"), "val_fraction=0.1"]) == 0  # fmt: skip
+    assert "no val split" not in capsys.readouterr().out

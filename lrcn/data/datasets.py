@@ -271,7 +271,9 @@ class EpochSampler(torch.utils.data.Sampler[int]):
     The permutation is cut into global batches of ``batch_size * world_size`` items; rank ``r`` takes
     the ``r``-th slice of each, so N processes see exactly the global batches one process with
     ``batch_size * N`` would (the last global batch is padded by wrapping so ranks stay equal).
-    ``start`` (in this rank's items) skips what was trained before a resume.
+    ``start`` (in this rank's items) skips what was trained before a resume. With
+    ``drop_single_last`` one process whose epoch would end in a batch of one item leaves that item
+    out (another one each epoch, as the order is drawn anew): BatchNorm cannot train on one item.
     """
 
     def __init__(
@@ -282,10 +284,22 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         rank: int = 0,
         world_size: int = 1,
         batch_size: int = 1,
+        drop_single_last: bool = False,
     ) -> None:
         self.size, self.seed, self.shuffle = size, seed, shuffle
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.epoch, self.start = 0, 0
+        self.drop_single_last = drop_single_last
+
+    @property
+    def drops_one(self) -> bool:
+        """Whether each epoch leaves its last item out (a one-item last batch, one process)."""
+        return (
+            self.drop_single_last
+            and self.world_size == 1
+            and self.batch_size > 1
+            and self.size % self.batch_size == 1
+        )
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         """Draw the captions of the given epoch."""
@@ -299,7 +313,7 @@ class EpochSampler(torch.utils.data.Sampler[int]):
         else:
             order = list(range(self.size))
         if self.world_size == 1:
-            return order
+            return order[:-1] if self.drops_one else order
         chunk = self.batch_size * self.world_size
         padded = -(-self.size // chunk) * chunk
         order += (order * (padded // max(self.size, 1) + 1))[: padded - self.size]

@@ -264,7 +264,10 @@ class _Trainer:
         kill_point("step")
         if every and st.step % every == 0 and st.batch_in_epoch % cfg.train.grad_accum_steps == 0:
             self.checkpoint("last.pt")
-        if stop.requested:
+        # a stop waits for the accumulation cycle to close: a checkpoint inside one would lose its
+        # micro-batches' gradients (the resume starts with none), so the resumed run differed from
+        # an uninterrupted one; an epoch's last, partial cycle stops at the epoch's end (fit)
+        if stop.requested and st.batch_in_epoch % cfg.train.grad_accum_steps == 0:
             self.checkpoint("last.pt")
             raise StopRequested(stop.requested)
 
@@ -295,7 +298,17 @@ class _Trainer:
 
     def _validate(self, record: dict[str, Any]) -> None:
         state, run = self.state, self.run
-        val = run.validate()
+        if len(run.val_data) == 0:
+            # scored as 0, an empty split made early stopping keep epoch 1's weights, silently
+            if state.epoch == 1 or not state.history:
+                log.warning(
+                    "the validation split is empty: validation and early stopping are off, and "
+                    "best.pt is the last epoch's weights (give the data a val split: see "
+                    "`lrcn prepare`'s split options)"
+                )
+            val: dict[str, Any] = {}
+        else:
+            val = run.validate()
         kill_point("validate")
         samples = val.pop("samples", [])
         grid = val.pop("grid", None)
@@ -307,6 +320,8 @@ class _Trainer:
         improved = value is not None and (state.best is None or value > state.best)
         if improved:
             state.best, state.best_epoch, state.bad_epochs = value, state.epoch, 0
+        elif not val:  # nothing to validate on: every epoch is the best so far
+            improved, state.best_epoch, state.bad_epochs = True, state.epoch, 0
         else:
             state.bad_epochs += 1
         state.history.append(record)
@@ -465,6 +480,8 @@ def _fit(
             while state.epoch < cfg.train.epochs:
                 if trainer.end_epoch(trainer.train_epoch(train_model, stop)):
                     break
+                if stop.requested:  # arrived in the epoch's last cycle: last.pt was just written
+                    raise StopRequested(stop.requested)
                 distributed.barrier()
         finally:
             trainer.close()

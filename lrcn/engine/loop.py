@@ -71,7 +71,10 @@ def train_one_epoch(
         _count_skipped(batch, state)
         if batch.get("size", 1) == 0:  # every item unreadable (data.on_error: skip)
             state.batch_in_epoch += 1
-            if pending and state.batch_in_epoch == last_batch:  # still close the epoch's cycle
+            # the empty batch still closes its cycle where the cycle closes (mid-epoch too: left
+            # open, the next cycle summed three micro-batches of two cycles at 1.5x the scale);
+            # a cycle with no readable batch at all takes no step
+            if pending and _closes_cycle(state.batch_in_epoch, grad_accum_steps, last_batch):
                 if _optimizer_step(model, optimizer, grad_clip, scaler if scaling else None):
                     scheduler.step()
                 state.step += 1
@@ -90,7 +93,7 @@ def train_one_epoch(
         (scaler.scale(loss) if scaling else loss).backward()
         pending = True
         state.batch_in_epoch += 1
-        if state.batch_in_epoch % grad_accum_steps == 0 or state.batch_in_epoch == last_batch:
+        if _closes_cycle(state.batch_in_epoch, grad_accum_steps, last_batch):
             if _optimizer_step(model, optimizer, grad_clip, scaler if scaling else None):
                 scheduler.step()  # the schedule follows the steps actually taken
             state.step += 1
@@ -105,6 +108,12 @@ def train_one_epoch(
         if on_step is not None:
             on_step(state, value)
     return {"loss": total / max(count, 1), "items": items, "seconds": time.perf_counter() - start}
+
+
+def _closes_cycle(batch_in_epoch: int, grad_accum_steps: int, last_batch: int) -> bool:
+    """Whether the batch at this position (1-based within the epoch) ends an accumulation cycle:
+    every ``grad_accum_steps`` batches, and at the epoch's last batch."""
+    return batch_in_epoch % grad_accum_steps == 0 or batch_in_epoch == last_batch
 
 
 def _count_skipped(batch: dict, state: TrainState) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from lrcn.errors import LrcnError
 from lrcn.runtime import make_loader
 from lrcn.text.vocab import Vocabulary
 from lrcn.visualize import denormalise
+
+log = logging.getLogger(__name__)
 
 
 class Run:
@@ -52,13 +55,29 @@ class Run:
                 f"train.batch_size={cfg.train.batch_size} is the global batch and must divide by the {world} processes."
             )
         self.batch_size = cfg.train.batch_size // world  # per process; train.batch_size is global
+        trains_norm = _trains_batchnorm(self.model)
+        if trains_norm and self.batch_size == 1 and not (world > 1 and cfg.train.sync_batchnorm):
+            raise LrcnError(
+                f"train.batch_size={cfg.train.batch_size} gives each process batches of one item, "
+                "and the model's BatchNorm cannot train on one item; set train.batch_size to 2 or "
+                "more (or freeze the encoder: encoder.freeze=true)."
+            )
         self.sampler = EpochSampler(
             len(self.train_data),
             cfg.train.seed,
             rank=rank,
             world_size=world,
             batch_size=self.batch_size,
+            drop_single_last=trains_norm,
         )
+        if self.sampler.drops_one:
+            log.warning(
+                "%d training items in batches of %d leave one item for the last batch, and "
+                "BatchNorm cannot train on one item: each epoch leaves its last item out (another "
+                "one each epoch)",
+                len(self.train_data),
+                self.batch_size,
+            )
         self.monitor = (
             cfg.train.monitor if cfg.train.monitor != "auto" else VALIDATION_METRICS[self.task][0]
         )
@@ -169,3 +188,13 @@ class Run:
                 [f"{hyps[i]}\n({refs[i][0]})" for i in ids],
             )
         return metrics
+
+
+def _trains_batchnorm(model: torch.nn.Module) -> bool:
+    """Whether training updates a BatchNorm of ``model`` with batch statistics (one that is not
+    frozen: a frozen encoder stays in eval mode and normalises with its running statistics)."""
+    return any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        and any(p.requires_grad for p in m.parameters(recurse=False))
+        for m in model.modules()
+    )
