@@ -95,3 +95,28 @@ def test_fold_touches_nothing_else():
     assert fold_biases_into_batchnorm(new, foreign) == []
     with pytest.raises(LrcnError, match="unexpected keys: features.0.bias"):
         load_state_dict_checked(new, foreign, "foreign.pt")
+
+
+def test_resuming_an_older_run_is_refused_with_a_sentence(tiny_shapes_run, tmp_path, capsys):
+    """Its optimizer state holds the dropped biases, so it cannot continue; one sentence says what
+    still works (evaluate, caption, init_from) instead of a raw optimizer error."""
+    import shutil
+
+    from lrcn.checkpoint import save_checkpoint
+    from lrcn.cli import main
+
+    run = tmp_path / "old"
+    shutil.copytree(tiny_shapes_run, run)
+    last = run / "checkpoints" / "last.pt"
+    payload = torch.load(last, weights_only=True)
+    model = payload["model"]
+    for key in [k for k in model if k.endswith("running_mean") and ".trunk." in k]:
+        layer = key.rsplit(".", 2)[0] + "." + str(int(key.rsplit(".", 2)[1]) - 1)
+        if f"{layer}.weight" in model:  # the conv or linear feeding this BatchNorm
+            model[f"{layer}.bias"] = torch.zeros_like(model[key])
+    assert "encoder.trunk.features.0.bias" in model
+    payload.pop("format")
+    save_checkpoint(last, payload)
+    assert main(["train", "--resume", str(run), "train.epochs=3", "--no-test"]) == 2
+    err = capsys.readouterr().err
+    assert "written before lrcn 0.2 dropped the biases" in err and "train.init_from=" in err
