@@ -112,3 +112,25 @@ def test_an_empty_validation_split_turns_validation_and_early_stopping_off(
     best = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert all(torch.equal(best["model"][k], last["model"][k]) for k in last["model"])
+
+
+def test_a_batch_that_skipping_leaves_with_one_item_is_skipped_whole(tmp_path: Path) -> None:
+    """Batches of two, one of them unreadable: the readable item left alone cannot train the
+    CNN's BatchNorm (a raw ValueError ended the epoch); it is counted as skipped instead."""
+    rng = np.random.default_rng(0)
+    out = tmp_path / "manifest"
+    out.mkdir()
+    rows: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for i, split in enumerate(["train"] * 4 + ["val", "test"]):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
+        record = {"id": str(i), "path": str(path), "split": split, "captions": ["a red square"]}
+        rows[split].append(json.dumps(record) + "\n")
+    (tmp_path / "img0.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")
+    for split, lines in rows.items():
+        (out / f"{split}.jsonl").write_text("".join(lines), encoding="utf-8")
+    overrides = ["data.dataset=manifest", f"data.manifest={out}", "data.image_size=32",
+                 "data.on_error=skip", "train.epochs=2", "train.batch_size=2",
+                 "train.progress=false", "eval.metrics=[bleu]", "eval.tokenizer=python"]  # fmt: skip
+    summary = fit(load_config(SHAPES, overrides), tmp_path / "run")
+    assert summary["skipped"] == 4  # each epoch: the unreadable item and its lone partner

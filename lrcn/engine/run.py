@@ -135,10 +135,13 @@ class Run:
 
     def train_loader(self) -> DataLoader:
         """This process's share of the training data, in the epoch's order."""
+        collate = self.collate
+        if collate is not None and _trains_batchnorm(self.model):
+            collate = _NoSingleLeftOver(collate)
         return make_loader(
             self.train_data,
             self.batch_size,
-            self.collate,
+            collate,
             self.sampler,
             self.cfg.data.num_workers,
             self.device,
@@ -188,6 +191,22 @@ class Run:
                 [f"{hyps[i]}\n({refs[i][0]})" for i in ids],
             )
         return metrics
+
+
+class _NoSingleLeftOver:
+    """A collate whose batch skipping unreadable items (``data.on_error: skip``) left one item
+    gives an empty batch instead, that item counted as skipped: BatchNorm cannot train on one item
+    (it ended the epoch in a raw ValueError). A class, so DataLoader workers can pickle it."""
+
+    def __init__(self, collate: Any) -> None:
+        self.collate = collate
+
+    def __call__(self, items: list) -> dict:
+        batch = self.collate(items)
+        if batch.get("size") == 1 and batch.get("skipped"):
+            note = "the one readable item left in its batch (BatchNorm cannot train on one item)"
+            return {"size": 0, "skipped": [*batch["skipped"], note]}
+        return batch
 
 
 def _trains_batchnorm(model: torch.nn.Module) -> bool:
