@@ -275,11 +275,11 @@ def _missing(name: str, columns: int) -> str:
 
 
 def spread(stats: dict[str, Any] | None, digits: int = 3) -> str:
-    """``mean (min-max)``, or ``—`` when the metric was not recorded."""
+    """``mean [min-max]``, the mean alone when every run gave it, ``—`` when not recorded."""
     if not stats:
         return "—"
     mean, lo, hi = (f"{stats[k]:.{digits}f}" for k in ("mean", "min", "max"))
-    return mean if lo == hi else f"{mean} ({lo}-{hi})"
+    return mean if lo == hi else f"{mean} [{lo}-{hi}]"
 
 
 def _machines(record: dict[str, Any]) -> str:
@@ -293,10 +293,11 @@ def _seconds(record: dict[str, Any]) -> str:
     return f"{min(times):.0f}-{max(times):.0f} s"
 
 
-def _scene(record: dict[str, Any], key: str | None = None) -> str:
+def _scene(record: dict[str, Any], key: str | None = None) -> list[str]:
+    """Scene accuracy over all scenes, then of the one-, two- and three-object scenes."""
     part = record if key is None else record.get(key, {})
-    counts = " / ".join(spread(part.get(f"scene_accuracy_{n}")) for n in (1, 2, 3))
-    return f"{spread(part.get('scene_accuracy'))} ({counts})"
+    names = ["scene_accuracy", *(f"scene_accuracy_{n}" for n in (1, 2, 3))]
+    return [spread(part.get(name)) for name in names]
 
 
 Cells = Callable[[dict[str, Any]], list[str]]
@@ -321,21 +322,24 @@ WALL = "wall time a run (shared 2-core CPU)"
 
 
 def table_captions() -> str:
-    """README: the caption recipes on the embedded data, each figure as mean (range) over runs."""
+    """README: the caption recipes on the embedded data, each figure as mean [min-max] over runs."""
 
     def cells(r: dict[str, Any]) -> list[str]:
         keys = ("Bleu_4", "CIDEr", "METEOR", "reference_loo_Bleu_4")
-        return [_scene(r), *(spread(r.get(k), 2 if k == "CIDEr" else 3) for k in keys), _seconds(r)]  # fmt: skip
+        return [*_scene(r), *(spread(r.get(k), 2 if k == "CIDEr" else 3) for k in keys), _seconds(r)]  # fmt: skip
 
-    columns = ["scene accuracy (1 / 2 / 3 objects)", "BLEU-4", "CIDEr", "METEOR", "leave-one-out BLEU-4", WALL]  # fmt: skip
+    scenes = ["scene accuracy", "1 object", "2 objects", "3 objects"]
+    columns = [*scenes, "BLEU-4", "CIDEr", "METEOR", "leave-one-out BLEU-4", WALL]
     lines = _table(columns, [("demo", None, cells), ("shapes_attention", None, cells)])
     demo, att = load("demo") or {}, load("shapes_attention") or {}
     on_object = att.get("attention_on_object", {})
+    heads = _scene(demo, "pretrain")
     lines += [
         "",
-        f"The demo's stage 1 alone (its heads on the same test images): every object's colour and "
-        f"shape right in {_scene(demo, 'pretrain')} of the scenes. Attention's most attended cell "
-        f"lies on the object a colour or shape word names for "
+        f"Each figure is the mean [min-max] over the runs. The demo's stage 1 alone (its heads on "
+        f"the same test images) gets every object's colour and shape right in {heads[0]} of the "
+        f"scenes (one / two / three objects: {' / '.join(heads[1:])}). Attention's most attended "
+        f"cell lies on the object a colour or shape word names for "
         f"{spread(on_object.get('on_object_all'))} of those words (a random cell: "
         f"{spread(on_object.get('chance_all'))}).",
     ]

@@ -438,7 +438,7 @@ def test_prepare_options_and_registry(tmp_path: Path) -> None:
     assert counts == {"train": 1, "val": 0, "test": 0}
     assert manifests.read_manifest(tmp_path / "out", "train")[0]["captions"] == ["A dog ."]
     with pytest.raises(LrcnError, match="images/videos are missing"):
-        manifests.prepare("flickr8k", root, tmp_path / "out", check_files="yes")
+        manifests.prepare("flickr8k", root, tmp_path / "out", check_files="true")
     with pytest.raises(LrcnError, match="has no option 'splt'; valid options: token_file"):
         manifests.prepare("flickr8k", root, tmp_path / "out", splt="1")
     with pytest.raises(LrcnError, match="unknown dataset 'flickr9k'; choose one of coco"):

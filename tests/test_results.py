@@ -57,7 +57,9 @@ def test_a_number_edited_by_hand_is_caught(tmp_path, monkeypatch):
     assert (tmp_path / "README.md").read_text(encoding="utf-8") == readme
 
 
-@pytest.mark.parametrize("name", ["demo", "video_demo", "moving_line"])
+@pytest.mark.parametrize(
+    "name", ["demo", "shapes_attention", "video_demo", "moving_shapes_attention", "moving_line"]
+)
 def test_a_result_file_holds_each_metric_with_its_spread_and_where_it_came_from(name):
     record = load_result(name)
     assert record is not None, f"{RESULTS_DIR / name}.json"
@@ -66,7 +68,8 @@ def test_a_result_file_holds_each_metric_with_its_spread_and_where_it_came_from(
     assert len({run["seed"] for run in runs}) >= 5  # five seeds at least
     assert any(m["capability"] != runs[0]["capability"] for m in record["machines"])
     assert sum(m["runs"] for m in record["machines"]) == len(runs)
-    key = "scene_accuracy" if name == "demo" else "accuracy" if name == "moving_line" else "motion_accuracy"  # fmt: skip
+    key = {"moving_line": "accuracy", "video_demo": "motion_accuracy"}.get(name, "scene_accuracy")
+    key = "motion_accuracy" if name == "moving_shapes_attention" else key
     stats = record[key]
     assert stats["runs"] == len(runs)
     values = [run["metrics"][key] for run in runs]
