@@ -181,13 +181,7 @@ def test_accumulation_counts_cycles_not_batches(sizes: list[int], accum: int) ->
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     steps: list[float] = []
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    original = optimizer.step
-
-    def step(*args, **kwargs):
-        steps.append(model.weight.grad.item())
-        return original(*args, **kwargs)
-
-    optimizer.step = step
+    optimizer.register_step_pre_hook(lambda *_: steps.append(model.weight.grad.item()))
     batches = [{"x": torch.ones(n, dtype=torch.float64) * (i + 1), "size": n} if n else {"size": 0}
                for i, n in enumerate(sizes)]  # fmt: skip
     loader = torch.utils.data.DataLoader(batches, batch_size=None)
