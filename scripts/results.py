@@ -56,6 +56,12 @@ class Recipe:
 _ATT = ("encoder.weights={demo}/1-pretrain/encoder.pt", "data.features={work}/grid-store")
 _VIDEO_ATT = ("encoder.weights={video}/1-pretrain/encoder.pt", "data.features={video}/features")
 
+
+def _train(recipe: str, *overrides: str) -> tuple[str, ...]:
+    """``lrcn train`` of a recipe for one seed into ``{work}/run``."""
+    return ("train", "-c", recipe, *overrides, "train.seed={seed}", "train.progress=false", "--run-dir", "{work}/run")  # fmt: skip
+
+
 RECIPES: dict[str, Recipe] = {
     "demo": Recipe(
         "`make demo` (`lrcn demo`): `shapes_pretrain` then `shapes_two_stage`, Show and Tell on "
@@ -68,16 +74,7 @@ RECIPES: dict[str, Recipe] = {
         "`shapes_attention` (Show, Attend and Tell, 4 epochs from a store of the demo CNN's grids)",
         (
             ("extract-features", "-c", "shapes_attention", *_ATT, "train.seed={seed}"),
-            (
-                "train",
-                "-c",
-                "shapes_attention",
-                *_ATT,
-                "train.seed={seed}",
-                "train.progress=false",
-                "--run-dir",
-                "{work}/run",
-            ),  # fmt: skip
+            _train("shapes_attention", *_ATT),
         ),
         "run/eval/test_metrics.json",
         needs="demo",
@@ -93,34 +90,13 @@ RECIPES: dict[str, Recipe] = {
     "moving_shapes_attention": Recipe(
         "`moving_shapes_attention` (temporal attention over the temporal LSTM's every frame, from "
         "the video demo's store)",
-        (
-            (
-                "train",
-                "-c",
-                "moving_shapes_attention",
-                *_VIDEO_ATT,
-                "train.seed={seed}",
-                "train.progress=false",
-                "--run-dir",
-                "{work}/run",
-            ),
-        ),  # fmt: skip
+        (_train("moving_shapes_attention", *_VIDEO_ATT),),
         "run/eval/test_metrics.json",
         needs="video_demo",
     ),
     "moving_line": Recipe(
         "`moving_line` (the Keras seed, activity recognition)",
-        (
-            (
-                "train",
-                "-c",
-                "moving_line",
-                "train.seed={seed}",
-                "train.progress=false",
-                "--run-dir",
-                "{work}/run",
-            ),
-        ),  # fmt: skip
+        (_train("moving_line"),),
         "run/eval/test_metrics.json",
     ),
 }
