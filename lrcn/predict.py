@@ -21,6 +21,7 @@ from lrcn.data.media import (
     IMAGE_EXTENSIONS,
     frames_to_tensor,
     image_files_in,
+    image_given_for_video,
     image_to_tensor,
     load_image,
     read_frames,
@@ -453,17 +454,6 @@ CaptionFn = Callable[[dict[str, torch.Tensor]], list[tuple[str, np.ndarray | Non
 Result = tuple[str, str | None, np.ndarray | None, str | None]  # path, caption, strip, error
 
 
-def _image_for_video(path: str, command: str, model: str) -> str | None:
-    """The sentence refusing an image file given to a video model (read as a one-frame video it
-    would be labelled or captioned without a word), or None for anything else."""
-    if Path(path).suffix.lower() not in IMAGE_EXTENSIONS or Path(path).is_dir():
-        return None
-    return (
-        f"{path} is an image, and {command} with {model} takes videos or frame folders (a "
-        "folder of one video's frames); pass the video file, or the folder that holds its frames."
-    )
-
-
 def _video_captions(
     paths: list[str], cfg: Config, device: torch.device, captions_of: CaptionFn
 ) -> Iterator[Result]:
@@ -471,7 +461,7 @@ def _video_captions(
     ``(path, None, None, error)``."""
     mean, std = build.normalisation(cfg)
     for path in paths:
-        refused = _image_for_video(path, "lrcn caption", "a video captioner")
+        refused = image_given_for_video(path, "lrcn caption", "a video captioner")
         if refused is not None:
             yield path, None, None, refused
             continue
@@ -560,7 +550,7 @@ def iter_classifications(
     device = next(model.parameters()).device
     chunk = max(cfg.eval.batch_size, 1)
     for path in paths:
-        refused = _image_for_video(path, "lrcn classify", "a video classifier")
+        refused = image_given_for_video(path, "lrcn classify", "a video classifier")
         if refused is not None:
             yield path, None, 0.0, refused
             continue

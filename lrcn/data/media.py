@@ -480,3 +480,14 @@ def frames_to_tensor(
     pixels = pixels.permute(0, 3, 1, 2)  # (T, 3, H, W)
     # Resizing in uint8 rounds each pixel once, to within 0.5/255 of a float resize.
     return _resize_normalise(pixels, size, mean, std)  # (T, 3, size_h, size_w)
+
+
+def image_given_for_video(path: str, command: str, model: str) -> str | None:
+    """The sentence refusing an image file given to a video model (read as a one-frame video it
+    would be labelled or captioned without a word), or None for anything else."""
+    if Path(path).suffix.lower() not in IMAGE_EXTENSIONS or Path(path).is_dir():
+        return None
+    return (
+        f"{path} is an image, and {command} with {model} takes videos or frame folders (a "
+        "folder of one video's frames); pass the video file, or the folder that holds its frames."
+    )

@@ -69,35 +69,31 @@ def train_one_epoch(
     pending = False  # gradients accumulated since the last optimizer step
     for batch in bar:
         _count_skipped(batch, state)
-        if batch.get("size", 1) == 0:  # every item unreadable (data.on_error: skip)
-            state.batch_in_epoch += 1
-            # the empty batch still closes its cycle where the cycle closes (mid-epoch too: left
-            # open, the next cycle summed three micro-batches of two cycles at 1.5x the scale);
-            # a cycle with no readable batch at all takes no step
-            if pending and _closes_cycle(state.batch_in_epoch, grad_accum_steps, last_batch):
-                if _optimizer_step(model, optimizer, grad_clip, scaler if scaling else None):
-                    scheduler.step()
-                state.step += 1
-                pending = False
-            continue
-        batch = move_batch(batch, device)
-        with autocast(device, amp):
-            loss = _loss(model, batch, loss_fn)
-        value = loss.item()  # the step's one host sync: logging and the NaN check share it
-        if not math.isfinite(value):
-            raise LrcnError(
-                f"the training loss became {value} at step {state.step + 1} (epoch {state.epoch + 1}); "
-                "the last good checkpoint is kept — lower train.lr or enable train.grad_clip."
-            )
-        loss = loss / grad_accum_steps
-        (scaler.scale(loss) if scaling else loss).backward()
-        pending = True
+        value = None  # an empty batch: every item unreadable (data.on_error: skip)
+        if batch.get("size", 1) != 0:
+            batch = move_batch(batch, device)
+            with autocast(device, amp):
+                loss = _loss(model, batch, loss_fn)
+            value = loss.item()  # the step's one host sync: logging and the NaN check share it
+            if not math.isfinite(value):
+                raise LrcnError(
+                    f"the training loss became {value} at step {state.step + 1} (epoch {state.epoch + 1}); "
+                    "the last good checkpoint is kept — lower train.lr or enable train.grad_clip."
+                )
+            loss = loss / grad_accum_steps
+            (scaler.scale(loss) if scaling else loss).backward()
+            pending = True
         state.batch_in_epoch += 1
-        if _closes_cycle(state.batch_in_epoch, grad_accum_steps, last_batch):
+        # an empty batch closes its cycle where the cycle closes too (mid-epoch, left open, the
+        # next cycle summed three micro-batches of two cycles at 1.5x the scale); a cycle with no
+        # readable batch at all takes no step
+        if pending and _closes_cycle(state.batch_in_epoch, grad_accum_steps, last_batch):
             if _optimizer_step(model, optimizer, grad_clip, scaler if scaling else None):
                 scheduler.step()  # the schedule follows the steps actually taken
             state.step += 1
             pending = False
+        if value is None:
+            continue
         total += value
         count += 1
         items += int(batch.get("size", 0)) or next(

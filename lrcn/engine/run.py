@@ -55,7 +55,7 @@ class Run:
                 f"train.batch_size={cfg.train.batch_size} is the global batch and must divide by the {world} processes."
             )
         self.batch_size = cfg.train.batch_size // world  # per process; train.batch_size is global
-        trains_norm = _trains_batchnorm(self.model)
+        self.trains_norm = trains_norm = _trains_batchnorm(self.model)
         if trains_norm and self.batch_size == 1 and not (world > 1 and cfg.train.sync_batchnorm):
             raise LrcnError(
                 f"train.batch_size={cfg.train.batch_size} gives each process batches of one item, "
@@ -136,7 +136,7 @@ class Run:
     def train_loader(self) -> DataLoader:
         """This process's share of the training data, in the epoch's order."""
         collate = self.collate
-        if collate is not None and _trains_batchnorm(self.model):
+        if collate is not None and self.trains_norm:
             collate = _NoSingleLeftOver(collate)
         return make_loader(
             self.train_data,
