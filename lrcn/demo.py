@@ -11,7 +11,13 @@ Each stage is its own config and folder under the demo's root (``runs/demo``). A
 finished writes ``stage.json`` there (its resolved config, the checksum of the weights file it
 read, its time); run again, a stage whose ``stage.json`` still matches is reused, an interrupted
 training run is resumed, and a stage whose config or input changed is redone, the old folder
-kept beside it. The printout ends with each stage's time, the test metrics, a few test captions
+kept beside it.
+
+One writer per folder: a demo holds ``<root>/.lock`` from start to end, so a second ``lrcn demo``
+on the same root is refused at once, naming the first's PID (and never renames the first's live
+folders). A stage folder is set aside only while holding its own lock (the one ``lrcn train``
+holds), so a folder another process is writing is never moved; the decision to reuse, resume or
+redo a stage is made from its recorded ``stage.json`` and ``config.yaml``. The printout ends with each stage's time, the test metrics, a few test captions
 beside their references and the path of the HTML report.
 
 ``lrcn demo --video`` runs the same stages for video description (``runs/video``): the frame CNN
@@ -34,7 +40,7 @@ from lrcn.config_yaml import load_yaml
 from lrcn.engine import fit
 from lrcn.errors import LrcnError
 from lrcn.extract import extract_features
-from lrcn.io import read_json, write_json_atomic
+from lrcn.io import check_writable, hold_lock, read_json, write_json_atomic
 from lrcn.predict import evaluate
 from lrcn.report import write_report
 from lrcn.results import load_result, standing
@@ -146,10 +152,16 @@ def _finished(folder: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _set_aside(folder: Path) -> None:
-    """Move a stage's folder made with another config out of the way (never deleted)."""
+    """Move a stage's folder made with another config out of the way (never deleted).
+
+    Called while holding the folder's lock (`_train`): a folder a live process writes is not moved.
+    """
     target = folder.with_name(f"{folder.name}-replaced-{time.strftime('%Y%m%d-%H%M%S')}")
     folder.rename(target)
     log.info("%s was made with another config or input; kept as %s", folder, target)
+
+
+_STAGE_WRITER = "another process (`lrcn train` or `lrcn demo`)"
 
 
 def _saved_config(folder: Path) -> dict[str, Any] | None:
@@ -163,16 +175,26 @@ def _saved_config(folder: Path) -> dict[str, Any] | None:
 
 
 def _train(cfg: Config, folder: Path) -> dict[str, Any]:
-    """Train (or finish an interrupted run of) ``cfg`` in ``folder``; evaluate the test split."""
-    if (folder / "checkpoints" / "last.pt").is_file():
-        saved = _saved_config(folder)
-        if saved is not None and _without_progress(saved) == _without_progress(cfg.to_dict()):
-            log.info("continuing the interrupted run in %s", folder)
-            fit(None, folder, resume=True)
-            return evaluate(folder)
-    if folder.exists():
-        _set_aside(folder)
-    fit(cfg, folder)
+    """Train (or finish an interrupted run of) ``cfg`` in ``folder``; evaluate the test split.
+
+    The folder's lock (``<folder>/.lock``, the one `fit` takes) is held while deciding to resume
+    or set the folder aside, so a run another process is writing is refused, never moved.
+    """
+    resume = False
+    if folder.is_dir():
+        with hold_lock(folder / ".lock", _STAGE_WRITER):
+            if (folder / "checkpoints" / "last.pt").is_file():
+                saved = _saved_config(folder)
+                resume = saved is not None and _without_progress(saved) == _without_progress(
+                    cfg.to_dict()
+                )
+            if not resume:
+                _set_aside(folder)
+    if resume:
+        log.info("continuing the interrupted run in %s", folder)
+        fit(None, folder, resume=True)
+    else:
+        fit(cfg, folder)
     return evaluate(folder)
 
 
@@ -235,6 +257,20 @@ def run_demo(
         ``{"stages": {name: marker}, "report": path, "seconds": this call's wall time}``.
     """
     start = time.perf_counter()
+    with hold_lock(check_writable(root) / ".lock", "another `lrcn demo`"):
+        summary = _run_stages(Path(root), overrides, echo, data)
+        summary["seconds"] = round(time.perf_counter() - start, 1)
+        *lines, report_line = summary_lines(demo_stages(root, data), summary)
+        for line in [*lines, *recorded_range_lines(data, summary["stages"], overrides)]:
+            echo(line)
+        echo(report_line)
+    return summary
+
+
+def _run_stages(
+    root: Path, overrides: Sequence[str], echo: Callable[[str], None], data: str
+) -> dict[str, Any]:
+    """Every stage in order (reused when finished), then the report; called holding the root's lock."""
     stages = demo_stages(root, data)
     records = {}
     for number, stage in enumerate(stages, 1):
@@ -245,15 +281,7 @@ def run_demo(
     report = caption_dir / "eval" / "test_report.html"
     if not report.is_file() or not all(r["reused"] for r in records.values()):
         report = write_report(caption_dir, split="test")
-    summary = {
-        "stages": records,
-        "report": str(report),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-    *lines, report_line = summary_lines(stages, summary)
-    for line in [*lines, *recorded_range_lines(data, records, overrides), report_line]:
-        echo(line)
-    return summary
+    return {"stages": records, "report": str(report)}
 
 
 def recorded_range_lines(

@@ -24,7 +24,9 @@ from typing import Any
 from lrcn.errors import LrcnError
 
 KILL_ENV = "LRCN_TEST_KILL_AT"
+PAUSE_ENV = "LRCN_TEST_PAUSE_AT"
 _kill_counts: dict[str, int] = {}
+_pause_counts: dict[str, int] = {}
 _kill_pid = 0
 
 
@@ -34,12 +36,15 @@ def kill_point(name: str) -> None:
     ``name`` may be ``*`` (any point). The kill harness (tests/test_crash_harness.py) uses it to
     die inside each write; unset, it costs one dictionary lookup.
     """
+    if os.environ.get(PAUSE_ENV):
+        _pause_point(name)
     spec = os.environ.get(KILL_ENV)
     if not spec:
         return
     global _kill_pid
     if _kill_pid != os.getpid():  # a forked child counts its own points
         _kill_counts.clear()
+        _pause_counts.clear()
         _kill_pid = os.getpid()
     wanted, _, count = spec.rpartition(":")
     if wanted not in (name, "*"):
@@ -51,6 +56,26 @@ def kill_point(name: str) -> None:
             with open(trace, "a", encoding="utf-8") as f:
                 f.write(name + "\n")
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pause_point(name: str) -> None:
+    """Test hook: wait at the ``n``-th ``name`` of ``LRCN_TEST_PAUSE_AT=name:n[,name:n...]``.
+
+    The process writes ``<LRCN_TEST_PAUSE_AT_DIR>/<name>.paused`` and waits (up to 10 minutes) for
+    ``<name>.resume`` there, so a test can act while a writer is provably at that point.
+    """
+    folder = Path(os.environ.get(PAUSE_ENV + "_DIR", "."))
+    for entry in os.environ[PAUSE_ENV].split(","):
+        wanted, _, count = entry.rpartition(":")
+        if wanted != name:
+            continue
+        _pause_counts[name] = _pause_counts.get(name, 0) + 1
+        if _pause_counts[name] != int(count):
+            continue
+        (folder / f"{name}.paused").write_text(f"{os.getpid()}\n", encoding="ascii")
+        deadline = time.monotonic() + 600
+        while not (folder / f"{name}.resume").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 _FIXES = {
