@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lrcn.config import TrainConfig
 from lrcn.engine import TrainState, train_one_epoch
 from lrcn.runtime import amp_dtype, make_grad_scaler
 
@@ -42,8 +43,9 @@ def _train(
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
     train_one_epoch(
-        model, DataLoader(_batches(target_scale), batch_size=None), optimizer, scheduler, TrainState(), torch.device("cpu"),
-        grad_clip=grad_clip, progress=False, scaler=scaler,
+        model, DataLoader(_batches(target_scale), batch_size=None), TrainState(), optimizer=optimizer,
+        scheduler=scheduler, device=torch.device("cpu"),
+        train=TrainConfig(grad_clip=grad_clip, amp=False, progress=False), scaler=scaler,
     )  # fmt: skip
     return scheduler
 

@@ -16,7 +16,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lrcn.cli import main
-from lrcn.config import load_config
+from lrcn.config import TrainConfig, load_config
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 TINY_LINE = [
@@ -129,6 +129,11 @@ def test_overrides_on_both_sides_of_an_option(tmp_path: Path) -> None:
     assert payload["train_state"]["epoch"] == 1
 
 
+def _no_clip(grad_accum_steps: int) -> TrainConfig:
+    """The loop's settings for these exact tests: no clipping, no autocast, no progress bar."""
+    return TrainConfig(grad_clip=0.0, amp=False, grad_accum_steps=grad_accum_steps, progress=False)
+
+
 def test_an_epoch_ending_in_an_unreadable_batch_still_applies_its_gradients() -> None:
     from lrcn.engine import TrainState, train_one_epoch
 
@@ -147,8 +152,8 @@ def test_an_epoch_ending_in_an_unreadable_batch_still_applies_its_gradients() ->
     batches = torch.utils.data.DataLoader(batches, batch_size=None)
     state = TrainState()
     # three batches, three per optimizer step: the cycle closes at the (empty) last batch
-    train_one_epoch(model, batches, optimizer, scheduler, state, torch.device("cpu"),
-                    grad_accum_steps=3, progress=False)  # fmt: skip
+    train_one_epoch(model, batches, state, optimizer=optimizer, scheduler=scheduler,
+                    device=torch.device("cpu"), train=_no_clip(grad_accum_steps=3))  # fmt: skip
     assert state.step == 1 and state.batch_in_epoch == 3
     # one float32 SGD step: approx's rel 1e-6 is 8 float32 ulps, a few roundings need fewer
     assert model.weight.item() == pytest.approx(1.0 - 0.1 * 4 / 3)
@@ -186,8 +191,8 @@ def test_accumulation_counts_cycles_not_batches(sizes: list[int], accum: int) ->
                for i, n in enumerate(sizes)]  # fmt: skip
     loader = torch.utils.data.DataLoader(batches, batch_size=None)
     state = TrainState()
-    train_one_epoch(model, loader, optimizer, scheduler, state, torch.device("cpu"),
-                    grad_accum_steps=accum, progress=False)  # fmt: skip
+    train_one_epoch(model, loader, state, optimizer=optimizer, scheduler=scheduler,
+                    device=torch.device("cpu"), train=_no_clip(grad_accum_steps=accum))  # fmt: skip
     cycles = [sizes[i : i + accum] for i in range(0, len(sizes), accum)]
     starts = range(0, len(sizes), accum)
     expected = [

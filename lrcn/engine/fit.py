@@ -15,7 +15,7 @@ import logging
 import random
 import signal
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -247,10 +247,10 @@ class _Trainer:
             self._on_step(st, loss, stop)
 
         return train_one_epoch(
-            train_model, run.train_loader(), self.optimizer, self.scheduler, state, self.device,
-            cfg.train.grad_clip, cfg.train.amp, cfg.train.grad_accum_steps, on_step,
-            cfg.train.progress and self.is_main,
-            self.loss_fn, self.scaler,
+            train_model, run.train_loader(), state, optimizer=self.optimizer,
+            scheduler=self.scheduler, device=self.device,
+            train=replace(cfg.train, progress=cfg.train.progress and self.is_main),
+            on_step=on_step, loss_fn=self.loss_fn, scaler=self.scaler,
         )  # fmt: skip
 
     def _on_step(self, st: TrainState, loss: float, stop: _StopFlag) -> None:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lrcn.config import TrainConfig
 from lrcn.errors import LrcnError
 from lrcn.runtime import autocast, move_batch, progress_bar
 
@@ -38,57 +39,48 @@ class TrainState:
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
+    state: TrainState,
+    *,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    state: TrainState,
     device: torch.device,
-    grad_clip: float = 0.0,
-    amp: bool = False,
-    grad_accum_steps: int = 1,
+    train: TrainConfig,
     on_step: Callable[[TrainState, float], None] | None = None,
-    progress: bool = True,
     loss_fn: LossFn | None = None,
     scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader`` (which already skips the batches trained before a resume).
 
-    Every batch is a dict the model's ``loss(batch)`` understands. ``on_step`` runs after each
-    batch (logging, step checkpoints, stop requests). An enabled ``scaler`` (float16 autocast,
-    :func:`lrcn.runtime.make_grad_scaler`) scales the loss before backward, unscales the gradients
-    before clipping, and skips the optimizer step whose gradients overflowed.
+    Every batch is a dict the model's ``loss(batch)`` understands. From ``train`` (the config's
+    ``train`` section) the loop reads ``grad_clip``, ``amp``, ``grad_accum_steps`` and ``progress``.
+    ``on_step`` runs after each batch (logging, step checkpoints, stop requests). An enabled
+    ``scaler`` (float16 autocast, :func:`lrcn.runtime.make_grad_scaler`) scales the loss before
+    backward, unscales the gradients before clipping, and skips the optimizer step whose gradients
+    overflowed.
 
     Returns:
         ``{"loss": mean training loss, "items": examples seen, "seconds": wall time}``.
     """
     model.train()
-    scaling = scaler is not None and scaler.is_enabled()
+    scaler = scaler if scaler is not None and scaler.is_enabled() else None
     total, count, items, start = 0.0, 0, 0, time.perf_counter()
     # an accumulation cycle always closes at the epoch's last batch
     last_batch = _start(loader) + len(loader)
-    bar = progress_bar(loader, progress, desc=f"epoch {state.epoch + 1}")
+    bar = progress_bar(loader, train.progress, desc=f"epoch {state.epoch + 1}")
     pending = False  # gradients accumulated since the last optimizer step
     for batch in bar:
         _count_skipped(batch, state)
         value = None  # an empty batch: every item unreadable (data.on_error: skip)
         if batch.get("size", 1) != 0:
             batch = move_batch(batch, device)
-            with autocast(device, amp):
-                loss = _loss(model, batch, loss_fn)
-            value = loss.item()  # the step's one host sync: logging and the NaN check share it
-            if not math.isfinite(value):
-                raise LrcnError(
-                    f"the training loss became {value} at step {state.step + 1} (epoch {state.epoch + 1}); "
-                    "the last good checkpoint is kept — lower train.lr or enable train.grad_clip."
-                )
-            loss = loss / grad_accum_steps
-            (scaler.scale(loss) if scaling else loss).backward()
+            value = _backward(model, batch, device, state, train, loss_fn, scaler)
             pending = True
         state.batch_in_epoch += 1
         # an empty batch closes its cycle where the cycle closes too (mid-epoch, left open, the
         # next cycle summed three micro-batches of two cycles at 1.5x the scale); a cycle with no
         # readable batch at all takes no step
-        if pending and _closes_cycle(state.batch_in_epoch, grad_accum_steps, last_batch):
-            if _optimizer_step(model, optimizer, grad_clip, scaler if scaling else None):
+        if pending and _closes_cycle(state.batch_in_epoch, train.grad_accum_steps, last_batch):
+            if _optimizer_step(model, optimizer, train.grad_clip, scaler):
                 scheduler.step()  # the schedule follows the steps actually taken
             state.step += 1
             pending = False
@@ -99,11 +91,34 @@ def train_one_epoch(
         items += int(batch.get("size", 0)) or next(
             v.shape[0] for v in batch.values() if torch.is_tensor(v)
         )
-        if progress and hasattr(bar, "set_postfix"):
+        if train.progress and hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{value:.3f}")
         if on_step is not None:
             on_step(state, value)
     return {"loss": total / max(count, 1), "items": items, "seconds": time.perf_counter() - start}
+
+
+def _backward(
+    model: nn.Module,
+    batch: dict,
+    device: torch.device,
+    state: TrainState,
+    train: TrainConfig,
+    loss_fn: LossFn | None,
+    scaler: torch.amp.GradScaler | None,
+) -> float:
+    """The batch's loss, back-propagated at ``1 / grad_accum_steps`` of its size; its value."""
+    with autocast(device, train.amp):
+        loss = _loss(model, batch, loss_fn)
+    value = loss.item()  # the step's one host sync: logging and the NaN check share it
+    if not math.isfinite(value):
+        raise LrcnError(
+            f"the training loss became {value} at step {state.step + 1} (epoch {state.epoch + 1}); "
+            "the last good checkpoint is kept — lower train.lr or enable train.grad_clip."
+        )
+    loss = loss / train.grad_accum_steps
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    return value
 
 
 def _closes_cycle(batch_in_epoch: int, grad_accum_steps: int, last_batch: int) -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lrcn.config import TrainConfig
 from lrcn.decoding import decode
 from lrcn.engine import Run, TrainState, train_one_epoch
 
@@ -22,8 +23,9 @@ def train_further(run: Run, epochs: int) -> None:
     for epoch in range(epochs):
         run.sampler.set_epoch(epoch + 1)
         train_one_epoch(
-            run.model, run.train_loader(), run.optimizer, run.scheduler, state,
-            torch.device("cpu"), 5.0, progress=False,
+            run.model, run.train_loader(), state, optimizer=run.optimizer,
+            scheduler=run.scheduler, device=torch.device("cpu"),
+            train=TrainConfig(grad_clip=5.0, amp=False, progress=False),
         )  # fmt: skip
 
 

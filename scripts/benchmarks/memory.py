@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from benchmarks.common import SCRIPT, StoreWriter, base_overrides, items_header, store_header
 from lrcn.build import build_encoder, build_model, build_source, build_source_raw
-from lrcn.config import Config, load_config
+from lrcn.config import Config, TrainConfig, load_config
 from lrcn.data.datasets import CaptionTrainDataset, make_caption_collate
 from lrcn.engine import TrainState, build_optimizer, build_scheduler, train_one_epoch
 from lrcn.text.tokenize import tokenize
@@ -205,14 +205,12 @@ def memory_child(overrides: list[str], steps: int, loader_pass: bool = False) ->
     scheduler = build_scheduler(optimizer, cfg, steps)
     loader, warm_up = child_loaders(cfg, source, vocab, steps)
     # a few steps first: the allocator, autograd and the optimizer's state reach their steady size
-    train_one_epoch(
-        model, warm_up, optimizer, scheduler, TrainState(), torch.device("cpu"), progress=False
-    )
+    loop = {"optimizer": optimizer, "scheduler": scheduler, "device": torch.device("cpu"),
+            "train": TrainConfig(grad_clip=0.0, amp=False, progress=False)}  # fmt: skip
+    train_one_epoch(model, warm_up, TrainState(), **loop)
     before = proc_status()
     reset = reset_peak()
-    train_one_epoch(
-        model, loader, optimizer, scheduler, TrainState(), torch.device("cpu"), progress=False
-    )
+    train_one_epoch(model, loader, TrainState(), **loop)
     after = proc_status()
     epoch = loader_epoch(cfg, source, vocab) if loader_pass else None
     full, through_map, control = passes_over_rows(source)

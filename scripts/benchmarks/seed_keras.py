@@ -77,7 +77,7 @@ def _lrcn_child(steps: int, warmup: int) -> dict[str, Any]:
     from torch.utils.data import DataLoader, TensorDataset
 
     from lrcn.build import build_model
-    from lrcn.config import load_config
+    from lrcn.config import TrainConfig, load_config
     from lrcn.engine.loop import TrainState, train_one_epoch
     from lrcn.engine.optim import build_optimizer, build_scheduler
     from lrcn.runtime import tune_cpu_allocator
@@ -103,19 +103,11 @@ def _lrcn_child(steps: int, warmup: int) -> dict[str, Any]:
         )
 
     state = TrainState()
-    train_one_epoch(
-        model, loader(0, warmup), optimizer, scheduler, state, torch.device("cpu"), progress=False
-    )
+    loop = {"optimizer": optimizer, "scheduler": scheduler, "device": torch.device("cpu"),
+            "train": TrainConfig(grad_clip=0.0, amp=False, progress=False)}  # fmt: skip
+    train_one_epoch(model, loader(0, warmup), state, **loop)
     start, cpu = time.perf_counter(), time.process_time()
-    train_one_epoch(
-        model,
-        loader(warmup, steps),
-        optimizer,
-        scheduler,
-        state,
-        torch.device("cpu"),
-        progress=False,
-    )
+    train_one_epoch(model, loader(warmup, steps), state, **loop)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "cpu_seconds": time.process_time() - cpu, "steps": steps}
 

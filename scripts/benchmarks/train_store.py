@@ -8,6 +8,7 @@ measured alone to give the ratio's ceiling.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ def train_epoch(cfg: Config, run_dir: Path) -> tuple[float, Run]:
     run.scheduler = build_scheduler(run.optimizer, cfg, 10_000)
     run.sampler.set_epoch(0)
     stats = train_one_epoch(
-        run.model, run.train_loader(), run.optimizer, run.scheduler, TrainState(),
-        torch.device("cpu"), cfg.train.grad_clip, progress=False,
+        run.model, run.train_loader(), TrainState(), optimizer=run.optimizer,
+        scheduler=run.scheduler, device=torch.device("cpu"),
+        train=replace(cfg.train, amp=False, grad_accum_steps=1, progress=False),
     )  # fmt: skip
     return stats["items"] / stats["seconds"], run
 
