@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from eval_files import reseal
 
 from lrcn.cli import main
