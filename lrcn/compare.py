@@ -93,15 +93,15 @@ def load_evaluation(source: str, split: str = "test") -> Evaluation:
     """
     metrics_path = _metrics_path(source, split)
     rerun = f"run `lrcn evaluate --checkpoint {source} --split {split}` first"
+    name = metrics_path.name
+    read_evaluation(  # checks the split's files against their manifest (unfinished: refused)
+        metrics_path.parent,
+        name[: -len("_metrics.json")] if name.endswith("_metrics.json") else split,
+    )
     if not metrics_path.is_file():
         raise LrcnError(
             f"{metrics_path} does not exist, so {source} has no evaluation of split {split}; {rerun}."
         )
-    name = metrics_path.name
-    read_evaluation(  # checks the split's files against their manifest
-        metrics_path.parent,
-        name[: -len("_metrics.json")] if name.endswith("_metrics.json") else split,
-    )
     metrics = read_json(metrics_path, rerun)
     identity = metrics.get("evaluation") if isinstance(metrics, dict) else None
     if not isinstance(identity, dict) or "per_item" not in identity:

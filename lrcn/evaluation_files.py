@@ -49,6 +49,9 @@ from lrcn.io import check_writable, hold_lock, kill_point, read_json, write_json
 log = logging.getLogger(__name__)
 
 FORMAT = 1
+# the files an evaluation of split S writes: S_<kind>
+KINDS = ("manifest.json", "metrics.json", "per_item.json", "captions.json", "references.json",
+         "attention.npz", "predictions.json")  # fmt: skip
 # eval keys that change no written number (batched decoding gives one-at-a-time captions)
 _IGNORED = {"eval": {"split", "batch_size"}, "data": {"num_workers"}}
 
@@ -185,6 +188,9 @@ def write_evaluation(
         The finished manifest.
     """
     previous = _read_manifest(folder, split) or {}
+    for kind in KINDS:  # what a killed writer of this split left (we hold the folder's lock)
+        for tmp in folder.glob(f".{split}_{kind}.*.tmp"):
+            tmp.unlink(missing_ok=True)
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "split": split,

@@ -24,7 +24,7 @@ from lrcn import build
 from lrcn.config import Config, load_config
 from lrcn.engine.evaluation import AttentionMaps
 from lrcn.errors import LrcnError
-from lrcn.evaluation_files import EvaluationFiles, read_evaluation
+from lrcn.evaluation_files import EvaluationFiles, manifest_path, read_evaluation
 from lrcn.io import check_writable, read_json, write_text_atomic
 from lrcn.metrics import per_item_scores
 from lrcn.metrics.per_item import evaluation_identity
@@ -73,10 +73,10 @@ def write_report(run_dir: str | Path, split: str = "test", out: str | Path | Non
     out_path = Path(out) if out else eval_dir / f"{split}_report.html"
     check_writable(out_path.parent)  # before any evaluation or rendering
     wanted = "predictions" if cfg.task == "activity" else "captions"
-    if (
+    if not manifest_path(eval_dir, split).is_file() and (
         not (eval_dir / f"{split}_metrics.json").is_file()
         or not (eval_dir / f"{split}_{wanted}.json").is_file()
-    ):
+    ):  # an evaluation with a manifest is checked instead (an unfinished one is refused)
         log.info("%s: split %s is not evaluated yet; evaluating it first", run_dir, split)
         evaluate(run_dir, split=split)
     files = read_evaluation(eval_dir, split)
