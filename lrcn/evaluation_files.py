@@ -54,6 +54,9 @@ KINDS = ("manifest.json", "metrics.json", "per_item.json", "captions.json", "ref
          "attention.npz", "predictions.json")  # fmt: skip
 # eval keys that change no written number (batched decoding gives one-at-a-time captions)
 _IGNORED = {"eval": {"split", "batch_size"}, "data": {"num_workers"}}
+# recorded, but another value may replace the evaluation: it changes what is kept (how many
+# items' attention maps), not what was measured
+_KEPT_ONLY = {"eval.attention_maps"}
 
 
 def manifest_path(folder: str | os.PathLike, split: str) -> Path:
@@ -132,7 +135,10 @@ def check_replaceable(folder: str | os.PathLike, split: str, settings: dict[str,
     else:  # written by lrcn 0.2.0: its metrics file knows the split and the beam
         old = _legacy_settings(folder / f"{split}_metrics.json")
         settings = {k: settings.get(k) for k in old}
-    changed = _differences(old, settings)
+    changed = _differences(
+        {k: v for k, v in old.items() if k not in _KEPT_ONLY},
+        {k: v for k, v in settings.items() if k not in _KEPT_ONLY},
+    )
     if not changed:
         return
     beam = settings.get("eval.beam_size")
