@@ -7,6 +7,11 @@ approximate-randomisation p-value (`lrcn.metrics.bootstrap.paired_test`). Evalua
 different items, splits, tokenizers or reference sets are refused. With several runs per side
 (e.g. seeds) each side's per-item scores are averaged over its runs before pairing, and every
 run's corpus scores are summarised as mean and standard deviation.
+
+Each side is read through `lrcn.evaluation_files.read_evaluation`: an unfinished evaluation, or
+a file changed since ``lrcn evaluate`` wrote it, is refused. Two sides that are the same
+evaluation (identical files) are compared with a warning, and per-item differences within
+float64 rounding (`ROUNDING`) count as zero, so rounding noise never shows as a difference.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from lrcn.errors import LrcnError
+from lrcn.evaluation_files import file_sha256, read_evaluation
 from lrcn.io import check_writable, read_json, write_json_atomic
 from lrcn.metrics import METRIC_ORDER
 from lrcn.metrics.bleu import BleuStatistics
@@ -37,6 +43,16 @@ _IDENTITY = (
     ("references_sha1", "reference sets"),
 )
 
+# Per-item differences this small, relative to the scores (or absolute below 1), are float64
+# rounding, not a difference between the systems. A per-item score is a chain of rounded float64
+# operations (CIDEr-D: tf-idf vectors of 4 n-gram orders against tens of references, with
+# document frequencies over the split; METEOR's statistics; averages over runs); with at most
+# n = 10**6 of them its rounding error is below n * 2**-53 * |score| ~ 1.1e-10 * |score| (the
+# bound for a sum of n terms). 1e-9 leaves a factor of 9 above that; a real difference between
+# two captions' scores is far larger, and one below 1e-9 of the score cannot show in the
+# four decimals the table prints.
+ROUNDING = 1e-9
+
 
 @dataclass
 class Evaluation:
@@ -47,6 +63,7 @@ class Evaluation:
     identity: dict[str, Any]
     ids: list[str]
     scores: ItemScores
+    digest: str  # equal for the same evaluation (identical metrics and per-item files)
 
     @property
     def name(self) -> str:
@@ -76,6 +93,11 @@ def load_evaluation(source: str, split: str = "test") -> Evaluation:
     """
     metrics_path = _metrics_path(source, split)
     rerun = f"run `lrcn evaluate --checkpoint {source} --split {split}` first"
+    name = metrics_path.name
+    read_evaluation(  # checks the split's files against their manifest (unfinished: refused)
+        metrics_path.parent,
+        name[: -len("_metrics.json")] if name.endswith("_metrics.json") else split,
+    )
     if not metrics_path.is_file():
         raise LrcnError(
             f"{metrics_path} does not exist, so {source} has no evaluation of split {split}; {rerun}."
@@ -96,7 +118,8 @@ def load_evaluation(source: str, split: str = "test") -> Evaluation:
             f"{per_item_path} holds {len(ids)} items but {metrics_path} says "
             f"{identity.get('items')}; {rerun}."
         )
-    return Evaluation(source, metrics_path, identity, ids, scores)
+    digest = file_sha256(metrics_path) + file_sha256(per_item_path)
+    return Evaluation(source, metrics_path, identity, ids, scores, digest)
 
 
 def _split_of(metrics: Any, default: str) -> str:
@@ -142,6 +165,31 @@ def _average(evaluations: list[Evaluation]) -> ItemScores:
     return ItemScores(means, bleu, summed)
 
 
+def _snap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``b`` with every value within `ROUNDING` of ``a``'s set to ``a``'s."""
+    if a.shape != b.shape:
+        return b
+    scale = np.maximum(1.0, np.maximum(np.abs(a), np.abs(b)))
+    return np.where(np.abs(a - b) <= ROUNDING * scale, a, b)
+
+
+def without_rounding(a: ItemScores, b: ItemScores) -> ItemScores:
+    """B's per-item scores with those within float64 rounding of A's made equal to A's."""
+    means = {k: _snap(a.means[k], v) if k in a.means else v for k, v in b.means.items()}
+    summed = {
+        k: SummedStatistics(_snap(a.summed[k].values, s.values), s.score_sums)
+        if k in a.summed
+        else s
+        for k, s in b.summed.items()
+    }
+    bleu = b.bleu
+    if a.bleu is not None and b.bleu is not None:  # counts; averaged over runs they may round
+        bleu = BleuStatistics(
+            *(_snap(getattr(a.bleu, f.name), getattr(b.bleu, f.name)) for f in fields(bleu))
+        )
+    return ItemScores(means, bleu, summed)
+
+
 def _spread(evaluations: list[Evaluation], keys: list[str]) -> dict[str, dict[str, float]]:
     """Mean and standard deviation (ddof 1) of each run's corpus score."""
     values = {k: [float(e.scores.corpus()[k][0]) for e in evaluations] for k in keys}
@@ -179,7 +227,17 @@ def compare(
         check_comparable(side_a[0], other)
     out_path = Path(out) if out else _default_out(side_a[0], side_b, split)
     check_writable(out_path.parent)
-    table = paired_test(_average(side_a), _average(side_b), resamples, seed)
+    same = sorted(e.digest for e in side_a) == sorted(e.digest for e in side_b)
+    if same:
+        log.warning(
+            "%s and %s are the same evaluation (identical metrics and per-item files), so every "
+            "difference is 0; to compare decodings, evaluate into another folder (e.g. `lrcn "
+            "evaluate --checkpoint RUN --beam-size 3 --out-dir RUN/eval_beam3`).",
+            ", ".join(e.source for e in side_a),
+            ", ".join(e.source for e in side_b),
+        )
+    scores_a = _average(side_a)
+    table = paired_test(scores_a, without_rounding(scores_a, _average(side_b)), resamples, seed)
     keys = [k for k in METRIC_ORDER if k in table] + [k for k in table if k not in METRIC_ORDER]
     result_metrics: dict[str, Any] = {k: table[k] for k in keys}
     if len(side_a) > 1 or len(side_b) > 1:
@@ -194,6 +252,7 @@ def compare(
         "tokenizer": side_a[0].identity.get("tokenizer"),
         "resamples": resamples,
         "seed": seed,
+        "same_evaluation": same,
         "metrics": result_metrics,
         "out": str(out_path),
     }

@@ -15,8 +15,6 @@ from torch import nn
 from lrcn import build
 from lrcn.checkpoint import load_checkpoint, load_state_dict_checked, resolve_checkpoint_path
 from lrcn.config import Config, config_from_dict, load_config_over
-from lrcn.data.datasets import CaptionEvalDataset, make_eval_collate
-from lrcn.data.manifest import read_manifest
 from lrcn.data.media import (
     IMAGE_EXTENSIONS,
     frames_to_tensor,
@@ -27,20 +25,20 @@ from lrcn.data.media import (
     read_frames,
 )
 from lrcn.decoding import decode
-from lrcn.engine import (
-    evaluate_attributes,
-    evaluate_classifier,
-    generate_captions,
-    score_captions,
-)
-from lrcn.engine.evaluation import AttentionMaps, caption_strips
+from lrcn.engine import evaluate_attributes
+from lrcn.engine.evaluation import caption_strips
 from lrcn.errors import LrcnError
-from lrcn.io import atomic_path, check_writable, write_json_atomic
-from lrcn.metrics import evaluate_items, leave_one_out_scores
-from lrcn.metrics.diversity import caption_statistics
-from lrcn.metrics.per_item import evaluation_identity, write_per_item
+from lrcn.evaluation_files import (
+    check_replaceable,
+    evaluation_folder,
+    evaluation_settings,
+    write_evaluation,
+)
+from lrcn.io import atomic_path, check_writable
 from lrcn.models.encoders import encoder_spec
 from lrcn.runtime import make_loader, resolve_device
+from lrcn.split_evaluation import evaluate_activity, evaluate_captions, json_writer
+from lrcn.split_evaluation import reference_points as _reference_points  # noqa: F401 (tests)
 from lrcn.text.vocab import Vocabulary
 from lrcn.visualize import denormalise
 
@@ -110,193 +108,35 @@ def evaluate(
     ``<split>_per_item.json``; plus two reference points on the same split: ``reference_loo_*`` (each human reference scored against the
     others) and ``baseline_*`` (the most frequent training caption for every item).
     Classifiers report clip ``accuracy``.
+
+    The split's files are one unit with ``<split>_manifest.json`` (`lrcn.evaluation_files`):
+    one ``lrcn evaluate`` at a time per folder, written whole or marked unfinished.
+
+    Raises:
+        LrcnError: another ``lrcn evaluate`` writes into the folder (its PID named), or the
+            folder holds a finished evaluation of the split made with other settings.
     """
 
     extra = list(overrides or []) + ([f"eval.beam_size={beam_size}"] if beam_size else [])
-    # fail in the first second, not after decoding the whole split, when the outputs cannot be written
-    out_dir = check_writable(out_dir or run_dir_of(resolve_checkpoint_path(checkpoint)) / "eval")
-    model, cfg, payload = load_model(checkpoint, overrides=extra)
-    if cfg.task == "activity":
-        return _evaluate_activity(model, cfg, payload, split, out_dir)
-    if cfg.task == "attributes":  # a pretraining run: its heads' accuracies
-        data = build.build_attribute_dataset(cfg, split)
-        loader = make_loader(data, cfg.eval.batch_size, None, None, cfg.data.num_workers)
-        metrics = evaluate_attributes(model, loader, next(model.parameters()).device, data.heads)
-        write_json_atomic(out_dir / f"{split}_metrics.json", {**metrics, "split": split})
-        return {**metrics, "split": split}
-    return _evaluate_captions(model, cfg, payload, split, out_dir)
-
-
-def _evaluate_activity(
-    model: nn.Module, cfg: Config, payload: dict[str, Any], split: str, out_dir: Path
-) -> dict[str, Any]:
-    """Clip accuracy, and LRCN's clip/video accuracies; writes metrics and predictions."""
-    device = next(model.parameters()).device
-    data, _ = build.build_activity_dataset(cfg, split)
-    loader = make_loader(data, cfg.eval.batch_size, None, None, cfg.data.num_workers, device)
-    result = evaluate_classifier(model, loader, device, payload["labels"])
-    metrics = {"accuracy": result["accuracy"], "items": result["items"], "split": split}
-    if cfg.data.dataset == "manifest" and cfg.data.frame_sampling == "clips":
-        metrics.update(_clip_and_video_accuracy(model, cfg, split, payload["labels"]))
-    else:  # one clip per video: the two levels coincide
-        metrics.update(clip_accuracy=result["accuracy"], video_accuracy=result["accuracy"])
-    write_json_atomic(out_dir / f"{split}_metrics.json", metrics)
-    write_json_atomic(out_dir / f"{split}_predictions.json", result["predictions"])
+    path = resolve_checkpoint_path(checkpoint)
+    # fail in the first second, not after decoding the whole split, when the outputs cannot be
+    # written, another `lrcn evaluate` writes there, or they would replace another evaluation
+    with evaluation_folder(out_dir or run_dir_of(path) / "eval") as folder:
+        model, cfg, payload = load_model(path, overrides=extra)
+        settings = evaluation_settings(cfg, path, folder, split)
+        check_replaceable(folder, split, settings)
+        if cfg.task == "activity":
+            metrics, files = evaluate_activity(model, cfg, payload, split)
+        elif cfg.task == "attributes":  # a pretraining run: its heads' accuracies
+            data = build.build_attribute_dataset(cfg, split)
+            loader = make_loader(data, cfg.eval.batch_size, None, None, cfg.data.num_workers)
+            device = next(model.parameters()).device
+            metrics = {**evaluate_attributes(model, loader, device, data.heads), "split": split}
+            files = {f"{split}_metrics.json": json_writer(metrics)}
+        else:
+            metrics, files = evaluate_captions(model, cfg, payload, split)
+        write_evaluation(folder, split, settings, files, path)
     return metrics
-
-
-def _evaluate_captions(
-    model: nn.Module, cfg: Config, payload: dict[str, Any], split: str, out_dir: Path
-) -> dict[str, Any]:
-    """Decode the split, score it with the reference points and the dataset's own metrics."""
-    device = next(model.parameters()).device
-    vocab = Vocabulary.from_dict(payload["vocab"])
-    source = build.build_source(cfg, split)
-    dataset = CaptionEvalDataset(source, on_error=cfg.data.on_error)
-    loader = make_loader(
-        dataset,
-        cfg.eval.batch_size,
-        make_eval_collate(source.is_video),
-        None,
-        cfg.data.num_workers,
-        device,
-    )
-    attention = (
-        AttentionMaps(model.attends, limit=cfg.eval.attention_maps)
-        if model.attends is not None and cfg.eval.attention_maps > 0
-        else None
-    )
-    hyps, refs, skipped = generate_captions(
-        model,
-        loader,
-        vocab,
-        device,
-        cfg.eval.beam_size,
-        cfg.eval.max_length,
-        cfg.eval.length_penalty,
-        attention=attention,
-    )
-    if not hyps:
-        raise LrcnError(f"split `{split}` has no readable items; check the data paths.")
-    evaluation = evaluate_items(refs, hyps, cfg.eval.metrics, cfg.eval.tokenizer)
-    metrics: dict[str, Any] = evaluation.results(cfg.eval.bootstrap)
-    if cfg.eval.reference_points:
-        metrics.update(_reference_points(hyps, refs, cfg, payload.get("baseline_caption") or ""))
-    metrics.update(source.task_metrics(hyps))  # e.g. scene_accuracy, motion_accuracy
-    metrics.update(split=split, items=len(hyps), beam_size=cfg.eval.beam_size, skipped=skipped)
-    # what `lrcn compare` checks before pairing two evaluations item by item
-    metrics["evaluation"] = {
-        "split": split,
-        **evaluation_identity(evaluation.keys, refs, evaluation.tokenizer),
-        "bootstrap": cfg.eval.bootstrap,
-        "per_item": f"{split}_per_item.json",
-    }
-    metrics["caption_statistics"] = caption_statistics(hyps, refs, _training_captions(cfg))
-    write_per_item(out_dir / f"{split}_per_item.json", evaluation, hyps)
-    write_json_atomic(out_dir / f"{split}_metrics.json", metrics)
-    results = [{"image_id": _coco_id(k), "caption": v} for k, v in hyps.items()]
-    write_json_atomic(out_dir / f"{split}_captions.json", results)
-    # the references too: the report works after the data moves
-    write_json_atomic(out_dir / f"{split}_references.json", refs)
-    _write_attention(out_dir / f"{split}_attention.npz", attention)
-    return metrics
-
-
-def _write_attention(path: Path, attention: AttentionMaps | None) -> None:
-    """The evaluation's attention maps; a file left by an earlier evaluation of other captions
-    is removed when this one keeps none (the report would show stale maps)."""
-    if attention is not None and attention.maps:
-        attention.save(path)
-    elif path.exists():
-        path.unlink()
-
-
-def _training_captions(cfg: Config) -> list[str] | None:
-    """Every training caption, to tell which generated captions are copies; None if unreadable."""
-    try:
-        source = build.build_source_raw(cfg, "train")
-        return [c for i in range(len(source)) for c in source.captions(i)]
-    except (LrcnError, OSError) as err:
-        log.warning("no copy statistics: the training captions cannot be read (%s)", err)
-        return None
-
-
-def _reference_points(
-    hyps: dict[str, str], refs: dict[str, list[str]], cfg: Config, baseline: str
-) -> dict[str, Any]:
-    """``reference_loo_*`` (each reference against the others) and ``baseline_*`` (the most
-    frequent training caption for every item)."""
-    loo_metrics = [m for m in cfg.eval.metrics if m != "meteor"]  # METEOR's JVM is slow on 5x pairs
-    loo = leave_one_out_scores(
-        refs,
-        metrics=loo_metrics,
-        tokenizer=cfg.eval.tokenizer,
-        max_held_out=cfg.eval.reference_loo_max_held_out,
-    )
-    points: dict[str, Any] = {k: v for k, v in loo.items() if k.startswith("reference_loo_")}
-    if baseline:
-        fixed = score_captions({k: baseline for k in hyps}, refs, loo_metrics, cfg.eval.tokenizer)
-        points.update({f"baseline_{k}": v for k, v in fixed.items() if isinstance(v, float)})
-        points["baseline_caption"] = baseline
-    return points
-
-
-class _VideoClips(torch.utils.data.Dataset):
-    """One manifest video per item: all its strided clips as pixels (N, L, 3, S, S), and its label."""
-
-    def __init__(self, cfg: Config, records: list[dict]) -> None:
-
-        self.records, self.cfg = records, cfg
-        self.mean, self.std = build.normalisation(cfg)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-
-        record, cfg = self.records[index], self.cfg
-        length, stride = cfg.classifier.clip_length, cfg.classifier.clip_stride
-        clips = read_frames(
-            record["path"], length, sampling="clips", clip_len=length, stride=stride
-        )
-        pixels = torch.stack(
-            [frames_to_tensor(c, cfg.data.image_size, self.mean, self.std) for c in clips]
-        )  # (N, L, 3, S, S)
-        return pixels, int(record["label"])
-
-
-@torch.no_grad()
-def _clip_and_video_accuracy(
-    model: nn.Module, cfg: Config, split: str, labels: list[str]
-) -> dict[str, float]:
-    """LRCN's two levels: every strided clip judged alone, and clip probabilities averaged per video.
-
-    Videos are decoded in ``data.num_workers`` DataLoader workers while the model runs; a long
-    video's clips go through the model ``eval.batch_size`` at a time."""
-
-    device = next(model.parameters()).device
-    videos = _VideoClips(cfg, list(read_manifest(cfg.data.manifest, split)))
-    loader = make_loader(videos, None, None, num_workers=cfg.data.num_workers, device=device)
-    chunk = max(cfg.eval.batch_size, 1)
-    clip_hits, clips_seen, video_hits = 0, 0, 0
-    for pixels, label in loader:
-        proba = torch.cat(
-            [
-                model.predict_proba(pixels[i : i + chunk].to(device, non_blocking=True))
-                for i in range(0, len(pixels), chunk)
-            ]
-        )  # (N, C)
-        clip_hits += int((proba.argmax(dim=1) == label).sum())
-        clips_seen += proba.shape[0]
-        video_hits += int(int(proba.mean(dim=0).argmax()) == label)
-    return {
-        "clip_accuracy": clip_hits / max(clips_seen, 1),
-        "video_accuracy": video_hits / max(len(videos), 1),
-    }
-
-
-def _coco_id(item_id: str) -> int | str:
-    return int(item_id) if item_id.isdigit() else item_id
 
 
 class _ImageFiles(torch.utils.data.Dataset):

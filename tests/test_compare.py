@@ -7,8 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from eval_files import reseal
 
 from lrcn.cli import main
+from lrcn.evaluation_files import manifest_path
 from lrcn.predict import evaluate
 
 
@@ -92,6 +94,7 @@ def test_compare_refuses_different_tokenizers(evaluated, tmp_path, capsys):
     metrics = json.loads((other / "test_metrics.json").read_text())
     metrics["evaluation"]["tokenizer"] = "ptb"
     (other / "test_metrics.json").write_text(json.dumps(metrics))
+    reseal(other)
     assert main(["compare", str(run), str(other)]) == 2
     assert "different tokenizers" in capsys.readouterr().err
 
@@ -102,6 +105,7 @@ def test_compare_refuses_an_evaluation_older_than_per_item_files(evaluated, tmp_
     metrics = json.loads((old / "test_metrics.json").read_text())
     del metrics["evaluation"]
     (old / "test_metrics.json").write_text(json.dumps(metrics))
+    manifest_path(old, "test").unlink()  # as lrcn 0.2.0 and earlier wrote it
     assert main(["compare", str(evaluated["run"]), str(old)]) == 2
     assert "re-run `lrcn evaluate" in capsys.readouterr().err
 

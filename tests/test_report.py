@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO
+from eval_files import reseal
 from PIL import Image
 
 from lrcn.config import load_config, save_config
@@ -119,8 +120,10 @@ def test_report_reads_per_item_scores_intervals_and_caption_statistics(shapes_re
     records = json.loads(per_item_path.read_text())
     records[0]["CIDEr"] = 123.456789
     per_item_path.write_text(json.dumps(records))
+    reseal(copy / "eval")
     assert 'data-sort="123.456789"' in write_report(copy).read_text(encoding="utf-8")
-    per_item_path.unlink()  # an older evaluation: scored again, as before
+    per_item_path.unlink()  # an older evaluation (no manifest either): scored again, as before
+    (copy / "eval" / "test_manifest.json").unlink()
     again = write_report(copy).read_text(encoding="utf-8")
     assert 'data-sort="123.456789"' not in again and "python, scored again" in again
 
@@ -139,6 +142,7 @@ def test_report_escapes_captions_and_writes_where_asked(shapes_report, tmp_path:
     results = json.loads((run / "eval" / "test_captions.json").read_text())
     results[0]["caption"] = '<script>alert("x")</script> & <b>bold</b>'
     write_json_atomic(run / "eval" / "test_captions.json", results)
+    reseal(run / "eval")
 
     out = write_report(run, out=tmp_path / "pages" / "mine.html")
 
@@ -160,6 +164,7 @@ def test_report_errors_name_the_file(shapes_report, tmp_path: Path):
     write_json_atomic(
         run / "eval" / "test_captions.json", [{"image_id": "elsewhere", "caption": "a"}]
     )
+    reseal(run / "eval")
     with pytest.raises(LrcnError, match="elsewhere.*not in the test split"):
         write_report(run)
 
@@ -232,6 +237,7 @@ def test_report_shows_where_each_word_looked(attention_run, tmp_path: Path, capl
     first = str(results[0]["image_id"])
     attention.maps[first] = np.full((9, 16), 1 / 16, dtype=np.float16)
     attention.save(run / "eval" / "test_attention.npz")
+    reseal(run / "eval")
     page = write_report(run).read_text(encoding="utf-8")
     assert page.count('<img class="strip"') == 31
     assert "1 captions have other words than their attention maps" in caplog.text

@@ -1,7 +1,10 @@
 """Gather a report's rows: the evaluation files, each item's thumbnail, scores and attention strip.
 
 `write_report` (re-exported as `lrcn.report.write_report`) reads what the evaluation wrote,
-builds one `Row` per item and hands them to `lrcn.report.page.render_page`.
+checked against its manifest (`lrcn.evaluation_files.read_evaluation`), builds one `Row` per item
+and hands them to `lrcn.report.page.render_page`. The rows show the references the evaluation
+stored (``<split>_references.json``); the data is rebuilt only for the pictures, and a split whose
+references changed since the evaluation is refused (its scores describe the old references).
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from lrcn import build
 from lrcn.config import Config, load_config
 from lrcn.engine.evaluation import AttentionMaps
 from lrcn.errors import LrcnError
+from lrcn.evaluation_files import EvaluationFiles, manifest_path, read_evaluation
 from lrcn.io import check_writable, read_json, write_text_atomic
 from lrcn.metrics import per_item_scores
+from lrcn.metrics.per_item import evaluation_identity
 from lrcn.predict import evaluate, run_dir_of
 from lrcn.report.page import Row, render_page
 from lrcn.visualize import attention_strip, denormalise, frame_strip, to_rgb_array
@@ -68,12 +73,13 @@ def write_report(run_dir: str | Path, split: str = "test", out: str | Path | Non
     out_path = Path(out) if out else eval_dir / f"{split}_report.html"
     check_writable(out_path.parent)  # before any evaluation or rendering
     wanted = "predictions" if cfg.task == "activity" else "captions"
-    if (
+    if not manifest_path(eval_dir, split).is_file() and (
         not (eval_dir / f"{split}_metrics.json").is_file()
         or not (eval_dir / f"{split}_{wanted}.json").is_file()
-    ):
+    ):  # an evaluation with a manifest is checked instead (an unfinished one is refused)
         log.info("%s: split %s is not evaluated yet; evaluating it first", run_dir, split)
         evaluate(run_dir, split=split)
+    files = read_evaluation(eval_dir, split)
     metrics = read_json(eval_dir / f"{split}_metrics.json", _RERUN)
     if not isinstance(metrics, dict):
         raise LrcnError(
@@ -83,7 +89,7 @@ def write_report(run_dir: str | Path, split: str = "test", out: str | Path | Non
     if cfg.task == "activity":
         columns, rows = _activity_rows(cfg, split, eval_dir / f"{split}_predictions.json")
     else:
-        columns, rows = _caption_rows(cfg, split, eval_dir / f"{split}_captions.json", run_dir)
+        columns, rows = _caption_rows(cfg, files, metrics, run_dir)
     page = render_page(run_dir, cfg, split, metrics, columns, rows)
     write_text_atomic(out_path, page)
     log.info("report of %d items in %.1f s: %s", len(rows), time.perf_counter() - start, out_path)
@@ -160,8 +166,9 @@ def _source_thumbnail(
 
 
 def _caption_rows(
-    cfg: Config, split: str, captions_path: Path, run_dir: Path
+    cfg: Config, files: EvaluationFiles, metrics: dict[str, Any], run_dir: Path
 ) -> tuple[list[tuple[str, str]], list[Row]]:
+    split, captions_path = files.split, files.path("captions.json")
     results = read_json(captions_path, _RERUN)
     if not isinstance(results, list) or not all(
         isinstance(r, dict) and "image_id" in r and "caption" in r for r in results
@@ -170,7 +177,7 @@ def _caption_rows(
             f'{captions_path}: not a COCO results list ([{{"image_id": ..., "caption": ...}}]); '
             f"re-run `lrcn evaluate --checkpoint {run_dir} --split {split}`."
         )
-    # The evaluate step saves no references: rebuild the split from the run's config.
+    # the split rebuilt from the run's config: for the pictures, and to check the references
     source = build.build_source_raw(cfg, split)
     index_of = {str(source.item_id(i)): i for i in range(len(source))}
     hypotheses: dict[str, str] = {}
@@ -183,12 +190,14 @@ def _caption_rows(
                 f"--checkpoint {run_dir} --split {split}`."
             )
         hypotheses[item_id] = str(result["caption"])
-    references = {item_id: source.captions(index_of[item_id]) for item_id in hypotheses}
-    scores = _stored_scores(captions_path.with_name(f"{split}_per_item.json"), hypotheses)
+    today = {item_id: source.captions(index_of[item_id]) for item_id in hypotheses}
+    references = files.references() or today  # 0.2.0 kept none: today's, checked below
+    _check_references(files, metrics, references, today, run_dir)
+    scores = _stored_scores(files.path("per_item.json"), hypotheses)
     if scores is None:  # an evaluation older than per-item files: score again, as before
         scores = per_item_scores(references, hypotheses, tokenizer="python")
     mean, std = build.normalisation(cfg)
-    attention = _attention_maps(captions_path.with_name(f"{split}_attention.npz"))
+    attention = _attention_maps(files.path("attention.npz"))
     rows = []
     for item_id, caption in hypotheses.items():
         index = index_of[item_id]
@@ -209,6 +218,34 @@ def _caption_rows(
         _add_attention_strips(rows, attention, source, mean, std)
     columns = [("caption", "text"), ("Bleu_4", "num"), ("CIDEr", "num")]
     return columns, rows
+
+
+def _check_references(
+    files: EvaluationFiles,
+    metrics: dict[str, Any],
+    stored: dict[str, list[str]],
+    today: dict[str, list[str]],
+    run_dir: Path,
+) -> None:
+    """Refuse a split whose references are no longer those the evaluation scored against."""
+    identity = metrics.get("evaluation")
+    changed = [k for k in today if stored.get(k) != today[k]]
+    if not changed and isinstance(identity, dict) and "references_sha1" in identity:
+        keys = list(today)
+        recorded = identity["references_sha1"]
+        if (
+            evaluation_identity(keys, today, str(identity.get("tokenizer")))["references_sha1"]
+            != recorded
+        ):
+            changed = ["(the references' sha1 differs from the one the metrics file records)"]
+    if changed:
+        first = changed[0]
+        what = f"item {first}: {today[first]!r}" if first in today else first
+        raise LrcnError(
+            f"the {files.split} references of {run_dir}'s data changed since the evaluation in "
+            f"{files.folder} scored its captions against them ({len(changed)} items, e.g. {what}); "
+            f"re-run `lrcn evaluate --checkpoint {run_dir} --split {files.split}`."
+        )
 
 
 def _attention_maps(path: Path) -> AttentionMaps | None:
