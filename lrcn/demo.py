@@ -39,6 +39,7 @@ from lrcn.config import Config, config_from_dict, load_config
 from lrcn.config_yaml import load_yaml
 from lrcn.engine import fit
 from lrcn.errors import LrcnError
+from lrcn.evaluation_files import read_evaluation
 from lrcn.extract import extract_features
 from lrcn.io import check_writable, hold_lock, read_json, write_json_atomic
 from lrcn.predict import evaluate
@@ -348,11 +349,13 @@ def _by_count(metrics: dict[str, Any]) -> str:
 
 
 def _samples(caption_dir: Path, count: int = SAMPLES) -> list[str]:
-    eval_dir = caption_dir / "eval"
+    """A few test captions beside their references, read from one whole, checked evaluation."""
     try:
-        captions = read_json(eval_dir / "test_captions.json", "re-run `lrcn evaluate`")
-        references = read_json(eval_dir / "test_references.json", "re-run `lrcn evaluate`")
-    except LrcnError:
+        evaluation = read_evaluation(caption_dir / "eval", "test")
+        captions = evaluation.read("captions.json")
+        references = evaluation.references() or {}
+    except LrcnError as exc:
+        log.warning("%s", exc)
         return []
     lines = []
     for entry in captions[:count]:
