@@ -97,13 +97,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _scoring_and_data_parsers(sub: argparse._SubParsersAction) -> None:
     """score, prepare, recipes, make-example, compare and report: the commands that need no model."""
+    from lrcn.config import DEFAULT_METRICS, TOKENIZERS
+
     p = sub.add_parser("score", help="coco-caption metrics of a results file")
     p.add_argument("--annotations", required=True, help="COCO captions JSON (images, annotations)")
     p.add_argument(
         "--results", required=True, help='COCO results JSON: [{"image_id": ..., "caption": ...}]'
     )
-    p.add_argument("--metrics", default="bleu,meteor,rouge,cider")
-    p.add_argument("--tokenizer", default="auto", choices=("auto", "ptb", "python"))
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
+    p.add_argument("--tokenizer", default="auto", choices=TOKENIZERS)
     p.add_argument(
         "--per-item",
         metavar="OUT.json",

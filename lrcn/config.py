@@ -30,6 +30,10 @@ from lrcn.io import write_text_atomic
 from lrcn.recipes import resolve_config
 
 TASKS = ("caption", "video_caption", "activity", "attributes")
+# What captions are scored with unless told otherwise (eval.metrics, `lrcn score --metrics`,
+# `lrcn.metrics.score`), and the tokenizers scoring offers (`lrcn.metrics.tokenizer`).
+DEFAULT_METRICS = ("bleu", "meteor", "rouge", "cider")
+TOKENIZERS = ("auto", "ptb", "python", "none")
 _CAPTION_VALIDATION = ("Bleu_4", "Bleu_1", "Bleu_2", "Bleu_3", "CIDEr")
 # What validation reports after each epoch, per task (the first is train.monitor's `auto`):
 # train.monitor must name one of these, or best.pt is never written and early stopping misfires.
@@ -162,8 +166,8 @@ class EvalConfig:
     max_length: int = 24
     length_penalty: float = 0.0  # beam: score / length**penalty
     batch_size: int = 128
-    metrics: list[str] = field(default_factory=lambda: ["bleu", "cider", "rouge", "meteor"])
-    tokenizer: str = "auto"  # auto | ptb | python
+    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
+    tokenizer: str = "auto"  # one of TOKENIZERS; see lrcn.metrics.tokenizer
     reference_points: bool = True  # leave-one-out reference and fixed-caption baseline
     bootstrap: int = 1000  # resamples for the metrics' 95% intervals (<metric>_ci95); 0: none
     # leave-one-out reference: an item with more references holds out a seeded sample of this
@@ -433,7 +437,7 @@ def _validate(cfg: Config, source: str) -> None:
         "train.optimizer": (cfg.train.optimizer, ("adamw", "adam")),
         "train.scheduler": (cfg.train.scheduler, ("cosine", "step", "none")),
         "train.init": (cfg.train.init, ("pytorch", "keras")),
-        "eval.tokenizer": (cfg.eval.tokenizer, ("auto", "ptb", "python")),
+        "eval.tokenizer": (cfg.eval.tokenizer, TOKENIZERS),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
