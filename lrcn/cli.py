@@ -37,6 +37,8 @@ def _predict_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from lrcn.plugins import add_plugin_option
+
     parser = argparse.ArgumentParser(
         prog="lrcn", description="CNN + LSTM: activity recognition, image and video description."
     )
@@ -92,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
 
     _scoring_and_data_parsers(sub)
+    for command in PLUGIN_COMMANDS:
+        add_plugin_option(sub.choices[command])
     return parser
 
 
@@ -426,6 +430,9 @@ COMMANDS = {
 }
 
 
+# Commands that build models, data or metrics: they take --plugin and import the installed plug-ins.
+PLUGIN_COMMANDS = frozenset(COMMANDS) - {"recipes", "make-example"}
+
 # Commands that compute with torch; the others (score, prepare, report) never import it, which
 # saves about 1.8 s of start-up (`lrcn score` is then as fast as pycocoevalcap's own scorers).
 TENSOR_COMMANDS = frozenset(
@@ -510,6 +517,10 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
+        if args.command in PLUGIN_COMMANDS:
+            from lrcn.plugins import load_command_plugins
+
+            load_command_plugins(args.plugins)
         if args.command in TENSOR_COMMANDS:
             status = _run_with_tensors(args)
         else:
