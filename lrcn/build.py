@@ -23,9 +23,9 @@ from lrcn.data.datasets import Source
 from lrcn.data.manifest import read_manifest
 from lrcn.data.sources import ManifestImageSource, ManifestVideoSource
 from lrcn.data.store import FeatureSource, read_store_header
-from lrcn.data.synthetic import available_datasets, find_dataset
+from lrcn.data.synthetic import DATASETS, available_datasets, find_dataset
 from lrcn.errors import LrcnError
-from lrcn.metrics import available_metrics
+from lrcn.metrics import SCORERS
 from lrcn.models.attributes import AttributeClassifier
 from lrcn.models.captioner import Captioner, ImageCaptioner, MeanPool, TemporalLSTM, VideoCaptioner
 from lrcn.models.classifier import ActivityClassifier
@@ -33,12 +33,11 @@ from lrcn.models.decoder import LSTMDecoder
 from lrcn.models.encoders import (
     ENCODERS,
     Encoder,
-    available_encoders,
     create_encoder,
     encoder_spec,
 )
 from lrcn.models.init import keras_init_
-from lrcn.models.wirings import available_wirings, get_wiring
+from lrcn.models.wirings import WIRINGS, available_wirings, get_wiring
 
 
 def check_config(cfg: Config, source: str = "config") -> None:
@@ -51,20 +50,20 @@ def check_config(cfg: Config, source: str = "config") -> None:
     Raises:
         LrcnError: unknown dataset for the task, encoder, decoder wiring or metric.
     """
-    datasets = ["manifest", *available_datasets(cfg.task)]
     names = [
-        ("data.dataset", [cfg.data.dataset], datasets),
-        ("encoder.name", [cfg.encoder.name], available_encoders()),
-        ("eval.metrics", list(cfg.eval.metrics), available_metrics()),
+        ("data.dataset", [cfg.data.dataset], DATASETS[cfg.task]),
+        ("encoder.name", [cfg.encoder.name], ENCODERS),
+        ("eval.metrics", list(cfg.eval.metrics), SCORERS),
     ]
     if cfg.task in ("caption", "video_caption"):
-        names.append(("decoder.variant", [cfg.decoder.variant], available_wirings()))
+        names.append(("decoder.variant", [cfg.decoder.variant], WIRINGS))
     for key, values, known in names:
         for value in values:
-            if value not in known:
+            if value not in known and (key, value) != ("data.dataset", "manifest"):
+                choices = ["manifest", *known] if key == "data.dataset" else known
                 raise LrcnError(
                     f"{source}: `{key}` is {shown(value)}, which is not registered for task "
-                    f"{cfg.task}; choose one of {', '.join(known)} (or register your own)."
+                    f"{cfg.task}; choose one of {', '.join(choices)} (or register your own)."
                 )
 
 
@@ -316,7 +315,7 @@ def store_header(cfg: Config) -> dict[str, Any]:
             "or unset data.features to train the encoder on pixels."
         )
     weights = cfg.encoder.weights
-    spec = ENCODERS.get(cfg.encoder.name)
+    spec = ENCODERS.find(cfg.encoder.name)
     # encoder.feature_dim only shapes encoders whose builder takes it (small_cnn); for the others a
     # changed value must not invalidate an expensive store.
     sized = spec is None or "feature_dim" in inspect.signature(spec.builder).parameters

@@ -37,6 +37,8 @@ def _predict_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from lrcn.plugins import add_plugin_option
+
     parser = argparse.ArgumentParser(
         prog="lrcn", description="CNN + LSTM: activity recognition, image and video description."
     )
@@ -92,18 +94,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
 
     _scoring_and_data_parsers(sub)
+    for command in PLUGIN_COMMANDS:
+        add_plugin_option(sub.choices[command])
     return parser
 
 
 def _scoring_and_data_parsers(sub: argparse._SubParsersAction) -> None:
     """score, prepare, recipes, make-example, compare and report: the commands that need no model."""
+    from lrcn.config import DEFAULT_METRICS, TOKENIZERS
+
     p = sub.add_parser("score", help="coco-caption metrics of a results file")
     p.add_argument("--annotations", required=True, help="COCO captions JSON (images, annotations)")
     p.add_argument(
         "--results", required=True, help='COCO results JSON: [{"image_id": ..., "caption": ...}]'
     )
-    p.add_argument("--metrics", default="bleu,meteor,rouge,cider")
-    p.add_argument("--tokenizer", default="auto", choices=("auto", "ptb", "python"))
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
+    p.add_argument("--tokenizer", default="auto", choices=TOKENIZERS)
     p.add_argument(
         "--per-item",
         metavar="OUT.json",
@@ -424,6 +430,9 @@ COMMANDS = {
 }
 
 
+# Commands that build models, data or metrics: they take --plugin and import the installed plug-ins.
+PLUGIN_COMMANDS = frozenset(COMMANDS) - {"recipes", "make-example"}
+
 # Commands that compute with torch; the others (score, prepare, report) never import it, which
 # saves about 1.8 s of start-up (`lrcn score` is then as fast as pycocoevalcap's own scorers).
 TENSOR_COMMANDS = frozenset(
@@ -508,6 +517,10 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
+        if args.command in PLUGIN_COMMANDS:
+            from lrcn.plugins import load_command_plugins
+
+            load_command_plugins(args.plugins)
         if args.command in TENSOR_COMMANDS:
             status = _run_with_tensors(args)
         else:

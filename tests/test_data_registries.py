@@ -89,8 +89,8 @@ def test_unknown_reader_and_option_are_one_sentence(tmp_path: Path) -> None:
 
 
 def test_a_synthetic_dataset_registered_in_a_test_file_is_built() -> None:
-    assert available_datasets("caption") == ["shapes", "toy_shapes"]
-    assert available_datasets("activity") == ["moving_line"]
+    assert available_datasets("caption") == ("shapes", "toy_shapes")
+    assert available_datasets("activity") == ("moving_line",)
     with pytest.raises(LrcnError, match="choose one of moving_line"):
         get_dataset("shapes", task="activity")
     cfg = load_config(REPO / "configs" / "shapes.yaml", ["data.image_size=32"])

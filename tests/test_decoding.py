@@ -5,6 +5,10 @@ from hypothesis import strategies as st
 
 from lrcn import decoding
 from lrcn.models.decoder import VARIANTS, LSTMDecoder
+from lrcn.models.wirings import get_wiring
+
+# the built-in wirings that read one visual vector (B, E): the attention ones need a grid or frames
+ONE_VECTOR = tuple(v for v in VARIANTS if get_wiring(v).attends is None)
 
 
 def _batch(B=5, L=7, V=30):
@@ -17,7 +21,7 @@ def _batch(B=5, L=7, V=30):
     return tokens, lengths
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", ONE_VECTOR)
 def test_forward_shapes_and_step_equals_teacher_forcing(variant):
     torch.manual_seed(0)
     decoder = LSTMDecoder(30, 16, 8, 12, num_layers=2, variant=variant).eval()
@@ -39,7 +43,7 @@ def test_forward_shapes_and_step_equals_teacher_forcing(variant):
     torch.testing.assert_close(stepped[valid], expected, atol=bound, rtol=0)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", ONE_VECTOR)
 def test_beam_one_and_cold_sampling_equal_greedy(variant):
     torch.manual_seed(1)
     decoder = LSTMDecoder(25, 10, 8, 16, variant=variant).eval()
@@ -139,7 +143,7 @@ def test_sampling_and_best_of_n_never_emit_pad_or_start():
 @settings(max_examples=40, deadline=None)
 @given(
     vocab=st.integers(5, 8),
-    variant=st.sampled_from(VARIANTS),
+    variant=st.sampled_from(ONE_VECTOR),
     seed=st.integers(0, 2**16),
     scale=st.floats(0.0, 8.0),
     beam=st.integers(2, 4),

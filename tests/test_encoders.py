@@ -27,7 +27,7 @@ def test_registry_lists_the_promised_backbones():
         "small_cnn",
     ):
         assert name in available_encoders()
-    with pytest.raises(LrcnError, match="unknown encoder `resnet9`; set encoder.name to one of"):
+    with pytest.raises(LrcnError, match="unknown encoder 'resnet9'; set encoder.name to one of"):
         create_encoder("resnet9")
 
 

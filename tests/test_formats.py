@@ -441,7 +441,9 @@ def test_prepare_options_and_registry(tmp_path: Path) -> None:
         manifests.prepare("flickr8k", root, tmp_path / "out", check_files="true")
     with pytest.raises(LrcnError, match="has no option 'splt'; valid options: token_file"):
         manifests.prepare("flickr8k", root, tmp_path / "out", splt="1")
-    with pytest.raises(LrcnError, match="unknown dataset 'flickr9k'; choose one of coco"):
+    with pytest.raises(
+        LrcnError, match="unknown dataset 'flickr9k'; choose one of karpathy, coco, flickr8k"
+    ):
         manifests.prepare("flickr9k", root, tmp_path / "out")
     with pytest.raises(LrcnError, match="check_files. must be true or false, got 'maybe'"):
         manifests.prepare("flickr8k", root, tmp_path / "out", check_files="maybe")

@@ -69,7 +69,7 @@ def test_registry_lookups_and_order():
     assert {"bleu", "meteor", "rouge", "cider", "spice", "toy"} <= set(available_metrics())
     assert available_metrics()[:5] == ("bleu", "meteor", "rouge", "cider", "spice")
     assert get_metric("TOY") is FirstWord
-    with pytest.raises(LrcnError, match="Unknown metric 'wer'; choose from bleu, .*toy"):
+    with pytest.raises(LrcnError, match="unknown metric 'wer'; choose from bleu, .*toy"):
         get_metric("wer")
     with pytest.raises(LrcnError, match="Unknown or empty metrics.*toy"):
         score(REFS, HYPS, ["wer"], tokenizer="none")

@@ -30,6 +30,7 @@ from lrcn.metrics.coco import load_coco_references, load_coco_results, score_fil
 from lrcn.metrics.reference import LOO_PREFIX, leave_one_out_scores
 from lrcn.metrics.registry import (
     METRIC_ORDER,
+    SCORERS,
     TASK_KEYS,
     MetricUnavailable,
     Scorer,
@@ -56,6 +57,7 @@ __all__ = [
     "LOO_PREFIX",
     "METRICS",
     "METRIC_ORDER",
+    "SCORERS",
     "SPICE_REASON",
     "TASK_KEYS",
     "TOKENIZERS",

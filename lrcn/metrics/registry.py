@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from lrcn.errors import LrcnError
+from lrcn.registry import Registry
 
 Tokens = list[str]
 TokenizedItems = Mapping[Hashable, Sequence[Tokens]]
@@ -61,17 +62,17 @@ class SummedStatistics:
 
 
 # result key -> the function that scores summed statistics (for reading per-item files back)
-_SUMMED: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+SUMMED_SCORES: Registry[Callable[[np.ndarray], np.ndarray]] = Registry("summed score")
 
 
 def register_summed_score(key: str, score_sums: Callable[[np.ndarray], np.ndarray]) -> None:
     """Say that result ``key``'s corpus score is ``score_sums`` of summed per-item statistics."""
-    _SUMMED[key] = score_sums
+    SUMMED_SCORES.register(key, score_sums)
 
 
 def summed_score(key: str) -> Callable[[np.ndarray], np.ndarray] | None:
     """The function registered for ``key`` by `register_summed_score`, or None."""
-    return _SUMMED.get(key)
+    return SUMMED_SCORES.find(key)
 
 
 class MetricUnavailable(Exception):
@@ -90,7 +91,14 @@ class Scorer(Protocol):
         ...
 
 
-_METRICS: dict[str, type] = {}
+def _metric_key(name: str) -> str:
+    return name.strip().lower()
+
+
+# Metric names are case-insensitive: a config's `Bleu` or `CIDEr` is metric bleu, cider.
+SCORERS: Registry[type] = Registry(
+    "metric", "choose from", setting="eval.metrics", normalise=_metric_key
+)
 _T = TypeVar("_T", bound=type)
 
 
@@ -100,25 +108,18 @@ def register_metric(name: str) -> Callable[[_T], _T]:
     Raises:
         LrcnError: ``name`` is taken by another class, or the class has no ``compute_score``.
     """
-    key = name.strip().lower()
 
     def decorator(cls: _T) -> _T:
         if not callable(getattr(cls, "compute_score", None)):
             raise LrcnError(f"Metric {name!r}: {cls.__name__} needs a compute_score(gts, res).")
-        taken = _METRICS.get(key)
-        if taken is not None and taken.__qualname__ != cls.__qualname__:
-            raise LrcnError(
-                f"Metric {key!r} is registered already (by {taken.__qualname__}); pick another name."
-            )
-        _METRICS[key] = cls
-        return cls
+        return SCORERS.register(name, cls)
 
     return decorator
 
 
 def available_metrics() -> tuple[str, ...]:
     """Registered metric names, in registration order (the built-in ones first)."""
-    return tuple(_METRICS)
+    return SCORERS.names()
 
 
 def get_metric(name: str) -> type:
@@ -127,22 +128,19 @@ def get_metric(name: str) -> type:
     Raises:
         LrcnError: no metric has that name; the sentence lists the registered ones.
     """
-    cls = _METRICS.get(name.strip().lower())
-    if cls is None:
-        raise LrcnError(f"Unknown metric {name!r}; choose from {', '.join(available_metrics())}.")
-    return cls
+    return SCORERS.get(name)
 
 
 def metric_keys(name: str) -> tuple[str, ...]:
     """The result keys metric ``name`` produces: its class's ``keys``, else the name itself."""
-    return tuple(getattr(get_metric(name), "keys", (name.strip().lower(),)))
+    return tuple(getattr(get_metric(name), "keys", (SCORERS.key(name),)))
 
 
 class _MetricOrder(Sequence[str]):
     """Every registered metric's keys in registration order, then `TASK_KEYS`; always current."""
 
     def _keys(self) -> tuple[str, ...]:
-        keys = [k for name in _METRICS for k in metric_keys(name)]
+        keys = [k for name in SCORERS for k in metric_keys(name)]
         return tuple(dict.fromkeys([*keys, *TASK_KEYS]))
 
     def __getitem__(self, index: Any) -> Any:

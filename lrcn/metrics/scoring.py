@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lrcn.config import DEFAULT_METRICS
 from lrcn.errors import LrcnError
 from lrcn.metrics.bleu import BleuStatistics, bleu_statistics
 from lrcn.metrics.bootstrap import (
@@ -24,6 +25,7 @@ from lrcn.metrics.bootstrap import (
 from lrcn.metrics.ngrams import eval_table, shared_tables
 from lrcn.metrics.registry import (
     METRIC_ORDER,
+    SCORERS,
     MetricUnavailable,
     SummedStatistics,
     TokenizedItems,
@@ -34,7 +36,6 @@ from lrcn.metrics.registry import (
 )
 from lrcn.metrics.tokenizer import lone_surrogate, tokenize_captions
 
-DEFAULT_METRICS = ("bleu", "meteor", "rouge", "cider")
 # resampled as means of per-item scores (METEOR only where its statistics were not kept)
 MEAN_KEYS = ("METEOR", "ROUGE_L", "CIDEr")
 
@@ -58,7 +59,7 @@ def check_metrics(metrics: Sequence[str] | str) -> list[str]:
     """
     if isinstance(metrics, str):
         metrics = [m for m in metrics.split(",") if m]
-    wanted = [m.strip().lower() for m in metrics]
+    wanted = [SCORERS.key(m) for m in metrics]
     known = available_metrics()
     unknown = [m for m in wanted if m not in known]
     if unknown or not wanted:

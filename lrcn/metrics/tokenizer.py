@@ -13,12 +13,11 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from lrcn.config import TOKENIZERS
 from lrcn.errors import LrcnError
 from lrcn.metrics import java
 from lrcn.metrics.ptb import ptb_tokenize
 from lrcn.metrics.registry import Tokens
-
-TOKENIZERS = ("auto", "ptb", "python", "none")
 
 # Characters the Java PTBTokenizer treats as line ends (checked with its jar); with
 # -preserveLines a caption holding one would become two output lines and shift every caption

@@ -13,6 +13,7 @@ from lrcn.models.classifier import (
 )
 from lrcn.models.decoder import LSTMDecoder
 from lrcn.models.encoders import (
+    ENCODERS,
     Encoder,
     EncoderSpec,
     GridSpec,
@@ -23,9 +24,17 @@ from lrcn.models.encoders import (
 )
 from lrcn.models.init import keras_init_
 from lrcn.models.time_distributed import TimeDistributed
-from lrcn.models.wirings import Wiring, available_wirings, get_wiring, register_wiring
+from lrcn.models.wirings import (
+    WIRINGS,
+    Wiring,
+    available_wirings,
+    get_wiring,
+    register_wiring,
+)
 
 __all__ = [
+    "ENCODERS",
+    "WIRINGS",
     "ActivityClassifier",
     "AttributeClassifier",
     "Captioner",

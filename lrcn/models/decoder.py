@@ -21,9 +21,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lrcn.models.wirings import State, get_wiring, remember_init_
+from lrcn.models.wirings import State, available_wirings, get_wiring, remember_init_
 
-VARIANTS = ("show_tell", "lrcn1u", "lrcn2f")  # the built-in wirings; see available_wirings()
+VARIANTS = available_wirings()  # the built-in wirings (those registered when lrcn is imported)
 _remember_init_ = remember_init_  # the old private name
 
 __all__ = ["VARIANTS", "LSTMDecoder", "State"]

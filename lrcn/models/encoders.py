@@ -39,6 +39,7 @@ from lrcn.models.efficientnet import (
     efficientnet_lite0_features,
 )
 from lrcn.models.pooling import MaxPool2d, use_fast_pools
+from lrcn.registry import Registry
 from lrcn.state_dicts import fold_biases_into_batchnorm
 
 Builder = Callable[..., tuple[nn.Module, int]]
@@ -220,7 +221,12 @@ class EncoderSpec:
         return len(self.mean)
 
 
-ENCODERS: dict[str, EncoderSpec] = {}
+ENCODERS: Registry[EncoderSpec] = Registry(
+    "encoder",
+    "set encoder.name to one of",
+    setting="encoder.name",
+    identity=lambda spec: spec.builder,
+)
 
 
 def register_encoder(
@@ -243,29 +249,28 @@ def register_encoder(
         std: per-channel input standard deviation.
         pretrained: the builder accepts ``weights=imagenet``.
         grid: how to read the trunk's spatial grid, for attention decoders (`GridSpec`).
+
+    Raises:
+        LrcnError: another builder is registered as ``name``.
     """
     if spec is not None:
-        ENCODERS[name] = spec
+        ENCODERS.register(name, spec)
 
     def add(builder: Builder) -> Builder:
-        ENCODERS[name] = EncoderSpec(builder, tuple(mean), tuple(std), pretrained, grid)
+        ENCODERS.register(name, EncoderSpec(builder, tuple(mean), tuple(std), pretrained, grid))
         return builder
 
     return add
 
 
-def available_encoders() -> list[str]:
-    """Names of the registered encoders, sorted."""
-    return sorted(ENCODERS)
+def available_encoders() -> tuple[str, ...]:
+    """Names of the registered encoders, in registration order (the built-in ones first)."""
+    return ENCODERS.names()
 
 
 def encoder_spec(name: str) -> EncoderSpec:
     """The registry entry of ``name``; LrcnError listing the registered names if there is none."""
-    if name not in ENCODERS:
-        raise LrcnError(
-            f"unknown encoder `{name}`; set encoder.name to one of {', '.join(available_encoders())}."
-        )
-    return ENCODERS[name]
+    return ENCODERS.get(name)
 
 
 def _no_weights(name: str, weights: str) -> None:

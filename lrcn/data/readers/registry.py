@@ -2,26 +2,26 @@
 
 A reader takes the dataset's folder (``root``) and keyword options and returns manifest records
 (see `lrcn.data.readers`). Register one with ``@register_reader("name")`` from anywhere, e.g. a
-test file or a plugin module imported before ``lrcn prepare name`` runs.
+test file or a plugin module (``lrcn prepare name --plugin MODULE``; `lrcn.plugins`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from lrcn.errors import LrcnError
+from lrcn.registry import Registry
 
 Reader = Callable[..., list[dict]]
 
-READERS: dict[str, Reader] = {}
+READERS: Registry[Reader] = Registry("dataset")
 
 
 def register_reader(name: str) -> Callable[[Reader], Reader]:
-    """Decorator registering ``reader`` under ``name`` (a later registration replaces it)."""
+    """Decorator registering ``reader`` under ``name`` (a name taken by another reader is an
+    `LrcnError`)."""
 
     def register(reader: Reader) -> Reader:
-        READERS[name] = reader
-        return reader
+        return READERS.register(name, reader)
 
     return register
 
@@ -32,14 +32,9 @@ def get_reader(name: str) -> Reader:
     Raises:
         LrcnError: no reader has that name (the sentence lists those that do).
     """
-    reader = READERS.get(name)
-    if reader is None:
-        raise LrcnError(
-            f"unknown dataset {name!r}; choose one of {', '.join(available_readers())}."
-        )
-    return reader
+    return READERS.get(name)
 
 
-def available_readers() -> list[str]:
-    """The registered reader names, sorted."""
-    return sorted(READERS)
+def available_readers() -> tuple[str, ...]:
+    """The registered reader names, in registration order."""
+    return READERS.names()

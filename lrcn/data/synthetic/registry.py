@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lrcn.config import TASKS
 from lrcn.errors import LrcnError
+from lrcn.registry import Registry, unknown_name
 
 Builder = Callable[..., Any]
 
@@ -30,15 +32,28 @@ class SyntheticDataset:
     builder: Builder
 
 
-DATASETS: dict[tuple[str, str], SyntheticDataset] = {}  # (name, task) -> entry
+# task -> the registry of its datasets (one name may be registered once per task)
+DATASETS: dict[str, Registry[SyntheticDataset]] = {}
+
+
+def _registry(task: str) -> Registry[SyntheticDataset]:
+    if task not in DATASETS:
+        DATASETS[task] = Registry(
+            f"{task} dataset", setting="data.dataset", identity=lambda entry: entry.builder
+        )
+    return DATASETS[task]
+
+
+for _task in TASKS:  # every task's registry exists, with or without datasets
+    _registry(_task)
 
 
 def register_dataset(name: str, task: str) -> Callable[[Builder], Builder]:
     """Decorator registering ``builder`` as dataset ``name`` of ``task`` (caption, video_caption,
-    activity or attributes); a later registration of the same name and task replaces it."""
+    activity or attributes); a name another builder has for that task is an `LrcnError`."""
 
     def register(builder: Builder) -> Builder:
-        DATASETS[(name, task)] = SyntheticDataset(name, task, builder)
+        _registry(task).register(name, SyntheticDataset(name, task, builder))
         return builder
 
     return register
@@ -47,8 +62,8 @@ def register_dataset(name: str, task: str) -> Callable[[Builder], Builder]:
 def find_dataset(name: str, task: str | None = None) -> SyntheticDataset | None:
     """The dataset registered as ``name`` (for ``task``, when given), or None."""
     if task is not None:
-        return DATASETS.get((name, task))
-    return next((entry for (found, _), entry in DATASETS.items() if found == name), None)
+        return DATASETS[task].find(name) if task in DATASETS else None
+    return next((registry.find(name) for registry in DATASETS.values() if name in registry), None)
 
 
 def get_dataset(name: str, task: str | None = None) -> SyntheticDataset:
@@ -57,16 +72,18 @@ def get_dataset(name: str, task: str | None = None) -> SyntheticDataset:
     Raises:
         LrcnError: no such dataset (the sentence lists those there are).
     """
-    entry = find_dataset(name, task)
+    if task is not None:
+        return _registry(task).get(name)
+    entry = find_dataset(name)
     if entry is None:
         raise LrcnError(
-            f"unknown synthetic dataset {name!r}"
-            + (f" for task {task}" if task else "")
-            + f"; choose one of {', '.join(available_datasets(task))}."
+            unknown_name("synthetic dataset", name, "choose one of", available_datasets())
         )
     return entry
 
 
-def available_datasets(task: str | None = None) -> list[str]:
-    """Names of the registered datasets (of ``task``, when given), sorted."""
-    return sorted({name for name, entry_task in DATASETS if task is None or entry_task == task})
+def available_datasets(task: str | None = None) -> tuple[str, ...]:
+    """Names of the registered datasets (of ``task``, when given), in registration order."""
+    if task is not None:
+        return _registry(task).names()
+    return tuple(dict.fromkeys(name for registry in DATASETS.values() for name in registry))

@@ -5,13 +5,10 @@ One module per wiring (``show_tell``, ``lrcn1u``, ``lrcn2f``, ``show_attend_tell
 `register_wiring`; `lrcn.models.decoder.LSTMDecoder` looks its ``variant`` up with `get_wiring`.
 """
 
-from lrcn.models.wirings import (  # noqa: F401  (registers the built-ins)
-    lrcn1u,
-    lrcn2f,
-    show_attend_tell,
-    show_tell,
-)
+# imported in this order, the order the registry lists the built-ins in (not sorted: noqa I001)
+from lrcn.models.wirings import show_tell, lrcn1u, lrcn2f, show_attend_tell  # noqa: F401, I001
 from lrcn.models.wirings.base import (
+    WIRINGS,
     State,
     Wiring,
     available_wirings,
@@ -21,6 +18,7 @@ from lrcn.models.wirings.base import (
 )
 
 __all__ = [
+    "WIRINGS",
     "State",
     "Wiring",
     "available_wirings",

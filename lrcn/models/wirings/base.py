@@ -20,12 +20,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lrcn.errors import LrcnError
+from lrcn.registry import Registry
 
 State = dict[str, torch.Tensor]
 Dropout = Callable[[torch.Tensor], torch.Tensor]
-
-_WIRINGS: dict[str, type[Wiring]] = {}
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
@@ -119,29 +117,32 @@ class Wiring:
         return {k: v.index_select(0 if k == "visual" else 1, index) for k, v in state.items()}
 
 
+WIRINGS: Registry[type[Wiring]] = Registry(
+    "decoder variant", "set decoder.variant to one of", setting="decoder.variant"
+)
+
+
 def register_wiring(name: str) -> Callable[[type[Wiring]], type[Wiring]]:
-    """Class decorator: make a `Wiring` subclass selectable as ``decoder.variant=name``."""
+    """Class decorator: make a `Wiring` subclass selectable as ``decoder.variant=name``.
+
+    Raises:
+        LrcnError: another class is registered as ``name``.
+    """
 
     def add(cls: type[Wiring]) -> type[Wiring]:
-        _WIRINGS[name] = cls
-        return cls
+        return WIRINGS.register(name, cls)
 
     return add
 
 
 def available_wirings() -> tuple[str, ...]:
-    """Names of the registered wirings, sorted."""
-    return tuple(sorted(_WIRINGS))
+    """Names of the registered wirings, in registration order (the built-in ones first)."""
+    return WIRINGS.names()
 
 
 def get_wiring(name: str) -> type[Wiring]:
     """The wiring class registered as ``name``; LrcnError naming the registered ones if none."""
-    if name not in _WIRINGS:
-        raise LrcnError(
-            f"unknown decoder variant `{name}`; set decoder.variant to one of "
-            f"{', '.join(available_wirings())}."
-        )
-    return _WIRINGS[name]
+    return WIRINGS.get(name)
 
 
 def run_packed(
