@@ -62,7 +62,8 @@ CONSTRUCTS = [
         "© ° × ÷ ™ ← ∀ ✓ ♥ ★ ☺ • · § ¶ ¬ ® ± µ ℃ ∞ ≈ ≠ ‰ ′ ″ ‐ ‑ ‒ ― ⁄ € ₹",
         "© ° × ÷ ™ ← ∀ ✓ ♥ ★ ☺ • · § ¶ ¬ ® ± µ ℃ ∞ ≈ ≠ ‰ ′ ″ ⁄ $",
     ),
-    ("3 1/2 cups and 1-1/2 and 12/25/2014", "3 1/2 cups and 1-1/2 and 12/25/2014"),
+    # the jar writes "3 1/2" as one token with a no-break space inside
+    ("3 1/2 cups and 1-1/2 and 12/25/2014", "3\u00a01/2 cups and 1-1/2 and 12/25/2014"),
     ("r&b r&amp;b us$ 5 a+b c++ ~ ^ | \\ =", "r & b r & b us $ 5 a + b c++ ~ ^ | \\ ="),
     ("'tis 'twas 'tisn't", "'t is 't was 't is n't"),
     ("ark. Ark. The dog. mr. jones vs. MR. JONES", "ark ark. the dog mr. jones vs. mr. jones"),
@@ -103,7 +104,7 @@ CONSTRUCTS = [
         "dog'scat dog's-bone o'neill d'arcy l'eau j'ai",
         "dog scat dog 's bone o'neill d'arcy l'eau j' ai",
     ),
-    ("2-3 2/3 1 2/3 10-20 1,2,3 .5 -5 +5 5.", "2-3 2/3 1 2/3 10-20 1,2,3 .5 -5 +5 5"),
+    ("2-3 2/3 1 2/3 10-20 1,2,3 .5 -5 +5 5.", "2-3 2/3 1\u00a02/3 10-20 1,2,3 .5 -5 +5 5"),
     ("“a dog” runs", "a dog runs"),
     ("a dog — runs", "a dog runs"),
     ("a dog… runs", "a dog runs"),
@@ -120,8 +121,9 @@ CONSTRUCTS = [
 
 @pytest.mark.parametrize(("caption", "expected"), CONSTRUCTS)
 def test_python_path_gives_the_jars_tokens(caption, expected):
-    assert list(ptb_tokenize(caption)) == expected.split()
-    assert tokenize_captions([caption], "python")[0] == [expected.split()]
+    # recorded as a line the jar reads with another after it (its last line can differ)
+    assert list(ptb_tokenize(caption)) == expected.split(" ")
+    assert tokenize_captions([caption, "end"], "python")[0][0] == expected.split(" ")
 
 
 def test_brackets_and_periods_as_coco_keeps_them():
@@ -143,7 +145,7 @@ def test_constructs_equal_the_java_path():
     assert used == "ptb"
     python, _ = tokenize_captions(captions, "python")
     assert python[:-1] == java[:-1]
-    assert [t for t in java[:-1]] == [e.split() for _, e in CONSTRUCTS]
+    assert [t for t in java[:-1]] == [e.split(" ") for _, e in CONSTRUCTS]
 
 
 @needs_java

@@ -49,13 +49,21 @@ class NgramTable:
 
 
 def ngram_table(sentences: Sequence[Sequence[str]], n: int = MAX_N) -> NgramTable:
-    """Count the 1..n-grams of every sentence at once."""
+    """Count the 1..n-grams of every sentence at once, its tokens split as coco-caption does.
+
+    A token holding whitespace (the jar writes the fraction "3 1/2" as one token with a no-break
+    space) becomes several words, and an empty token none, as in pycocoevalcap's ``precook``
+    (``" ".join(tokens).split()``).
+    """
     lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))  # (S,)
     total = int(lengths.sum())
     vocab: dict[str, int] = {}
     words = np.fromiter(
         (vocab.setdefault(w, len(vocab)) for s in sentences for w in s), np.int64, count=total
     )  # (T,)
+    if any(w.split() != [w] for w in vocab):
+        # coco-caption's BLEU and CIDEr split the joined caption on any whitespace
+        return ngram_table([" ".join(s).split() for s in sentences], n)
     table = NgramTable(vocab, words, lengths)
     sent_of_pos = np.repeat(np.arange(len(sentences)), lengths)  # (T,)
     first = np.cumsum(lengths) - lengths  # (S,)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 # coco-caption's pycocoevalcap/tokenizer/ptbtokenizer.py PUNCTUATIONS, exactly
@@ -58,6 +58,16 @@ _THING = (
 )
 _THINGA = r"[A-Z]+(?:(?:[+&]|(?i:&amp;))[A-Z]+)+"
 _INSENTP = r"[,;:]"
+_SPACENL = r"[ \t\n\u00A0\u2000-\u200A\u3000]"
+# Words that start a sentence after a one-letter abbreviation: "x S. The dog" is "x s . the dog"
+# to the jar (its period a sentence end), "x S. Dog" keeps "s."; the first letter must be upper
+# case, the rest may be either (measured with the jar on 13,000 caption words)
+_SENTENCE_WORDS = (
+    "About According Additionally After An As At A But Earlier He Her Here However If In It Last"
+    " Many More Mr\\. Ms\\. Now Once One Other Our She Since So Some Such That Their Then There"
+    " These They This The We What When While Yet You"
+).split()
+_SENTENCE_START = "(?:" + "|".join(f"{w[0]}(?i:{w[1:]})" for w in _SENTENCE_WORDS) + ")"
 _REDAUX = rf"{_APOS}(?:[msdMSD]|(?i:re|ve|ll))"
 
 # LaTeX quotes, as the jar writes them with -lowerCase (ptb3Escaping's latexQuotes)
@@ -119,11 +129,6 @@ def _smiley(text: str) -> list[str]:
     return [text.replace("(", "-lrb-").replace(")", "-rrb-")]
 
 
-def _fraction(text: str) -> list[str]:
-    # the jar joins "3 1/2" with a no-break space; coco's whitespace split makes two tokens
-    return text.replace("\u00a0", " ").split()
-
-
 def _entity(text: str) -> list[str]:
     return [{"&lt;": "<", "&gt;": ">", "&amp;": "&"}.get(text.lower(), text)]
 
@@ -134,7 +139,12 @@ _RULES_SPEC: list[tuple[str, str | None, Callable[[str], list[str]]]] = [
     (r"(?i:gon|wan)", rf"(?i:na)(?!{_L})", _same),
     (r"(?i:got)", rf"(?i:ta)(?!{_L})", _same),
     (r"(?i:lem|gim)", rf"(?i:me)(?!{_L})", _same),
-    (r"<\/?[A-Za-z!][^>\n]*>", None, _same),  # SGML tags
+    (  # SGML tags: a name, then names or name="value" separated by spaces
+        r"<!?[A-Za-z][A-Za-z0-9_:.\-]*(?: +[A-Za-z0-9_:.\-]+(?:=\"[^\"\n]*\"|='[^'\n]*')?)* *>"
+        r"|<\/[A-Za-z][A-Za-z0-9_:.\-]*>",
+        None,
+        _same,
+    ),
     (r"(?i:&(?:md|mdash|ndash);)|[\u0096\u0097\u2013\u2014\u2015]", None, lambda _: ["--"]),
     (r"(?i:&amp;|&lt;|&gt;)", None, _entity),
     (r"(?i:&nbsp;)", None, lambda _: []),
@@ -142,8 +152,8 @@ _RULES_SPEC: list[tuple[str, str | None, Callable[[str], list[str]]]] = [
     # these abbreviations keep their period; they come before words and count the next
     # character, so "co.x" is "co." "x" but "co.runs" one word, as in the jar
     (_ABBREV1, ".|\n", _same),
-    (r"(?i:nos?)\.", rf"{_SPACE}?\d", _same),
-    (_WORD, rf"{_REDAUX}[^A-Za-z]", _drop_soft_hyphens),
+    (r"(?i:nos?)\.", rf"{_SPACENL}?\d", _same),
+    (_WORD, _REDAUX, _drop_soft_hyphens),  # "cannot's", "cannot'se": one word before the quote
     (r"[A-Za-z\u00AD]*[A-MO-Za-mo-z]\u00AD*", rf"n{_APOSX}t", _drop_soft_hyphens),
     (_WORD, None, _drop_soft_hyphens),
     (
@@ -156,7 +166,7 @@ _RULES_SPEC: list[tuple[str, str | None, Callable[[str], list[str]]]] = [
     ),
     (rf"{_APOS}[tT]", r"(?i:is|was)", _same),
     (r"@[a-zA-Z_][a-zA-Z_0-9]*|#" + _LETTERS, None, _same),  # Twitter names and hashtags
-    (r"[<>]?[:;=][\-o\*']?[()DPdpO\\{@|\[\]]", "[^A-Za-z]", _smiley),
+    (r"[<>]?[:;=][\-o\*']?[()DPdpO\\{@|\[\]]", "[^A-Za-z0-9]", _smiley),
     (rf"y{_APOS}", _L, _quote),
     (r"https?://[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-]", None, _same),
     (
@@ -181,7 +191,7 @@ _RULES_SPEC: list[tuple[str, str | None, Callable[[str], list[str]]]] = [
         None,
         _same,
     ),
-    (r"(?:\d{1,4}[- \u00A0])?\d{1,4}(?:\\?/|\u2044)\d{1,4}", None, _fraction),
+    (r"(?:\d{1,4}[- \u00A0])?\d{1,4}(?:\\?/|\u2044)\d{1,4}", None, _same),
     (r"[\u00BC\u00BD\u00BE\u2153-\u215E]", None, lambda t: [_FRACTIONS.get(t, t)]),
     (
         r"(?i:-(?:rrb|lrb|rcb|lcb|rsb|lsb)-|c\.d\.s|pro-|anti-|s(?:&|&amp;)p-500|s(?:&|&amp;)ls)"
@@ -197,22 +207,24 @@ _RULES_SPEC: list[tuple[str, str | None, Callable[[str], list[str]]]] = [
         lambda t: [_CURRENCY.get(t, t)],
     ),  # fmt: skip
     (r"[cC]\+\+", None, _same),
+    (r"[A-Za-z]\.", rf"{_SPACENL}+{_SENTENCE_START}{_SPACENL}", lambda t: [t[0]]),
     (_ABBREV2, None, _same),
     (rf"{_ACRO}\.", None, _same),
     (_ACRO, rf"{_SPACE}|\n", _same),
     (rf"{_APOS}[0-9][0-9]", rf"{_SPACE}|\n", _same),
     (rf"{_WORD}\.", _INSENTP, _drop_soft_hyphens),
     (
-        r"(?:\([0-9]{3}\)[ \u00A0]?|[0-9]{3}[\- \u00A0.])[0-9]{3}[\- \u00A0.][0-9]{4}",
+        r"(?:\([0-9]{2,3}\)[ \u00A0]?|(?:\+\+?)?(?:[0-9]{2,4}[\- \u00A0])?[0-9]{2,4}[\- \u00A0])"
+        r"[0-9]{3,4}[\- \u00A0]?[0-9]{3,5}",
         None,
-        lambda t: [t.replace(" ", "\u00a0").replace("(", "-lrb-").replace(")", "-rrb-")],
-    ),  # fmt: skip
+        lambda t: [t.replace("(", "-lrb-").replace(")", "-rrb-")],
+    ),  # phone numbers, "12 555 5555" too; fmt: skip
     (r"\"|(?i:&quot;)", None, lambda _: ["''"]),
     (r"[+%&\u2030\u2031~^|\\=/]", None, _same),
     (r"[()\[\]{}]", None, lambda t: [_BRACKETS[t]]),
     (r"-+", None, _hyphens),
     (r"\.{3,5}|(?:\.[ \u00A0]){2,4}\.|[\u0085\u2026]", None, lambda _: ["..."]),
-    (r"@+|#+|_+|\*+|(?:\\\*){1,3}|[,;:]|[?!]+", None, _same),
+    (r"@+|#+|_+|\*+|(?:\\\*){1,3}|[,;:]|[?!]+|<<|>>", None, _same),
     (r"[.\u00A1\u00BF\u037E\u0589\u061F\u06D4\u0700-\u0702\u07FA]", None, _same),
     (rf"{_HTHING}\.", _INSENTP, _drop_soft_hyphens),
     (_HTHING, None, _drop_soft_hyphens),
@@ -269,32 +281,68 @@ def _next_token(text: str, pos: int) -> tuple[int, list[str]]:
     return best, best_emit(text[pos : pos + best])
 
 
+def coco_tokens(line: str) -> list[str]:
+    """One line of the jar's output as coco-caption keeps it: split on ``" "``, punctuation dropped.
+
+    A token the jar writes with a no-break space inside (``3 1/2``, a phone number) stays one
+    token, as in pycocoevalcap's ROUGE_L; an empty line gives no tokens.
+    """
+    tokens = [w for w in line.rstrip().split(" ") if w not in COCO_PUNCTUATION]
+    return [] if tokens == [""] else tokens
+
+
+_LINE_END = re.compile(r"[\r\n\x0b\x0c\u2028\u2029\x85]")
+_BLANK = re.compile(r"[ \t\u00A0\u2000-\u200A\u3000]*")
+
+
 @lru_cache(maxsize=65536)
-def ptb_tokenize(caption: str) -> tuple[str, ...]:
+def ptb_tokenize(caption: str, following: str = "\n") -> tuple[str, ...]:
     """One caption as coco-caption's PTBTokenizer and punctuation filter leave it.
 
     Args:
         caption: raw caption text (one line; line breaks count as spaces).
+        following: what the jar reads after the caption: ``"\n"`` and the next lines of its
+            input (a few rules look past the line end), or ``""`` at the end of the input.
 
     Returns:
         Lower-case tokens, e.g. ``("a", "dog", "-lrb-", "brown", "-rrb-", "runs")`` for
         ``"A dog (brown) runs."``.
     """
-    # the jar reads the caption as one line of a file, so a line end follows it
-    text = re.sub(r"[\r\n\x0b\x0c\u2028\u2029\x85]", " ", caption) + "\n"
+    text = _LINE_END.sub(" ", caption)
+    end = len(text)
+    text += following
     tokens: list[str] = []
-    pos, end = 0, len(text) - 1
+    pos = 0
     while pos < end:
-        skip = _SKIP.match(text, pos)
+        skip = _SKIP.match(text, pos, end)
         if skip is not None:
             pos = skip.end()
             continue
         plain = _PLAIN.match(text, pos)
         if plain is not None and not _SPLIT.match(text, pos):
-            tokens.append(plain.group().lower())
+            tokens.append(plain.group())
             pos = plain.end()
             continue
         length, found = _next_token(text, pos)
         tokens.extend(found)
         pos += length
-    return tuple(w for token in tokens for w in token.lower().split() if w not in COCO_PUNCTUATION)
+    # the jar writes a space inside a token (a phone number, "3 1/2") as a no-break space
+    return tuple(coco_tokens(" ".join(t.replace(" ", "\u00a0") for t in tokens).lower()))
+
+
+def ptb_tokenize_lines(captions: Sequence[str]) -> list[tuple[str, ...]]:
+    """Captions as one jar call over all of them (joined by line ends, as coco-caption runs it).
+
+    The jar's rules look past a line's end into the next lines ("x S." before a line starting
+    "The" loses its period) and behave differently at the end of the input, so each caption is
+    tokenized with the lines that follow it, up to the one after the first that is not blank.
+    """
+    lines = [_LINE_END.sub(" ", c) for c in captions]
+    out = []
+    for i, line in enumerate(lines):
+        j = i + 1
+        while j < len(lines) and _BLANK.fullmatch(lines[j]):
+            j += 1
+        following = "".join("\n" + nxt for nxt in lines[i + 1 : j + 2])
+        out.append(ptb_tokenize(line, following))
+    return out

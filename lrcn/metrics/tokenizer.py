@@ -16,7 +16,7 @@ from pathlib import Path
 from lrcn.config import TOKENIZERS
 from lrcn.errors import LrcnError
 from lrcn.metrics import java
-from lrcn.metrics.ptb import ptb_tokenize
+from lrcn.metrics.ptb import coco_tokens, ptb_tokenize_lines
 from lrcn.metrics.registry import Tokens
 
 # Characters the Java PTBTokenizer treats as line ends (checked with its jar); with
@@ -57,8 +57,8 @@ def resolve_tokenizer(tokenizer: str) -> str:
     return tokenizer
 
 
-def _ptb_tokenize(captions: Sequence[str]) -> list[Tokens]:
-    """coco-caption's PTBTokenizer: the same jar, command and punctuation filter.
+def jar_lines(captions: Sequence[str]) -> list[str]:
+    """coco-caption's PTBTokenizer jar run once on all captions: its output line per caption.
 
     We run the command ourselves, rather than through ``PTBTokenizer.tokenize``, to check its
     exit status, keep its progress line off the user's terminal and write the input file to
@@ -68,7 +68,6 @@ def _ptb_tokenize(captions: Sequence[str]) -> list[Tokens]:
 
     if not captions:
         return []
-    punctuation = set(ptbtokenizer.PUNCTUATIONS)
     text = "\n".join(c.translate(_LINE_BREAKS) for c in captions)
     with tempfile.TemporaryDirectory(prefix="lrcn-ptb-") as folder:
         source = Path(folder) / "captions.txt"
@@ -100,7 +99,12 @@ def _ptb_tokenize(captions: Sequence[str]) -> list[Tokens]:
             f"coco-caption's Java PTBTokenizer failed ({reason[0]}); "
             "check `java -version` or use tokenizer='python'."
         )
-    return [[w for w in line.split() if w not in punctuation] for line in lines[: len(captions)]]
+    return lines[: len(captions)]
+
+
+def _ptb_tokenize(captions: Sequence[str]) -> list[Tokens]:
+    """coco-caption's PTBTokenizer: the same jar, command and punctuation filter."""
+    return [coco_tokens(line) for line in jar_lines(captions)]
 
 
 def tokenize_captions(captions: Sequence[str], tokenizer: str = "auto") -> tuple[list[Tokens], str]:
@@ -117,5 +121,5 @@ def tokenize_captions(captions: Sequence[str], tokenizer: str = "auto") -> tuple
     if used == "ptb":
         return _ptb_tokenize(captions), used
     if used == "python":
-        return [list(ptb_tokenize(c)) for c in captions], used
+        return [list(tokens) for tokens in ptb_tokenize_lines(captions)], used
     return [c.split() for c in captions], used
