@@ -61,7 +61,7 @@ def npy_layout(path: Path) -> tuple[tuple[int, ...], str, int, int] | None:
             header_crc = zlib.crc32(f.read(offset))
         if path.stat().st_size != offset + int(np.prod(shape)) * np.dtype(dtype).itemsize:
             return None  # truncated (reading it would fail later, in a worker) or appended to
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - a damaged header: OSError, ValueError, SyntaxError, TokenError...
         return None
     return tuple(shape), np.dtype(dtype).name, offset, header_crc
 
