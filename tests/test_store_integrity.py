@@ -60,8 +60,6 @@ def test_any_changed_byte_of_a_store_is_refused_on_open(tmp_path, monkeypatch):
     byte appended or cut: each is refused, naming the file, the split or index, and the fix."""
     path = small_store(tmp_path, monkeypatch)
     FeatureSource(tmp_path, "train", _Items(10))  # the store as written opens
-    index = json.loads(store_paths(tmp_path, "train")[1].read_text())
-    assert len(index["checksums"]["blocks"]) == 3
     good = path.read_bytes()
     assert len(good) == 128 + 10 * 3 * 2  # a 128-byte .npy header, then 10 rows of 3 float16
     spoilt = [good[:i] + bytes([good[i] ^ 0xFF]) + good[i + 1 :] for i in range(len(good))]
@@ -77,6 +75,8 @@ def test_any_changed_byte_of_a_store_is_refused_on_open(tmp_path, monkeypatch):
             assert f"rows {first}-{min(9, first + 3)} of split train" in str(err.value), i
     path.write_bytes(good)
     assert len(FeatureSource(tmp_path, "train", _Items(10))) == 10
+    index = json.loads(store_paths(tmp_path, "train")[1].read_text())
+    assert len(index["checksums"]["blocks"]) == 3  # blocks of 4, 4 and 2 rows
 
 
 def test_a_header_whose_dtype_was_changed_is_refused(tmp_path, monkeypatch):
