@@ -328,8 +328,9 @@ class FeatureSource(Source):
             refused. The items (count and ids) are always checked.
 
     Raises:
-        LrcnError: the store is missing, incomplete, corrupt, or was made with another encoder,
-            image size, frame count or item list.
+        LrcnError: the store is missing or incomplete, has no checksums (format 1), any byte of
+            its .npy or index differs from what its checksums recorded, or it was made with
+            another encoder, image size, frame count or item list.
     """
 
     def __init__(
