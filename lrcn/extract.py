@@ -1,7 +1,11 @@
 """`lrcn extract-features`: run the frozen encoder once over a split and fill its feature store.
 
 The store's format, writer and reader are `lrcn.data.store`'s; this module builds the encoder and
-the raw source from the config (through `lrcn.build`) and feeds the writer batch by batch.
+the raw source from the config (through `lrcn.build`) and feeds the writer batch by batch. One
+process extracts into a store folder at a time: it holds ``<store>/.extract.lock`` (an OS lock
+the kernel drops when its holder dies, as `lrcn train` holds ``<run>/.lock``), so a second
+`lrcn extract-features` into the same folder is refused at once, naming the holder's PID.
+Splits extracted one after another by one process (as `lrcn demo` does) each take it in turn.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 from lrcn import build
 from lrcn.config import Config
 from lrcn.data.datasets import Source
-from lrcn.data.store import StoreWriter, encoder_checksum, items_header
+from lrcn.data.store import LOCK_NAME, StoreWriter, encoder_checksum, items_header
 from lrcn.errors import LrcnError
+from lrcn.io import check_writable, hold_lock, remove_stale_temps
 from lrcn.runtime import autocast, move_batch, resolve_device
 
 log = logging.getLogger(__name__)
@@ -87,8 +92,10 @@ def row_shape(cfg: Config, encoder: nn.Module, is_video: bool) -> tuple[int, ...
 def extract_features(cfg: Config, split: str) -> dict[str, Any]:
     """Run the frozen encoder once over ``split`` and fill (or finish) its feature store.
 
-    Rows already in a store made the same way are kept; a store made with another encoder,
-    weights, image size, frame count or grid (``encoder.grid_size``; vectors vs grids) is rebuilt.
+    Rows already in a store made the same way are kept once their checksums verify (from the
+    first block that fails, rows are recomputed); a store made with another encoder, weights,
+    image size, frame count or grid (``encoder.grid_size``; vectors vs grids), or without
+    checksums, is rebuilt.
     When the decoder attends over the image grid (``decoder.variant`` show_attend_tell) the rows
     are ``encoder.grid(images)``, (N_cells, D) each; otherwise pooled vectors.
 
@@ -97,8 +104,9 @@ def extract_features(cfg: Config, split: str) -> dict[str, Any]:
         "missing": unreadable items (data.on_error=skip)}``.
 
     Raises:
-        LrcnError: no ``data.features``, the encoder is not frozen, or an item is unreadable
-            with ``data.on_error=raise``.
+        LrcnError: no ``data.features``, the encoder is not frozen, another process is
+            extracting into the store (its PID named), the disk is full (the rows written so far
+            are kept: a re-run continues), or an item is unreadable with ``data.on_error=raise``.
     """
     if cfg.task not in ("caption", "video_caption"):
         raise LrcnError(
@@ -111,18 +119,22 @@ def extract_features(cfg: Config, split: str) -> dict[str, Any]:
             "data.features=features/NAME, and the same value to `lrcn train`."
         )
     header = build.store_header(cfg)
-    raw = build.build_source_raw(cfg, split)
-    header.update(items_header(raw))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.train.seed)  # weights=none: the same random encoder fit builds
-        encoder = build.build_encoder(cfg)
-    encoder.eval()
-    shape = row_shape(cfg, encoder, raw.is_video)
-    try:
-        writer = StoreWriter(cfg.data.features, split, header, shape, cfg.data.features_dtype)
-    except OSError as exc:
-        raise _unwritable(cfg.data.features, exc) from None
-    return _fill(writer, encoder, raw, cfg, split)
+    folder = check_writable(cfg.data.features)
+    with hold_lock(folder / LOCK_NAME, "another `lrcn extract-features`"):
+        for tmp in remove_stale_temps(folder):
+            log.info("removed %s, left by an extraction that was killed while writing it", tmp)
+        raw = build.build_source_raw(cfg, split)
+        header.update(items_header(raw))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed)  # weights=none: the same random encoder fit builds
+            encoder = build.build_encoder(cfg)
+        encoder.eval()
+        shape = row_shape(cfg, encoder, raw.is_video)
+        try:
+            writer = StoreWriter(folder, split, header, shape, cfg.data.features_dtype)
+        except OSError as exc:
+            raise _unwritable(cfg.data.features, exc) from None
+        return _fill(writer, encoder, raw, cfg, split)
 
 
 def _unwritable(folder: str, exc: OSError) -> LrcnError:
@@ -175,10 +187,7 @@ def _fill(
                     features = encode_pixels(encoder, pixels, cfg.eval.batch_size, grid)
                 readable = [i for i, index in enumerate(indices) if index not in errors]
                 rows[readable] = features.float().cpu().numpy()
-            try:
-                writer.write(indices[0], rows, sorted(errors), checksum)
-            except OSError as exc:
-                raise _unwritable(str(writer.folder), exc) from None
+            writer.write(indices[0], rows, sorted(errors), checksum)  # a full disk: LrcnError
     finally:
         writer.close()
     log.info("feature store %s: %d new rows", info["path"], writer.filled - before)

@@ -19,6 +19,8 @@ Prints one line per figure and writes them, with the machine and its load averag
    without it.
 9. ``grid_store_memory``: resident memory growth while training ``show_attend_tell`` from an
    8,000-row store of 7x7x2048 float16 grids (1.6 GB) and iterating its DataLoader over every row.
+10. ``store_check``: opening that grid store with every block's CRC32 verified, over one pass
+   reading every row as training does (and both from the disk, beside it).
 
 ``--quick`` runs every figure at toy sizes in seconds: a check that the benchmark still works;
 its numbers say nothing about speed.
@@ -51,6 +53,7 @@ from benchmarks.integrity import checkpoint_integrity  # noqa: E402
 from benchmarks.memory import memory_child, store_memory  # noqa: E402
 from benchmarks.scoring import scoring  # noqa: E402
 from benchmarks.seed_keras import seed_child, seed_vs_keras  # noqa: E402
+from benchmarks.store_check import store_check  # noqa: E402
 from benchmarks.train_store import train_store_vs_live  # noqa: E402
 from benchmarks.video_encoder import video_child, video_encoder  # noqa: E402
 
@@ -84,6 +87,7 @@ FIGURES: dict[str, Callable[[Session], dict[str, Any]]] = {
     "seed_vs_keras": lambda s: seed_vs_keras(s.size),
     "video_encoder": lambda s: video_encoder(s.size),
     "grid_store_memory": lambda s: grid_store_memory(s.size, s.work),
+    "store_check": lambda s: store_check(s.size, s.work),
 }
 # figure -> the figures it needs run before it
 NEEDS = {"beam_batched_vs_single": ("train_store_vs_live",)}  # its trained decoder is the beam's

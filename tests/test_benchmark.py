@@ -24,6 +24,7 @@ FIGURES = (
     "seed_vs_keras",
     "video_encoder",
     "grid_store_memory",
+    "store_check",
 )
 
 

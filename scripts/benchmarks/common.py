@@ -105,9 +105,10 @@ TARGETS = {
     "seed_vs_keras": 2.0,
     "video_encoder": 0.8,
     "grid_store_memory": 1.0,
+    "store_check": 0.5,  # a checked open costs under half an epoch's reads
 }
 # figures whose ratio must stay below the target (the others must reach it)
-BELOW = ("store_memory", "checkpoint_integrity", "grid_store_memory")
+BELOW = ("store_memory", "checkpoint_integrity", "grid_store_memory", "store_check")
 
 
 def base_overrides(size: dict[str, Any], **changes: Any) -> list[str]:
