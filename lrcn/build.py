@@ -23,7 +23,7 @@ from lrcn.data.datasets import Source
 from lrcn.data.manifest import read_manifest
 from lrcn.data.sources import ManifestImageSource, ManifestVideoSource
 from lrcn.data.store import FeatureSource, read_store_header
-from lrcn.data.synthetic import DATASETS, available_datasets, find_dataset
+from lrcn.data.synthetic import available_datasets, find_dataset
 from lrcn.errors import LrcnError
 from lrcn.metrics import SCORERS
 from lrcn.models.attributes import AttributeClassifier
@@ -38,6 +38,7 @@ from lrcn.models.encoders import (
 )
 from lrcn.models.init import keras_init_
 from lrcn.models.wirings import WIRINGS, available_wirings, get_wiring
+from lrcn.task import get_task, task_names
 
 
 def check_config(cfg: Config, source: str = "config") -> None:
@@ -48,14 +49,28 @@ def check_config(cfg: Config, source: str = "config") -> None:
         source: where it came from (file name), for the message.
 
     Raises:
-        LrcnError: unknown dataset for the task, encoder, decoder wiring or metric.
+        LrcnError: unknown task, dataset for the task, encoder, decoder wiring or metric, or a
+            ``train.monitor`` the task's validation does not report.
     """
+    try:
+        task = get_task(cfg.task)
+    except LrcnError:
+        raise LrcnError(
+            f"{source}: `task` is {shown(cfg.task)}; choose one of {', '.join(task_names())} "
+            "(or register your own)."
+        ) from None
+    monitors = task.validation_metrics
+    if cfg.train.monitor not in ("auto", *monitors):
+        raise LrcnError(
+            f"{source}: `train.monitor` is {shown(cfg.train.monitor)}, which validation does not "
+            f"report for task {cfg.task}; choose auto or one of {', '.join(monitors)}."
+        )
     names = [
-        ("data.dataset", [cfg.data.dataset], DATASETS[cfg.task]),
+        ("data.dataset", [cfg.data.dataset], available_datasets(cfg.task)),
         ("encoder.name", [cfg.encoder.name], ENCODERS),
         ("eval.metrics", list(cfg.eval.metrics), SCORERS),
     ]
-    if cfg.task in ("caption", "video_caption"):
+    if task.captions:
         names.append(("decoder.variant", [cfg.decoder.variant], WIRINGS))
     for key, values, known in names:
         for value in values:
@@ -104,6 +119,22 @@ def _synthetic_split(builder: Callable[..., Any], cfg: Config, split: str) -> An
     )
 
 
+def synthetic_split(cfg: Config, split: str) -> Any:
+    """One split of the synthetic dataset ``data.dataset`` registered for ``cfg.task`` (a task of
+    one's own builds its data so: ``@register_dataset(name, task=...)``).
+
+    Raises:
+        LrcnError: no such dataset is registered for the task.
+    """
+    entry = find_dataset(cfg.data.dataset, cfg.task)
+    if entry is None:
+        raise LrcnError(
+            f"data.dataset {shown_name(cfg.data.dataset)} is not registered for task {cfg.task}; "
+            f"choose one of {', '.join(available_datasets(cfg.task))}."
+        )
+    return _synthetic_split(entry.builder, cfg, split)
+
+
 def build_source_raw(cfg: Config, split: str) -> Source:
     """The captioning examples of one split as pixels (embedded generator or manifest)."""
     synthetic = find_dataset(cfg.data.dataset, cfg.task)
@@ -112,7 +143,7 @@ def build_source_raw(cfg: Config, split: str) -> Source:
     mean, std = normalisation(cfg)
     if cfg.data.dataset == "manifest":
         records = read_manifest(cfg.data.manifest, split, cfg.data.max_captions_per_item)
-        if cfg.task == "caption":
+        if not get_task(cfg.task).video:
             return ManifestImageSource(records, cfg.data.image_size, mean, std)
         return ManifestVideoSource(records, cfg.data.image_size, mean, std, cfg.data.num_frames)
     raise LrcnError(
@@ -136,7 +167,7 @@ class ActivitySourceDataset(Dataset):
 
 def build_activity_dataset(cfg: Config, split: str) -> tuple[Dataset, list[str]]:
     """Activity dataset of one split and its class names."""
-    synthetic = find_dataset(cfg.data.dataset, "activity")
+    synthetic = find_dataset(cfg.data.dataset, cfg.task)
     if synthetic is not None:
         data = _synthetic_split(synthetic.builder, cfg, split)
         return data, data.class_names
@@ -150,18 +181,19 @@ def build_activity_dataset(cfg: Config, split: str) -> tuple[Dataset, list[str]]
             ) from None
         return ActivitySourceDataset(build_source_raw(cfg, split)), labels
     raise LrcnError(
-        f"data.dataset {shown_name(cfg.data.dataset)} does not fit task activity; use moving_line or manifest."
+        f"data.dataset {shown_name(cfg.data.dataset)} does not fit task {cfg.task}; use manifest "
+        f"or one of {', '.join(available_datasets(cfg.task))}."
     )
 
 
 def build_attribute_dataset(cfg: Config, split: str) -> Dataset:
     """One split of an attributes dataset (encoder pretraining): items ``images`` and
     ``targets``; the dataset's ``heads`` maps head names to their class counts."""
-    synthetic = find_dataset(cfg.data.dataset, "attributes")
+    synthetic = find_dataset(cfg.data.dataset, cfg.task)
     if synthetic is None:
         raise LrcnError(
-            f"data.dataset {shown_name(cfg.data.dataset)} has no attribute labels for task attributes; "
-            f"choose one of {', '.join(available_datasets('attributes'))}."
+            f"data.dataset {shown_name(cfg.data.dataset)} has no attribute labels for task "
+            f"{cfg.task}; choose one of {', '.join(available_datasets(cfg.task))}."
         )
     return _synthetic_split(synthetic.builder, cfg, split)
 
@@ -185,10 +217,11 @@ def build_encoder(cfg: Config) -> Encoder:
 def attention_input(cfg: Config) -> str | None:
     """What the configured decoder attends over (``grid``, ``frames``) or None; refuses, naming
     ``decoder.variant``, a wiring whose input does not exist for the task."""
-    if cfg.task not in ("caption", "video_caption"):
+    task = get_task(cfg.task)
+    if not task.captions:
         return None
     attends = get_wiring(cfg.decoder.variant).attends
-    wanted = "frames" if cfg.task == "video_caption" else "grid"
+    wanted = "frames" if task.video else "grid"
     if attends is not None and attends != wanted:
         raise LrcnError(
             f"decoder.variant {cfg.decoder.variant} attends over {attends}, which task "
@@ -209,7 +242,8 @@ def build_captioner(cfg: Config, vocab_size: int, encoder: Encoder | None = None
     attends = attention_input(cfg)
     feature_dim = encoder.grid_dim if attends == "grid" else encoder.feature_dim
     temporal: nn.Module | None = None
-    if cfg.task == "video_caption" and attends is None:
+    video = get_task(cfg.task).video
+    if video and attends is None:
         temporal = (
             MeanPool(feature_dim)
             if cfg.encoder.temporal == "mean"
@@ -232,7 +266,7 @@ def build_captioner(cfg: Config, vocab_size: int, encoder: Encoder | None = None
         attention_dim=cfg.decoder.attention_dim,
         attention_gate=cfg.decoder.attention_gate,
     )
-    cls = VideoCaptioner if cfg.task == "video_caption" else ImageCaptioner
+    cls = VideoCaptioner if video else ImageCaptioner
     model = cls(encoder, decoder, temporal)
     model.attention_reg = cfg.decoder.attention_reg if attends is not None else 0.0
     return model
@@ -265,13 +299,9 @@ def build_attribute_model(cfg: Config) -> AttributeClassifier:
 
 
 def build_model(cfg: Config, vocab_size: int = 0, num_classes: int = 0) -> nn.Module:
-    """The model for ``cfg.task``, initialised as ``train.init`` says."""
-    if cfg.task == "activity":
-        model = build_classifier(cfg, num_classes)
-    elif cfg.task == "attributes":
-        model = build_attribute_model(cfg)
-    else:
-        model = build_captioner(cfg, vocab_size)
+    """The model ``cfg.task`` builds (`lrcn.task.Task.build_model`), initialised as ``train.init``
+    says."""
+    model = get_task(cfg.task).build_model(cfg, vocab_size=vocab_size, num_classes=num_classes)
     if cfg.train.init == "keras":
         pretrained = cfg.encoder.weights not in ("none", "")
         for name, child in model.named_children():
@@ -319,7 +349,7 @@ def store_header(cfg: Config) -> dict[str, Any]:
     # encoder.feature_dim only shapes encoders whose builder takes it (small_cnn); for the others a
     # changed value must not invalidate an expensive store.
     sized = spec is None or "feature_dim" in inspect.signature(spec.builder).parameters
-    video = cfg.task == "video_caption"
+    video = get_task(cfg.task).video
     synthetic = cfg.data.dataset in available_datasets()
     header: dict[str, Any] = {
         "encoder": cfg.encoder.name,

@@ -30,22 +30,10 @@ from lrcn.io import write_text_atomic
 from lrcn.plugins import resolve_plugins
 from lrcn.recipes import resolve_config
 
-TASKS = ("caption", "video_caption", "activity", "attributes")
 # What captions are scored with unless told otherwise (eval.metrics, `lrcn score --metrics`,
 # `lrcn.metrics.score`), and the tokenizers scoring offers (`lrcn.metrics.tokenizer`).
 DEFAULT_METRICS = ("bleu", "meteor", "rouge", "cider")
 TOKENIZERS = ("auto", "ptb", "python", "none")
-_CAPTION_VALIDATION = ("Bleu_4", "Bleu_1", "Bleu_2", "Bleu_3", "CIDEr")
-# What validation reports after each epoch, per task (the first is train.monitor's `auto`):
-# train.monitor must name one of these, or best.pt is never written and early stopping misfires.
-VALIDATION_METRICS = {
-    "caption": _CAPTION_VALIDATION,
-    "video_caption": _CAPTION_VALIDATION,
-    "activity": ("accuracy",),
-    # stage 1 pretraining on the generator's ground truth: every object's colour and shape right
-    # (the captions' scene_accuracy, read from the heads), then the mean accuracy of every head
-    "attributes": ("scene_accuracy", "attribute_accuracy"),
-}
 
 
 @dataclass
@@ -332,7 +320,6 @@ def _check_ranges(cfg: Config, source: str) -> None:
 
 def _validate(cfg: Config, source: str) -> None:
     choices = {
-        "task": (cfg.task, TASKS),
         "data.frame_sampling": (cfg.data.frame_sampling, ("uniform", "clips")),
         "data.on_error": (cfg.data.on_error, ("raise", "skip")),
         "data.features_dtype": (cfg.data.features_dtype, ("float16", "float32")),
@@ -349,12 +336,6 @@ def _validate(cfg: Config, source: str) -> None:
                 f"{source}: `{key}` is {shown(value)}; choose one of {', '.join(allowed)}."
             )
     _check_ranges(cfg, source)
-    monitors = VALIDATION_METRICS[cfg.task]
-    if cfg.train.monitor not in ("auto", *monitors):
-        raise LrcnError(
-            f"{source}: `train.monitor` is {shown(cfg.train.monitor)}, which validation does not report "
-            f"for task {cfg.task}; choose auto or one of {', '.join(monitors)}."
-        )
     if cfg.data.dataset == "manifest" and not cfg.data.manifest:
         raise LrcnError(
             f"{source}: `data.dataset: manifest` needs `data.manifest` (a folder made by `lrcn prepare`)."

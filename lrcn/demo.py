@@ -45,6 +45,7 @@ from lrcn.io import check_writable, hold_lock, read_json, write_json_atomic
 from lrcn.predict import evaluate
 from lrcn.report import write_report
 from lrcn.results import load_result, standing
+from lrcn.task import get_task
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +116,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-# The config sections a stage's result depends on (every stage gets the same overrides, and a
-# decoder's size must not redo the pretraining or the feature store).
-_SECTIONS = {
-    ("train", "attributes"): ("task", "data", "encoder", "train"),
-    ("extract", "caption"): ("task", "data", "encoder"),
-    ("extract", "video_caption"): ("task", "data", "encoder"),
-}
-
-
 def _identity(cfg: Config, kind: str) -> dict[str, Any]:
     """What a finished stage must match to be reused: the parts of its config its result depends
     on, and the checksum of the weights file it read."""
@@ -132,7 +124,9 @@ def _identity(cfg: Config, kind: str) -> dict[str, Any]:
     if weights not in ("none", "", "imagenet") and Path(weights).is_file():
         inputs[weights] = _sha256(Path(weights))
     config = cfg.to_dict()
-    sections = _SECTIONS.get((kind, cfg.task), tuple(config))
+    # the sections the task says a stage's result depends on (every stage gets the same
+    # overrides, and a decoder's size must not redo the pretraining or the feature store)
+    sections = get_task(cfg.task).result_sections.get(kind, tuple(config))
     config = {k: v for k, v in config.items() if k in sections}
     if "train" in config:
         config["train"] = _without_progress(config)["train"]  # how it looks, not what it computes

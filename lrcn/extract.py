@@ -25,6 +25,7 @@ from lrcn.data.store import LOCK_NAME, StoreWriter, encoder_checksum, items_head
 from lrcn.errors import LrcnError
 from lrcn.io import check_writable, hold_lock, remove_stale_temps
 from lrcn.runtime import autocast, move_batch, resolve_device
+from lrcn.task import get_task
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def extract_features(cfg: Config, split: str) -> dict[str, Any]:
             extracting into the store (its PID named), the disk is full (the rows written so far
             are kept: a re-run continues), or an item is unreadable with ``data.on_error=raise``.
     """
-    if cfg.task not in ("caption", "video_caption"):
+    if not get_task(cfg.task).captions:
         raise LrcnError(
             f"feature stores serve captioning (task caption or video_caption), not task "
             f"{cfg.task}; activity models read frames."

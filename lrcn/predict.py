@@ -25,7 +25,6 @@ from lrcn.data.media import (
     read_frames,
 )
 from lrcn.decoding import decode
-from lrcn.engine import evaluate_attributes
 from lrcn.engine.evaluation import caption_strips
 from lrcn.errors import LrcnError
 from lrcn.evaluation_files import (
@@ -37,8 +36,8 @@ from lrcn.evaluation_files import (
 from lrcn.io import atomic_path, check_writable
 from lrcn.models.encoders import encoder_spec
 from lrcn.runtime import make_loader, resolve_device
-from lrcn.split_evaluation import evaluate_activity, evaluate_captions, json_writer
 from lrcn.split_evaluation import reference_points as _reference_points  # noqa: F401 (tests)
+from lrcn.task import get_task
 from lrcn.text.vocab import Vocabulary
 from lrcn.visualize import denormalise
 
@@ -73,13 +72,7 @@ def load_model(
     # config unchanged (a feature store checks the encoder's weights against it)
     build_cfg = config_from_dict(cfg.to_dict())
     build_cfg.encoder.weights = "none"
-    if cfg.task == "activity":
-        model = build.build_model(build_cfg, num_classes=len(payload["labels"]))
-    elif cfg.task == "attributes":
-        model = build.build_model(build_cfg)
-    else:
-        vocab = Vocabulary.from_dict(payload["vocab"])
-        model = build.build_model(build_cfg, vocab_size=len(vocab))
+    model = build.build_model(build_cfg, **get_task(cfg.task).model_sizes(payload))
     load_state_dict_checked(model, payload["model"], path)
     model.to(resolve_device(cfg.train.device)).eval()
     payload["path"] = str(path)
@@ -125,16 +118,7 @@ def evaluate(
         model, cfg, payload = load_model(path, overrides=extra)
         settings = evaluation_settings(cfg, path, folder, split)
         check_replaceable(folder, split, settings)
-        if cfg.task == "activity":
-            metrics, files = evaluate_activity(model, cfg, payload, split)
-        elif cfg.task == "attributes":  # a pretraining run: its heads' accuracies
-            data = build.build_attribute_dataset(cfg, split)
-            loader = make_loader(data, cfg.eval.batch_size, None, None, cfg.data.num_workers)
-            device = next(model.parameters()).device
-            metrics = {**evaluate_attributes(model, loader, device, data.heads), "split": split}
-            files = {f"{split}_metrics.json": json_writer(metrics)}
-        else:
-            metrics, files = evaluate_captions(model, cfg, payload, split)
+        metrics, files = get_task(cfg.task).evaluate(model, cfg, payload, split)
         write_evaluation(folder, split, settings, files, path)
     return metrics
 
@@ -208,15 +192,9 @@ def iter_captions(
     """
 
     model, cfg, payload = load_model(checkpoint, overrides=overrides)
-    if cfg.task == "activity":
-        raise LrcnError(
-            f"{payload['path']}: an activity checkpoint classifies; use `lrcn classify`."
-        )
-    if cfg.task == "attributes":
-        raise LrcnError(
-            f"{payload['path']}: a pretraining checkpoint (task attributes) has no caption decoder; "
-            "name its run's encoder.pt as encoder.weights in a caption config and train that."
-        )
+    task = get_task(cfg.task)
+    if not task.captions:
+        raise LrcnError(f"{payload['path']}: a {task.name} checkpoint {task.cannot_caption}.")
     out_dir = None
     if attention_dir is not None:
         if model.attends is None:
@@ -247,7 +225,7 @@ def iter_captions(
             strips = _attention_pictures(model, batch, features, tokens, vocab, mean, std)
         return [(" ".join(vocab.decode(t)), strip) for t, strip in zip(tokens, strips)]
 
-    if cfg.task == "video_caption":
+    if task.video:
         results = _video_captions(paths, cfg, device, captions_of)
     else:
         results = _image_captions(paths, cfg, device, captions_of)
@@ -381,7 +359,12 @@ def iter_classifications(
     videos): yields ``(path, label, probability, None)``, or ``(path, None, 0.0, error sentence)``
     for a file that cannot be read, in input order."""
 
-    model, cfg, payload = load_model(checkpoint, overrides=overrides, task="activity")
+    model, cfg, payload = load_model(checkpoint, overrides=overrides)
+    if not get_task(cfg.task).labels:
+        raise LrcnError(
+            f"{payload['path']}: this checkpoint is for task `{cfg.task}`, which does not label "
+            "clips; `lrcn classify` takes an activity checkpoint."
+        )
     labels = payload["labels"]
     mean, std = build.normalisation(cfg)
     mean, std = (

@@ -217,14 +217,14 @@ def test_the_attributes_task_refuses_what_it_cannot_do(
     with pytest.raises(LrcnError, match="has no attribute labels for task attributes"):
         build.build_attribute_dataset(load_config(PRETRAIN, ["data.dataset=moving_line"]), "val")
     with pytest.raises(LrcnError, match="train.monitor.*choose auto or one of scene_accuracy"):
-        load_config(PRETRAIN, ["train.monitor=Bleu_4"])
+        build.check_config(load_config(PRETRAIN, ["train.monitor=Bleu_4"]))  # the task's metrics
     image = tmp_path / "x.png"
     ShapesCaptions("test", 1).item(0)[0].save(image)
     status = main(["caption", str(image), "--checkpoint", str(pretrained)])
     assert status == 2
     assert "has no caption decoder" in capsys.readouterr().err
     assert main(["report", str(pretrained)]) == 2
-    assert "is a pretraining run (task attributes)" in capsys.readouterr().err
+    assert "is a run of task attributes (encoder pretraining" in capsys.readouterr().err
 
 
 def test_moving_shapes_frames_are_the_clips_frames_with_their_shapes_top_to_bottom() -> None:

@@ -21,6 +21,7 @@ from lrcn.metrics.registry import SUMMED_SCORES, register_summed_score, summed_s
 from lrcn.models import ENCODERS, WIRINGS, Wiring, encoder_spec, register_encoder, register_wiring
 from lrcn.models.decoder import VARIANTS
 from lrcn.registry import REGISTRIES, Registry
+from lrcn.task import TASKS, Task, get_task, register_task
 
 
 def _builder(*_: Any, **__: Any) -> Any:
@@ -47,6 +48,11 @@ CASES: dict[str, Case] = {
         SUMMED_SCORES,
         SUMMED_SCORES.get,
         lambda name: register_summed_score(name, _builder),
+    ),
+    "task": (
+        TASKS,
+        get_task,
+        lambda name: register_task(type("Other", (Task,), {"name": name})()),
     ),
     **{
         f"{task} dataset": (

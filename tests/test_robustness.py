@@ -131,7 +131,7 @@ def test_checkpoint_of_another_task_or_shape_is_refused(tiny_shapes_run: Path, t
     from lrcn.errors import LrcnError
     from lrcn.predict import classify_files, load_model
 
-    with pytest.raises(LrcnError, match="task `caption`, not `activity`"):
+    with pytest.raises(LrcnError, match="task `caption`, which does not label clips"):
         classify_files(tiny_shapes_run, ["x.avi"])
     with pytest.raises(LrcnError, match="do not fit this model"):
         load_model(tiny_shapes_run, overrides=["decoder.hidden_dim=32"])

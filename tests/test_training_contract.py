@@ -57,11 +57,12 @@ def test_a_monitor_validation_does_not_compute_is_refused_before_training(
 
 
 def test_activity_monitor_must_be_accuracy(tmp_path: Path) -> None:
+    from lrcn.build import check_config
     from lrcn.errors import LrcnError
 
-    with pytest.raises(LrcnError, match="train.monitor"):
-        load_config(REPO / "configs" / "moving_line.yaml", ["train.monitor=CIDEr"])
-    load_config(REPO / "configs" / "moving_line.yaml", ["train.monitor=accuracy"])
+    with pytest.raises(LrcnError, match="train.monitor"):  # the task's validation metrics
+        check_config(load_config(REPO / "configs" / "moving_line.yaml", ["train.monitor=CIDEr"]))
+    check_config(load_config(REPO / "configs" / "moving_line.yaml", ["train.monitor=accuracy"]))
 
 
 def test_the_schedule_plans_the_optimizer_steps_gradient_accumulation_takes(tmp_path: Path) -> None:

@@ -428,6 +428,8 @@ def fit(
     """
     tune_cpu_allocator()  # large activations reused, not page-faulted in every step
     run_dir = Path(run_dir)
+    if cfg is not None and not resume:
+        check_config(cfg)  # before the run directory exists (a resumed run's config: in _fit)
     with _own_run_dir(run_dir, resume):
         return _fit(cfg, run_dir, resume, overrides)
 

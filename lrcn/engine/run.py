@@ -1,4 +1,9 @@
-"""A task's data, model and validation, built from a config: what ``fit`` trains."""
+"""A task's data, model and validation, built from a config: what ``fit`` trains.
+
+The task (`lrcn.task.get_task`) fills the run in (`Task.prepare_run`: data, collates, model,
+vocabulary or labels) and validates it (`Task.validate`); the run adds what every task shares:
+the sampler, the batch size per process, the loaders and the monitor.
+"""
 
 from __future__ import annotations
 
@@ -9,46 +14,36 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from lrcn import build, distributed
-from lrcn.config import VALIDATION_METRICS, Config
-from lrcn.data.datasets import (
-    CaptionEvalDataset,
-    CaptionTrainDataset,
-    EpochSampler,
-    build_vocabulary,
-    make_caption_collate,
-    make_eval_collate,
-    most_frequent_caption,
-    tokenize_source,
-)
-from lrcn.engine.attributes import evaluate_attributes
-from lrcn.engine.evaluation import evaluate_classifier, generate_captions, score_captions
+from lrcn import distributed
+from lrcn.config import Config
+from lrcn.data.datasets import EpochSampler
 from lrcn.errors import LrcnError
 from lrcn.runtime import make_loader
+from lrcn.task import get_task
 from lrcn.text.vocab import Vocabulary
-from lrcn.visualize import denormalise
 
 log = logging.getLogger(__name__)
 
 
 class Run:
-    """Everything ``fit`` needs for one task: data, model, evaluation; built from a config."""
+    """Everything ``fit`` needs for one task: data, model, evaluation; built from a config.
+
+    Attributes set by the task: ``train_data``, ``val_data``, ``collate`` and ``val_collate``
+    (None: the default collate), ``model``; ``vocab``, ``baseline_caption`` (captioning),
+    ``labels`` (class names, or an attribute task's heads), ``heads``.
+    """
 
     def __init__(
         self, cfg: Config, run_dir: Path, device: torch.device, vocab: Vocabulary | None = None
     ) -> None:
         self.cfg, self.run_dir, self.device = cfg, run_dir, device
-        self.task = cfg.task
+        self.task = get_task(cfg.task)
         self.vocab = vocab
         self.labels: list[str] | None = None
         self.baseline_caption = ""
+        self.val_collate: Any = None
         rank, world = distributed.rank(), distributed.world_size()
-        if self.task == "activity":
-            self._build_activity(cfg)
-        elif self.task == "attributes":
-            self._build_attributes(cfg)
-        else:
-            self._build_captioning(cfg)
+        self.task.prepare_run(self)
         self.model.to(device)
         if cfg.train.batch_size % world:
             raise LrcnError(
@@ -78,60 +73,13 @@ class Run:
                 len(self.train_data),
                 self.batch_size,
             )
-        self.monitor = (
-            cfg.train.monitor if cfg.train.monitor != "auto" else VALIDATION_METRICS[self.task][0]
-        )
-
-    def _build_activity(self, cfg: Config) -> None:
-        self.train_data, self.labels = build.build_activity_dataset(cfg, "train")
-        self.val_data, _ = build.build_activity_dataset(cfg, "val")
-        self.collate = None
-        self.model = build.build_model(cfg, num_classes=len(self.labels))
-
-    def _build_attributes(self, cfg: Config) -> None:
-        self.train_data = build.build_attribute_dataset(cfg, "train")
-        self.val_data = build.build_attribute_dataset(cfg, "val")
-        self.heads = dict(self.train_data.heads)
-        self.labels = list(self.heads)  # the heads, in the order of the targets (checkpoint)
-        self.collate = None
-        self.model = build.build_model(cfg)
+        auto = self.task.validation_metrics[0]
+        self.monitor = cfg.train.monitor if cfg.train.monitor != "auto" else auto
 
     def best_files(self) -> dict[str, dict[str, torch.Tensor]]:
-        """Files written beside ``best.pt`` whenever it is: for a pretraining run (task
-        attributes), ``encoder.pt``, the encoder's state_dict that ``encoder.weights`` names."""
-        if self.task != "attributes":
-            return {}
-        return {"encoder.pt": self.model.encoder.trunk.state_dict()}
-
-    def _build_captioning(self, cfg: Config) -> None:
-        train_source = build.build_source(cfg, "train")
-        tokenized = tokenize_source(train_source)  # once, for all three uses below
-        if self.vocab is None:
-            self.vocab = build_vocabulary(
-                train_source, cfg.data.min_word_count, cfg.data.max_caption_length, tokenized
-            )
-        self.baseline_caption = (
-            most_frequent_caption(train_source, tokenized) if cfg.eval.reference_points else ""
-        )
-        self.train_data = CaptionTrainDataset(
-            train_source,
-            self.vocab,
-            cfg.data.max_caption_length,
-            seed=cfg.train.seed,
-            on_error=cfg.data.on_error,
-            tokenized=tokenized,
-        )
-        del tokenized
-        self.collate = make_caption_collate(train_source.is_video)
-        self.val_data = CaptionEvalDataset(
-            build.build_source(cfg, "val"),
-            on_error=cfg.data.on_error,
-            max_items=cfg.train.val_max_items,
-        )
-        self.val_collate = make_eval_collate(train_source.is_video)
-        self.model = build.build_model(cfg, vocab_size=len(self.vocab))
-        if hasattr(train_source, "check_encoder"):  # the store was made by this very encoder
-            train_source.check_encoder(self.model.encoder)
+        """Files written beside ``best.pt`` whenever it is (`Task.best_files`; for a pretraining
+        run, task attributes, ``encoder.pt``, the state_dict ``encoder.weights`` names)."""
+        return self.task.best_files(self.model)
 
     def train_loader(self) -> DataLoader:
         """This process's share of the training data, in the epoch's order."""
@@ -147,50 +95,21 @@ class Run:
             self.device,
         )
 
-    def _val_loader(self) -> DataLoader:
-        collate = None if self.task in ("activity", "attributes") else self.val_collate
+    def val_loader(self) -> DataLoader:
+        """The validation split in order, ``eval.batch_size`` at a time."""
         return make_loader(
             self.val_data,
             self.cfg.eval.batch_size,
-            collate,
+            self.val_collate,
             None,
             self.cfg.data.num_workers,
             self.device,
         )
 
     def validate(self) -> dict[str, Any]:
-        """The validation metrics (``config.VALIDATION_METRICS``), sample captions and a picture."""
-        loader = self._val_loader()
-        if self.task == "activity":
-            result = evaluate_classifier(self.model, loader, self.device, self.labels)
-            return {"accuracy": result["accuracy"]}
-        if self.task == "attributes":
-            result = evaluate_attributes(self.model, loader, self.device, self.heads)
-            # the summary (per attribute, per scene); each head's own accuracy is in the test file
-            return {
-                k: v
-                for k, v in result.items()
-                if isinstance(v, float) and not k.startswith(("slot", "has_"))
-            }
-        hyps, refs, _ = generate_captions(
-            self.model, loader, self.vocab, self.device, 1, self.cfg.eval.max_length
-        )
-        metrics = score_captions(hyps, refs, ["bleu", "cider"], "python")
-        # the dataset's own content check (shapes: scene_accuracy), logged beside BLEU each epoch
-        metrics.update(self.val_data.source.task_metrics(hyps))
-        metrics["samples"] = [
-            {"id": k, "caption": hyps[k], "reference": refs[k][0]} for k in list(hyps)[:4]
-        ]
-        # the same first items generate_captions decoded, for a picture grid
-        first = next(iter(loader))
-        key = "frames" if "frames" in first else "images" if "images" in first else None
-        if key is not None:
-            ids = first["ids"][:8]
-            metrics["grid"] = (
-                denormalise(first[key][:8], *build.normalisation(self.cfg)),
-                [f"{hyps[i]}\n({refs[i][0]})" for i in ids],
-            )
-        return metrics
+        """The task's validation metrics (`Task.validation_metrics` among them), and for a
+        captioner sample captions and a picture."""
+        return self.task.validate(self, self.val_loader())
 
 
 class _NoSingleLeftOver:

@@ -30,6 +30,7 @@ from lrcn.metrics import per_item_scores
 from lrcn.metrics.per_item import evaluation_identity
 from lrcn.predict import evaluate, run_dir_of
 from lrcn.report.page import Row, render_page
+from lrcn.task import get_task
 from lrcn.visualize import attention_strip, denormalise, frame_strip, to_rgb_array
 
 log = logging.getLogger(__name__)
@@ -64,18 +65,19 @@ def write_report(run_dir: str | Path, split: str = "test", out: str | Path | Non
     """
     run_dir = _run_folder(Path(run_dir))
     cfg = load_config(run_dir / "config.yaml")
-    if cfg.task == "attributes":
+    task = get_task(cfg.task)
+    if task.items_file is None:
         raise LrcnError(
-            f"{run_dir} is a pretraining run (task attributes): it has no captions to show; its "
-            f"accuracies are in {run_dir / 'eval'}/{split}_metrics.json (`lrcn evaluate` writes it)."
+            f"{run_dir} is a run of task {task.name} ({task.description}), which has no items to "
+            f"show; its metrics are in {run_dir / 'eval'}/{split}_metrics.json (`lrcn evaluate` "
+            "writes it)."
         )
     eval_dir = run_dir / "eval"
     out_path = Path(out) if out else eval_dir / f"{split}_report.html"
     check_writable(out_path.parent)  # before any evaluation or rendering
-    wanted = "predictions" if cfg.task == "activity" else "captions"
     if not manifest_path(eval_dir, split).is_file() and (
         not (eval_dir / f"{split}_metrics.json").is_file()
-        or not (eval_dir / f"{split}_{wanted}.json").is_file()
+        or not (eval_dir / f"{split}_{task.items_file}").is_file()
     ):  # an evaluation with a manifest is checked instead (an unfinished one is refused)
         log.info("%s: split %s is not evaluated yet; evaluating it first", run_dir, split)
         evaluate(run_dir, split=split)
@@ -86,10 +88,7 @@ def write_report(run_dir: str | Path, split: str = "test", out: str | Path | Non
             f"{eval_dir / f'{split}_metrics.json'}: not a JSON object; re-run `lrcn evaluate --checkpoint {run_dir} --split {split}`."
         )
     start = time.perf_counter()
-    if cfg.task == "activity":
-        columns, rows = _activity_rows(cfg, split, eval_dir / f"{split}_predictions.json")
-    else:
-        columns, rows = _caption_rows(cfg, files, metrics, run_dir)
+    columns, rows = task.report_rows(cfg, files, metrics, run_dir)
     page = render_page(run_dir, cfg, split, metrics, columns, rows)
     write_text_atomic(out_path, page)
     log.info("report of %d items in %.1f s: %s", len(rows), time.perf_counter() - start, out_path)
@@ -165,9 +164,11 @@ def _source_thumbnail(
 # ----------------------------------------------------------------------------- rows
 
 
-def _caption_rows(
+def caption_rows(
     cfg: Config, files: EvaluationFiles, metrics: dict[str, Any], run_dir: Path
 ) -> tuple[list[tuple[str, str]], list[Row]]:
+    """A captioning evaluation's item table: each caption beside its stored references, its
+    per-item scores, thumbnail and attention strip (the caption tasks' `report_rows`)."""
     split, captions_path = files.split, files.path("captions.json")
     results = read_json(captions_path, _RERUN)
     if not isinstance(results, list) or not all(
@@ -309,9 +310,11 @@ def _stored_scores(path: Path, hypotheses: dict[str, str]) -> dict[str, dict[str
     return scores
 
 
-def _activity_rows(
+def activity_rows(
     cfg: Config, split: str, predictions_path: Path
 ) -> tuple[list[tuple[str, str]], list[Row]]:
+    """An activity evaluation's item table: each clip's predicted and true label, with its
+    probability and a strip of its frames (the activity task's `report_rows`)."""
     predictions = read_json(predictions_path, _RERUN)
     if not isinstance(predictions, list) or not all(
         isinstance(p, dict) and {"label", "predicted", "probability"} <= set(p) for p in predictions

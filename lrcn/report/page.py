@@ -14,6 +14,7 @@ from typing import Any
 
 from lrcn.config import Config
 from lrcn.metrics import METRIC_ORDER
+from lrcn.task import get_task
 
 
 @dataclass
@@ -226,7 +227,7 @@ def _thumb_cell(row: Row, photo: bool) -> str:
 
 def _items_table(cfg: Config, columns: list[tuple[str, str]], rows: list[Row]) -> str:
     photo = cfg.data.dataset == "manifest"
-    is_activity = cfg.task == "activity"
+    is_activity = get_task(cfg.task).labels
     headers = ['<th class="sortable" data-type="num" data-key="index">#</th>', "<th>input</th>"]
     for name, kind in columns:
         title = {"caption": "generated caption / references", "Bleu_4": "BLEU-4"}.get(name, name)
@@ -293,15 +294,10 @@ def render_page(
 ) -> str:
     """The whole HTML page of a run's evaluation on ``split``: its ``metrics`` and ``rows``
     (``columns``: the items table's (name, kind) score columns)."""
-    task = {"caption": "image description", "video_caption": "video description"}.get(
-        cfg.task, "activity recognition"
-    )
-    model = _esc(cfg.encoder.name)
-    if cfg.task == "video_caption":
-        model += f" + {_esc(cfg.encoder.temporal)} over frames"
-    model += " &rarr; LSTM" + (f" ({_esc(cfg.decoder.variant)})" if cfg.task != "activity" else "")
+    task = get_task(cfg.task)
+    model = _esc(task.model_summary(cfg))
     title = f"lrcn report: {run_dir.name} ({split})"
-    if cfg.task == "activity":
+    if task.labels:
         correct = sum(1 for row in rows if row.cells["correct"])
         summary = f"{correct} of {len(rows)} correct. Click a column header to sort."
     else:
@@ -329,7 +325,7 @@ def render_page(
 <body>
 <main>
 <h1>{_esc(run_dir.name)} &middot; {_esc(split)} split</h1>
-<p class="meta">{_esc(task)} &middot; data <code>{_esc(cfg.data.dataset)}</code> &middot; model {model}
+<p class="meta">{_esc(task.description)} &middot; data <code>{_esc(cfg.data.dataset)}</code> &middot; model {model}
 &middot; run <code>{_esc(run_dir.resolve())}</code> &middot; written {_esc(time.strftime("%Y-%m-%d %H:%M"))}</p>
 <h2>Metrics</h2>
 {_metric_table(metrics)}

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lrcn.config import TASKS
 from lrcn.errors import LrcnError
 from lrcn.registry import Registry, unknown_name
 
@@ -42,10 +41,6 @@ def _registry(task: str) -> Registry[SyntheticDataset]:
             f"{task} dataset", setting="data.dataset", identity=lambda entry: entry.builder
         )
     return DATASETS[task]
-
-
-for _task in TASKS:  # every task's registry exists, with or without datasets
-    _registry(_task)
 
 
 def register_dataset(name: str, task: str) -> Callable[[Builder], Builder]:
