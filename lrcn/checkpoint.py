@@ -35,6 +35,7 @@ try:  # Intel ISA-L's CRC32: the zip checksum at several GB/s (about 4x zlib's h
 except ImportError:  # a platform without isal wheels: the standard library's, same values
     from zlib import crc32
 from lrcn.io import atomic_path, kill_point
+from lrcn.model_folder import fetch_hub_model, is_model_folder, load_model_folder
 from lrcn.state_dicts import load_state_dict_checked, short_list, state_dict_mismatch
 
 __all__ = [
@@ -116,13 +117,16 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> dict[str, Any]
     """Load an lrcn checkpoint safely.
 
     Args:
-        path: the ``.pt`` file (or a run directory: its ``checkpoints/best.pt``, else ``last.pt``).
+        path: the ``.pt`` file (or a run directory: its ``checkpoints/best.pt``, else ``last.pt``;
+            or a model folder of ``lrcn export``, or its Hub id: `lrcn.model_folder`).
         task: when given, the checkpoint must be for this task.
 
     Raises:
         LrcnError: missing, truncated or foreign file; pickled code; a checkpoint of another task.
     """
     path = resolve_checkpoint_path(path)
+    if path.is_dir():  # a model folder (safetensors + JSON: nothing to unpickle)
+        return load_model_folder(path, task)
     is_zip = _check_torch_file(path)
     if is_zip:
         _verify_crcs(path)
@@ -232,14 +236,18 @@ def _first_bad_member(archive: zipfile.ZipFile, mm: mmap.mmap) -> str | None:
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
-    """A ``.pt`` file, or a run folder's best (else last) checkpoint."""
-    path = Path(path)
+    """A ``.pt`` file, a run folder's best (else last) checkpoint, or a model folder (a Hub id:
+    its downloaded folder)."""
+    path = fetch_hub_model(str(path)) or Path(path)
+    if is_model_folder(path):
+        return path
     if path.is_dir():
         for name in ("checkpoints/best.pt", "checkpoints/last.pt", "best.pt", "last.pt"):
             if (path / name).is_file():
                 return path / name
         raise LrcnError(
-            f"{path}: no checkpoints/best.pt or checkpoints/last.pt in this folder; pass a .pt file."
+            f"{path}: no checkpoints/best.pt or checkpoints/last.pt in this folder; pass a .pt file "
+            "(or a model folder of `lrcn export`)."
         )
     if not path.is_file():
         raise LrcnError(f"{path}: checkpoint not found; pass a .pt file or a run directory.")

@@ -34,6 +34,7 @@ from lrcn.evaluation_files import (
     write_evaluation,
 )
 from lrcn.io import atomic_path, check_writable
+from lrcn.model_folder import WEIGHTS
 from lrcn.models.encoders import encoder_spec
 from lrcn.runtime import make_loader, resolve_device
 from lrcn.split_evaluation import reference_points as _reference_points  # noqa: F401 (tests)
@@ -53,7 +54,7 @@ def load_model(
     """Rebuild the model a checkpoint was trained as and load its weights.
 
     Args:
-        checkpoint: ``.pt`` file or run directory.
+        checkpoint: ``.pt`` file, run directory, model folder (``lrcn export``) or its Hub id.
         overrides: ``key=value`` changes to the saved config (e.g. ``eval.beam_size=3``,
             ``data.manifest=...``); model-shape keys must not change.
         task: refuse checkpoints of another task.
@@ -80,8 +81,10 @@ def load_model(
 
 
 def run_dir_of(checkpoint_path: str | Path) -> Path:
-    """The run directory a checkpoint file belongs to."""
+    """The run directory a checkpoint file belongs to (a model folder: itself)."""
     path = Path(checkpoint_path)
+    if path.is_dir():
+        return path
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
@@ -119,7 +122,8 @@ def evaluate(
         settings = evaluation_settings(cfg, path, folder, split)
         check_replaceable(folder, split, settings)
         metrics, files = get_task(cfg.task).evaluate(model, cfg, payload, split)
-        write_evaluation(folder, split, settings, files, path)
+        weights = path / WEIGHTS if path.is_dir() else path  # a model folder: its weights file
+        write_evaluation(folder, split, settings, files, weights)
     return metrics
 
 

@@ -1,0 +1,241 @@
+"""``lrcn export``: a trained run as a self-contained model folder others can load.
+
+The folder has the Hugging Face Hub layout (`lrcn.model_folder` reads it): ``model.safetensors``
+(the weights, exactly the checkpoint's tensors), ``config.json`` (task, encoder, wiring, sizes,
+preprocessing, labels, lrcn's own config so the model rebuilds exactly, the lrcn version and the
+recorded plug-ins), ``vocab.json`` for captioners, and a model card ``README.md`` with the recipe,
+the data and the test evaluation's metrics with their 95% intervals, read from the run's
+``eval/`` through `lrcn.evaluation_files.read_evaluation` (so a half-written evaluation is
+refused, never published). ``--onnx`` adds the ONNX graphs of `lrcn.onnx_export`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lrcn import build
+from lrcn.checkpoint import load_checkpoint, resolve_checkpoint_path
+from lrcn.config import Config, config_from_dict
+from lrcn.errors import LrcnError
+from lrcn.evaluation_files import read_evaluation
+from lrcn.io import atomic_path, check_writable, write_json_atomic, write_text_atomic
+from lrcn.model_folder import CARD, CONFIG, FILES, FORMAT, VOCAB, WEIGHTS, is_model_folder
+from lrcn.models.encoders import encoder_spec
+from lrcn.predict import load_model, run_dir_of
+from lrcn.task import get_task
+from lrcn.version import __version__
+
+__all__ = ["export_model", "folder_config", "model_card"]
+
+SPLIT = "test"  # the evaluation the model card reports
+
+
+def export_model(run: str | os.PathLike, out: str | os.PathLike, onnx: bool = False) -> Path:
+    """Write the model folder of ``run`` (a run folder or a ``.pt`` checkpoint) into ``out``.
+
+    The weights are loaded into the rebuilt model first (so a folder is only written for a
+    checkpoint that loads), the evaluation is read before anything is written, and every file is
+    written atomically, ``config.json`` last: a folder without it was not finished.
+
+    Args:
+        onnx: also write ``onnx/`` (`lrcn.onnx_export.export_onnx`).
+
+    Returns:
+        The folder.
+
+    Raises:
+        LrcnError: an unreadable checkpoint or evaluation, or ``out`` holds other files (a run
+            folder, anything that is not a model folder).
+    """
+    path = resolve_checkpoint_path(run)
+    if path.is_dir():
+        raise LrcnError(
+            f"{run}: already a model folder; copy it, or export the run folder it came from."
+        )
+    model, cfg, payload = load_model(path, device="cpu")
+    evaluation = _evaluation(run_dir_of(path) / "eval", path)
+    folder = _output_folder(Path(out))
+    _write_weights(folder / WEIGHTS, payload["model"])
+    if payload.get("vocab") is not None:
+        write_json_atomic(folder / VOCAB, payload["vocab"], indent=None)
+    write_text_atomic(folder / CARD, model_card(cfg, payload, evaluation, folder))
+    if onnx:
+        from lrcn.onnx_export import export_onnx
+
+        export_onnx(model, cfg, payload, folder / "onnx")
+    write_json_atomic(folder / CONFIG, folder_config(cfg, payload))
+    return folder
+
+
+def _output_folder(out: Path) -> Path:
+    """``out`` created (or an existing model folder, whose files are replaced), writable."""
+    if out.exists() and not out.is_dir():
+        raise LrcnError(f"{out}: is a file; pass a folder for --out.")
+    if out.is_dir():
+        others = [p.name for p in out.iterdir() if p.name not in (*FILES, "onnx")]
+        if (out / "checkpoints").exists() or (others and not is_model_folder(out)):
+            raise LrcnError(
+                f"{out}: holds other files ({', '.join(sorted(others)[:3])}), so exporting there "
+                "could overwrite work; pass an empty or new folder for --out."
+            )
+    return check_writable(out)
+
+
+def _write_weights(path: Path, state_dict: dict[str, Any]) -> None:
+    """The state_dict as safetensors (each tensor contiguous and unshared, as the format needs)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "lrcn": FORMAT})
+
+
+def _evaluation(folder: Path, checkpoint: Path) -> dict[str, Any] | None:
+    """The test split's metrics in ``folder`` when they were made from ``checkpoint`` (None:
+    no evaluation, or one of another checkpoint: the card says so)."""
+    if not (folder / f"{SPLIT}_metrics.json").is_file():
+        return None
+    files = read_evaluation(folder, SPLIT)
+    made_from = (files.manifest or {}).get("settings", {}).get("checkpoint")
+    if made_from is not None and (folder.parent / made_from).resolve() != checkpoint.resolve():
+        return None
+    return files.read("metrics.json")
+
+
+def folder_config(cfg: Config, payload: dict[str, Any]) -> dict[str, Any]:
+    """``config.json``: what a reader outside lrcn needs, and lrcn's own config to rebuild."""
+    task = get_task(cfg.task)
+    mean, std = build.normalisation(cfg)
+    preprocessing: dict[str, Any] = {
+        "image_size": cfg.data.image_size,
+        "mean": list(mean),
+        "std": list(std),
+        "channels": encoder_spec(cfg.encoder.name).in_channels,
+        "resize": "shorter side to image_size, then centre crop (lrcn.data.media.load_image)",
+    }
+    if task.video:
+        preprocessing.update(num_frames=cfg.data.num_frames, frame_sampling=cfg.data.frame_sampling)
+    sizes = {
+        "feature_dim": cfg.encoder.feature_dim,
+        **get_task(cfg.task).model_sizes(payload),
+    }
+    if task.captions:
+        sizes.update(embed_dim=cfg.decoder.embed_dim, hidden_dim=cfg.decoder.hidden_dim,
+                     num_layers=cfg.decoder.num_layers)  # fmt: skip
+    return {
+        "format": FORMAT,
+        "lrcn_version": __version__,
+        "task": cfg.task,
+        "encoder": cfg.encoder.name,
+        "wiring": cfg.decoder.variant if task.captions else None,
+        "sizes": sizes,
+        "preprocessing": preprocessing,
+        "decoding": {"max_length": cfg.eval.max_length, "beam_size": cfg.eval.beam_size,
+                     "length_penalty": cfg.eval.length_penalty} if task.captions else None,  # fmt: skip
+        "vocab_file": VOCAB if payload.get("vocab") is not None else None,
+        "labels": payload.get("labels"),
+        "baseline_caption": payload.get("baseline_caption"),
+        "plugins": list(cfg.plugins),
+        "lrcn_config": cfg.to_dict(),
+    }
+
+
+def model_card(
+    cfg: Config, payload: dict[str, Any], metrics: dict[str, Any] | None, folder: Path
+) -> str:
+    """The folder's ``README.md``: Hub metadata, how to use it, the recipe, data, evaluation."""
+    task = get_task(cfg.task)
+    kind = cfg.decoder.variant if task.captions else "classifier"
+    use = (
+        f"lrcn caption IMAGE_OR_VIDEO --checkpoint {folder}"
+        if task.captions
+        else f"lrcn classify VIDEO --checkpoint {folder}"
+    )
+    lines = [
+        "---",
+        "library_name: lrcn",
+        f"tags: [lrcn, {cfg.task}, {cfg.encoder.name}" + (f", {kind}]" if task.captions else "]"),
+        "---",
+        "",
+        f"# lrcn {cfg.task} model: {cfg.encoder.name}" + (f" + {kind}" if task.captions else ""),
+        "",
+        f"{task.description or cfg.task}. Exported by lrcn {__version__}; the weights are "
+        "`model.safetensors` (no pickle), the settings `config.json`.",
+        "",
+        "## Use",
+        "",
+        "```",
+        use,
+        f"lrcn evaluate --checkpoint {folder}",
+        "```",
+        "",
+        f'In Python: `model, cfg, payload = lrcn.predict.load_model("{folder}")`.',
+        "",
+        *_recipe_lines(cfg),
+        *_evaluation_lines(metrics),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _recipe_lines(cfg: Config) -> list[str]:
+    """The recipe and data sections: the settings that define the model and its training."""
+    rows = [
+        ("task", cfg.task),
+        ("encoder", f"{cfg.encoder.name} (weights {cfg.encoder.weights}, "
+                    f"feature_dim {cfg.encoder.feature_dim}, frozen {cfg.encoder.freeze})"),  # fmt: skip
+        ("decoder", f"{cfg.decoder.variant} (embed {cfg.decoder.embed_dim}, hidden "
+                    f"{cfg.decoder.hidden_dim}, layers {cfg.decoder.num_layers})"
+         if get_task(cfg.task).captions else f"classifier (hidden {cfg.classifier.hidden_dim}, "
+         f"prediction {cfg.classifier.prediction})"),  # fmt: skip
+        ("training", f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, lr "
+                     f"{cfg.train.lr}, {cfg.train.optimizer}, seed {cfg.train.seed}"),  # fmt: skip
+        ("decoding", f"beam {cfg.eval.beam_size}, max length {cfg.eval.max_length}"),
+    ]
+    data = cfg.data
+    source = data.manifest or data.dataset
+    sizes = f"train {data.train_size}, val {data.val_size}, test {data.test_size}"
+    return [
+        "## Recipe",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in rows),
+        "",
+        "The whole lrcn config is `lrcn_config` in `config.json`.",
+        "",
+        "## Data",
+        "",
+        f"`{source}` (data.dataset `{data.dataset}`), images {data.image_size} px; the sizes "
+        f"asked for: {sizes} (0: the whole split).",
+        "",
+    ]
+
+
+def _evaluation_lines(metrics: dict[str, Any] | None) -> list[str]:
+    """The evaluation section: each metric with its 95% bootstrap interval."""
+    if metrics is None:
+        return [
+            "## Evaluation",
+            "",
+            f"No finished evaluation of the {SPLIT} split of this checkpoint was found in the "
+            "run's `eval/` folder when it was exported.",
+        ]
+    rows = []
+    for key, value in metrics.items():
+        if key.endswith("_ci95") or not isinstance(value, float):
+            continue
+        interval = metrics.get(f"{key}_ci95")
+        bounds = f"[{interval[0]:.4f}, {interval[1]:.4f}]" if isinstance(interval, list) else ""
+        rows.append(f"| {key} | {value:.4f} | {bounds} |")
+    return [
+        "## Evaluation",
+        "",
+        f"The {metrics.get('split', SPLIT)} split, {metrics.get('items', '?')} items, beam "
+        f"{metrics.get('beam_size', '?')} (from the run's `eval/{SPLIT}_metrics.json`):",
+        "",
+        "| metric | value | 95% interval |",
+        "|---|---|---|",
+        *rows,
+    ]
