@@ -186,6 +186,7 @@ def _applies(x: torch.Tensor, conv: nn.Conv2d, pad: tuple[int, ...], pool: nn.Ma
         and x.dtype == torch.float32
         and conv.weight.dtype == torch.float32
         and not (x.requires_grad and torch.is_grad_enabled())
+        and not torch.jit.is_tracing()  # ONNX export traces the plain ops
         and not torch.is_autocast_enabled("cpu")
     ):
         return False

@@ -52,6 +52,7 @@ class MaxPool2d(nn.MaxPool2d):
             and not self.ceil_mode
             and not self.return_indices
             and not (x.requires_grad and torch.is_grad_enabled())
+            and not torch.jit.is_tracing()  # ONNX export traces the plain ops
             and x.shape[-2] >= kernel[0]
             and x.shape[-1] >= kernel[1]
         )
