@@ -23,7 +23,7 @@ from lrcn.evaluation_files import read_evaluation
 from lrcn.io import atomic_path, check_writable, write_json_atomic, write_text_atomic
 from lrcn.model_folder import CARD, CONFIG, FILES, FORMAT, VOCAB, WEIGHTS, is_model_folder
 from lrcn.models.encoders import encoder_spec
-from lrcn.onnx_export import export_onnx
+from lrcn.onnx_export import ONNX_FILES, export_onnx
 from lrcn.predict import load_model, run_dir_of
 from lrcn.task import get_task
 from lrcn.version import __version__
@@ -50,11 +50,7 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, onnx: bool = Fa
         LrcnError: an unreadable checkpoint or evaluation, or ``out`` holds other files (a run
             folder, anything that is not a model folder).
     """
-    path = resolve_checkpoint_path(run)
-    if path.is_dir():
-        raise LrcnError(
-            f"{run}: already a model folder; copy it, or export the run folder it came from."
-        )
+    path = _checkpoint_of(run)
     model, cfg, payload = load_model(path, device="cpu")
     evaluation = _evaluation(run_dir_of(path) / "eval", path)
     folder = _output_folder(Path(out))
@@ -67,8 +63,35 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, onnx: bool = Fa
     write_text_atomic(folder / CARD, model_card(cfg, payload, evaluation, folder))
     if onnx:
         export_onnx(model, cfg, payload, folder / "onnx")
+    else:  # graphs of the weights replaced would contradict them
+        for name in ONNX_FILES:
+            (folder / "onnx" / name).unlink(missing_ok=True)
     write_json_atomic(folder / CONFIG, folder_config(cfg, payload))
     return folder
+
+
+def _checkpoint_of(run: str | os.PathLike) -> Path:
+    """The checkpoint file a run folder (or ``.pt`` path) exports, or one sentence saying why
+    there is none."""
+    run_folder = Path(run)
+    if (
+        run_folder.is_dir()
+        and not is_model_folder(run_folder)
+        and not any(
+            (run_folder / name).is_file()
+            for name in ("checkpoints/best.pt", "checkpoints/last.pt", "best.pt", "last.pt")
+        )
+    ):
+        raise LrcnError(
+            f"{run}: no checkpoints/best.pt or checkpoints/last.pt, so there is no model to "
+            "export; pass a run folder whose training saved a checkpoint, or its .pt file."
+        )
+    path = resolve_checkpoint_path(run)
+    if path.is_dir():
+        raise LrcnError(
+            f"{run}: already a model folder; copy it, or export the run folder it came from."
+        )
+    return path
 
 
 def _output_folder(out: Path) -> Path:

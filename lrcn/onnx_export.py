@@ -31,9 +31,10 @@ from lrcn.io import atomic_path, write_json_atomic
 from lrcn.task import get_task
 from lrcn.text.vocab import Vocabulary
 
-__all__ = ["ONNX_FORMAT", "export_onnx"]
+__all__ = ["ONNX_FILES", "ONNX_FORMAT", "export_onnx"]
 
 ONNX_FORMAT = "lrcn-onnx/1"
+ONNX_FILES = ("encoder.onnx", "decoder_step.onnx", "onnx.json")
 OPSET = 17
 
 
