@@ -351,10 +351,39 @@ def table_quality() -> str:
     return "\n".join(_table(["test quality"], rows))
 
 
+def table_onnx() -> str:
+    """BENCHMARKS.md: onnxruntime's captions against lrcn's (scripts/benchmarks/onnx_runtime.py),
+    both runtimes timed side by side in one run."""
+    r = load("onnx_runtime")
+    if r is None:
+        return "Not recorded yet: `python scripts/benchmarks/onnx_runtime.py --run NAME=RUN`."
+    header = ["model (run)", "beam", "captions equal", "lrcn captions/s", "onnxruntime captions/s", "speed-up"]  # fmt: skip
+    lines = [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
+    for name, run in r["runs"].items():
+        stage = "two-stage, feature store" if run["two_stage"] else "end to end"
+        label = (f"{name}: {run['encoder']} + {run['wiring']} ({stage}; {run['train_items']} "
+                 f"training images, {run['epochs']} epochs)")  # fmt: skip
+        for beam, b in run["beams"].items():
+            lines.append(
+                f"| {label} | {beam} | {b['equal']} / {run['items']} | "
+                f"{b['lrcn_captions_per_s']:.0f} | {b['onnxruntime_captions_per_s']:.0f} | "
+                f"{b['ratio']:.2f}x |"
+            )
+            label = ""
+    lines += [
+        "",
+        f"`{r['command']}` at commit {r['commit']}: {r['cpu']}, {r['threads']} thread(s) for both "
+        f"runtimes, torch {r['torch']}, onnxruntime {r['onnxruntime']}, batches of {r['batch']} "
+        "test images captioned from pixels, the best of three passes each.",
+    ]
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "captions": table_captions,
     "video": table_video,
     "quality": table_quality,
+    "onnx": table_onnx,
 }
 DOCS = ("README.md", "BENCHMARKS.md")
 _BLOCK = re.compile(r"(<!-- results:(\w+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
