@@ -249,7 +249,13 @@ def _recipe_lines(cfg: Config) -> list[str]:
         "## Data",
         "",
         f"`{source}` (data.dataset `{data.dataset}`), images {data.image_size} px; the sizes "
-        f"asked for: {sizes} (0: the whole split).",
+        f"asked for: {sizes} (0: the whole split)."
+        + (
+            f" The decoder was trained from the frozen encoder's feature store `{data.features}` "
+            "(two stages); `data.features=null` captions from pixels."
+            if data.features
+            else ""
+        ),
         "",
     ]
 

@@ -374,7 +374,8 @@ def table_onnx() -> str:
         "",
         f"`{r['command']}` at commit {r['commit']}: {r['cpu']}, {r['threads']} thread(s) for both "
         f"runtimes, torch {r['torch']}, onnxruntime {r['onnxruntime']}, batches of {r['batch']} "
-        "test images captioned from pixels, the best of three passes each.",
+        "test images captioned from pixels, the best of three passes each; load average "
+        f"{r['load_average_start']} at the start, {r['load_average_end']} at the end (2 cores).",
     ]
     return "\n".join(lines)
 

@@ -15,6 +15,7 @@ per second of each. The JSON records the commit, the CPU, the threads and each r
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
         "batch": BATCH,
+        "load_average_start": round(os.getloadavg()[0], 2),
         "runs": {},
     }
     with tempfile.TemporaryDirectory(prefix="lrcn-onnx-") as work:
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             report["runs"][name] = measure_run(
                 name, Path(run), Path(work), args.beams, args.threads
             )
+    report["load_average_end"] = round(os.getloadavg()[0], 2)
     write_json_atomic(args.out, report)
     print(f"wrote {args.out}")
     return 0
