@@ -87,8 +87,8 @@ def load_model_folder(folder: str | os.PathLike, task: str | None = None) -> dic
     data = read_folder_config(folder)
     if task is not None and data["task"] != task:
         raise LrcnError(
-            f"{folder}: this model folder is for task `{data['task']}`, not `{task}`; use a "
-            f"{task} model."
+            f"{folder}: this model folder is for task `{data['task']}`, not `{task}`; pass a "
+            f"model folder (or checkpoint) of task `{task}`."
         )
     vocab = None
     if data.get("vocab_file"):
