@@ -286,3 +286,22 @@ def test_a_missing_path_is_not_taken_for_a_hub_id(tmp_path: Path, capsys):
 def test_load_model_refuses_a_folder_of_another_task(shapes_folder: Path):
     with pytest.raises(LrcnError, match="for task `caption`, not `activity`"):
         load_model(shapes_folder, task="activity")
+
+
+def test_a_hub_id_loads_the_folder_the_hub_client_gives(shapes_folder: Path, monkeypatch):
+    """With huggingface_hub present, `user/name` is the folder snapshot_download returns (the
+    local cache first): the same weights as the local folder. The network itself is not used."""
+    hub = pytest.importorskip("huggingface_hub", reason="huggingface_hub (the hub extra) not installed")  # fmt: skip
+    asked = []
+
+    def snapshot_download(repo_id, allow_patterns=None, local_files_only=False):
+        asked.append((repo_id, local_files_only, tuple(allow_patterns)))
+        return str(shapes_folder)
+
+    monkeypatch.setattr(hub, "snapshot_download", snapshot_download)
+    model, cfg, _ = load_model("someone/lrcn-shapes", device="cpu")
+    assert asked[0][:2] == ("someone/lrcn-shapes", True)  # the cache is asked first
+    assert "model.safetensors" in asked[0][2] and cfg.task == "caption"
+    local, _, _ = load_model(shapes_folder, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                   local.state_dict().values()))  # fmt: skip
