@@ -1,7 +1,7 @@
 """``lrcn export``: a trained run as a self-contained model folder others can load.
 
 The folder has the Hugging Face Hub layout (`lrcn.model_folder` reads it): ``model.safetensors``
-(the weights, exactly the checkpoint's tensors), ``config.json`` (task, encoder, wiring, sizes,
+(the weights: the loaded model's state_dict), ``config.json`` (task, encoder, wiring, sizes,
 preprocessing, labels, lrcn's own config so the model rebuilds exactly, the lrcn version and the
 recorded plug-ins), ``vocab.json`` for captioners, and a model card ``README.md`` with the recipe,
 the data and the test evaluation's metrics with their 95% intervals, read from the run's
@@ -57,7 +57,9 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, onnx: bool = Fa
     # an existing model folder is replaced: without config.json until every other file is new,
     # so an interrupted export leaves a folder that says it is unfinished, never a mixed one
     (folder / CONFIG).unlink(missing_ok=True)
-    _write_weights(folder / WEIGHTS, payload["model"])
+    # the loaded model's own keys (a checkpoint of an older key layout is remapped by the loader,
+    # which reads the folder back too)
+    _write_weights(folder / WEIGHTS, model.state_dict())
     if payload.get("vocab") is not None:
         write_json_atomic(folder / VOCAB, payload["vocab"], indent=None)
     write_text_atomic(folder / CARD, model_card(cfg, payload, evaluation, folder))
