@@ -305,3 +305,30 @@ def test_a_hub_id_loads_the_folder_the_hub_client_gives(shapes_folder: Path, mon
     local, _, _ = load_model(shapes_folder, device="cpu")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                    local.state_dict().values()))  # fmt: skip
+
+
+def test_an_older_key_layout_is_written_in_todays_keys(tiny_shapes_run: Path, tmp_path: Path):
+    """A checkpoint from before lrcn 0.2 (biases into BatchNorms, folded by the loader): the
+    folder holds the loaded model's state_dict, so it needs no remapping and equals that model."""
+    from safetensors.torch import load_file
+
+    from lrcn.checkpoint import save_checkpoint
+
+    run = tmp_path / "old"
+    shutil.copytree(tiny_shapes_run, run)
+    for name in ("best.pt", "last.pt"):
+        path = run / "checkpoints" / name
+        payload = torch.load(path, weights_only=True)
+        state = payload["model"]
+        # a nonzero bias before the first BatchNorm: the loader folds it into the running mean
+        state["encoder.trunk.features.0.bias"] = torch.full_like(
+            state["encoder.trunk.features.1.running_mean"], 0.5
+        )
+        payload.pop("format")
+        save_checkpoint(path, payload)
+    folder = export_model(run, tmp_path / "model")
+    saved = load_file(folder / "model.safetensors")
+    assert "encoder.trunk.features.0.bias" not in saved
+    loaded, _, _ = load_model(run, device="cpu")
+    assert saved.keys() == loaded.state_dict().keys()
+    assert all(torch.equal(saved[k], v) for k, v in loaded.state_dict().items())
