@@ -5,6 +5,11 @@ decoding 64 images is one call with no Python loop over images.
 
 ``<pad>`` and ``<start>`` are never valid outputs: every function takes the optimum (or draws)
 over the other tokens only, whatever probability the model gives those two.
+
+Every function takes ``(decoder, features, start_id, end_id)`` by position and its sizes and
+knobs by name only, in one order: ``max_length``, ``beam_size``, ``length_penalty``,
+``num_samples``, ``temperature``, ``generator``, ``pad_id`` (two positional ints in two orders,
+as ``decode`` and ``beam_search`` once took them, swap silently).
 """
 
 from __future__ import annotations
@@ -54,10 +59,11 @@ def _forbid(log_probs: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor
 def _unroll(
     decoder: StepDecoder,
     features: torch.Tensor,
-    max_length: int,
     start_id: int,
     end_id: int,
     choose: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    max_length: int,
     pad_id: int = PAD_ID,
     score: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,10 +104,10 @@ def _unroll(
 def greedy(
     decoder: StepDecoder,
     features: torch.Tensor,
-    max_length: int,
     start_id: int,
     end_id: int,
     *,
+    max_length: int,
     pad_id: int = PAD_ID,
 ) -> list[list[int]]:
     """Most likely next token at every step (``<pad>``, ``<start>`` excluded).
@@ -116,10 +122,11 @@ def greedy(
     out, _ = _unroll(
         decoder,
         features,
-        max_length,
         start_id,
         end_id,
         lambda log_probs: _forbid(log_probs, start_id, pad_id).argmax(dim=-1),
+        max_length=max_length,
+        pad_id=pad_id,
         score=False,
     )
     return _trim(out, end_id)
@@ -129,12 +136,12 @@ def greedy(
 def beam_search(
     decoder: StepDecoder,
     features: torch.Tensor,
-    beam_size: int,
-    max_length: int,
     start_id: int,
     end_id: int,
-    length_penalty: float = 0.0,
     *,
+    max_length: int,
+    beam_size: int,
+    length_penalty: float = 0.0,
     pad_id: int = PAD_ID,
 ) -> list[list[int]]:
     """Batched beam search over (B * k) beams (``<pad>``, ``<start>`` excluded).
@@ -151,7 +158,7 @@ def beam_search(
         B token-id lists without ``<start>``/``<end>``.
     """
     if beam_size == 1:
-        return greedy(decoder, features, max_length, start_id, end_id, pad_id=pad_id)
+        return greedy(decoder, features, start_id, end_id, max_length=max_length, pad_id=pad_id)
     B, k, device = features.shape[0], beam_size, features.device
     state = decoder.init_state(features.repeat_interleave(k, dim=0))  # (B*k, ...)
     tokens = torch.full((B * k,), start_id, dtype=torch.long, device=device)
@@ -191,13 +198,13 @@ def beam_search(
 def sample_sequences(
     decoder: StepDecoder,
     features: torch.Tensor,
-    max_length: int,
     start_id: int,
     end_id: int,
-    temperature: float = 1.0,
-    num_samples: int = 1,
-    generator: torch.Generator | None = None,
     *,
+    max_length: int,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
     pad_id: int = PAD_ID,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Temperature sampling of ``num_samples`` rows per image, with gradients when enabled.
@@ -220,20 +227,20 @@ def sample_sequences(
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     features = features.repeat_interleave(num_samples, dim=0)
-    return _unroll(decoder, features, max_length, start_id, end_id, draw, pad_id)
+    return _unroll(decoder, features, start_id, end_id, draw, max_length=max_length, pad_id=pad_id)
 
 
 @torch.no_grad()
 def sample(
     decoder: StepDecoder,
     features: torch.Tensor,
-    max_length: int,
     start_id: int,
     end_id: int,
-    temperature: float = 1.0,
-    num_samples: int = 1,
-    generator: torch.Generator | None = None,
     *,
+    max_length: int,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
     pad_id: int = PAD_ID,
 ) -> tuple[list[list[list[int]]], torch.Tensor]:
     """Temperature sampling, ``num_samples`` captions per image, all in one batch.
@@ -245,7 +252,15 @@ def sample(
     """
     B, N = features.shape[0], num_samples
     out, total = sample_sequences(
-        decoder, features, max_length, start_id, end_id, temperature, N, generator, pad_id=pad_id
+        decoder,
+        features,
+        start_id,
+        end_id,
+        max_length=max_length,
+        num_samples=N,
+        temperature=temperature,
+        generator=generator,
+        pad_id=pad_id,
     )
     captions = _trim(out, end_id)
     return [captions[b * N : (b + 1) * N] for b in range(B)], total.view(B, N)
@@ -254,25 +269,25 @@ def sample(
 def best_of_n(
     decoder: StepDecoder,
     features: torch.Tensor,
-    max_length: int,
     start_id: int,
     end_id: int,
+    *,
+    max_length: int,
     num_samples: int = 5,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
-    *,
     pad_id: int = PAD_ID,
 ) -> list[list[int]]:
     """Sample ``num_samples`` captions per image and keep the most probable one."""
     captions, log_probs = sample(
         decoder,
         features,
-        max_length,
         start_id,
         end_id,
-        temperature,
-        num_samples,
-        generator,
+        max_length=max_length,
+        num_samples=num_samples,
+        temperature=temperature,
+        generator=generator,
         pad_id=pad_id,
     )
     best = log_probs.argmax(dim=1).tolist()
@@ -282,17 +297,24 @@ def best_of_n(
 def decode(
     decoder: StepDecoder,
     features: torch.Tensor,
-    max_length: int,
     start_id: int,
     end_id: int,
+    *,
+    max_length: int,
     beam_size: int = 1,
     length_penalty: float = 0.0,
-    *,
     pad_id: int = PAD_ID,
 ) -> list[list[int]]:
     """Greedy for ``beam_size == 1``, else batched beam search."""
     return beam_search(
-        decoder, features, beam_size, max_length, start_id, end_id, length_penalty, pad_id=pad_id
+        decoder,
+        features,
+        start_id,
+        end_id,
+        max_length=max_length,
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+        pad_id=pad_id,
     )
 
 

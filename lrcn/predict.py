@@ -214,11 +214,11 @@ def iter_captions(
         tokens = decode(
             model.decoder,
             features,
-            cfg.eval.max_length,
             vocab.start_id,
             vocab.end_id,
-            beam,
-            cfg.eval.length_penalty,
+            max_length=cfg.eval.max_length,
+            beam_size=beam,
+            length_penalty=cfg.eval.length_penalty,
         )
         strips: list[np.ndarray | None] = [None] * len(tokens)
         if out_dir is not None:

@@ -40,7 +40,7 @@ def measure(run: str, split: str, limit: int | None, batch_size: int = 100) -> d
         h, w = model.encoder.grid_map(pixels[:1]).shape[-2:]
         features = model.encode({"images": pixels})
         captions = decoding.greedy(
-            model.decoder, features, cfg.eval.max_length, vocab.start_id, vocab.end_id
+            model.decoder, features, vocab.start_id, vocab.end_id, max_length=cfg.eval.max_length
         )
         maps = decoding.attention_weights(
             model.decoder, features, captions, vocab.start_id, vocab.end_id

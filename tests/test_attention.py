@@ -176,13 +176,17 @@ def test_batched_beam_of_100_images_is_one_call(monkeypatch):
     )
     with torch.no_grad():
         visual = model.encode({"images": images})  # (100, 4, 64)
-        captions = decoding.beam_search(model.decoder, visual, 5, 8, START, END)
+        captions = decoding.beam_search(
+            model.decoder, visual, START, END, max_length=8, beam_size=5
+        )
     assert len(captions) == 100
     assert calls == [torch.Size([500, 4, 8])]  # one init_state: 100 images x 5 beams
     # and each row equals its own single-image beam search (no row sees another's cells)
     with torch.no_grad():
         for i in (0, 57, 99):
-            alone = decoding.beam_search(model.decoder, visual[i : i + 1], 5, 8, START, END)
+            alone = decoding.beam_search(
+                model.decoder, visual[i : i + 1], START, END, max_length=8, beam_size=5
+            )
             assert alone[0] == captions[i]
 
 

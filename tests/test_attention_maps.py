@@ -55,7 +55,9 @@ def _ending_captioner(inputs: str, features_seed: int = 0):
             model.decoder.out.weight[END] *= 20
             model.decoder.out.bias[END] = float(offset)
         features = _features(model, inputs, seed=features_seed)
-        lengths = [len(c) for c in decoding.greedy(model.decoder, features, 8, START, END)]
+        lengths = [
+            len(c) for c in decoding.greedy(model.decoder, features, START, END, max_length=8)
+        ]
         if min(lengths) < 8 and max(lengths) > 0 and len(set(lengths)) > 1:
             return model, features
     raise AssertionError("no offset makes the untrained captions end at several lengths")
@@ -96,7 +98,7 @@ def _greedy_with_alphas(decoder, features, max_length):
 def test_attention_weights_are_the_alphas_greedy_decoding_used(inputs):
     model, features = _ending_captioner(inputs)
     expected = _greedy_with_alphas(model.decoder, features, 8)
-    captions = decoding.greedy(model.decoder, features, 8, START, END)
+    captions = decoding.greedy(model.decoder, features, START, END, max_length=8)
     assert captions == [words for words, _ in expected]
     maps = decoding.attention_weights(model.decoder, features, captions, START, END)
     cells = 5 if inputs == "video" else features.shape[1]
@@ -135,9 +137,14 @@ def test_attention_weights_do_not_depend_on_the_batch(inputs):
 def test_attention_weights_of_beam_and_sampled_captions():
     model = _captioner("image")
     features = _features(model, "image")
-    beams = decoding.beam_search(model.decoder, features, 3, 8, START, END)
+    beams = decoding.beam_search(model.decoder, features, START, END, max_length=8, beam_size=3)
     drawn, _ = decoding.sample(
-        model.decoder, features, 8, START, END, generator=torch.Generator().manual_seed(0)
+        model.decoder,
+        features,
+        START,
+        END,
+        max_length=8,
+        generator=torch.Generator().manual_seed(0),
     )
     for captions in (beams, [d[0] for d in drawn]):
         maps = decoding.attention_weights(model.decoder, features, captions, START, END)

@@ -90,8 +90,11 @@ def test_batched_beam_search_on_the_device_equals_one_at_a_time() -> None:
     )
     features = torch.randn(24, 32, device=DEVICE)
     with torch.no_grad():
-        batched = beam_search(decoder, features, 5, 16, 1, 2)
-        single = [beam_search(decoder, features[i : i + 1], 5, 16, 1, 2)[0] for i in range(24)]
+        batched = beam_search(decoder, features, 1, 2, max_length=16, beam_size=5)
+        single = [
+            beam_search(decoder, features[i : i + 1], 1, 2, max_length=16, beam_size=5)[0]
+            for i in range(24)
+        ]
     assert batched == single
 
 

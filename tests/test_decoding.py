@@ -48,14 +48,16 @@ def test_beam_one_and_cold_sampling_equal_greedy(variant):
     torch.manual_seed(1)
     decoder = LSTMDecoder(25, 10, 8, 16, variant=variant).eval()
     features = torch.randn(8, 10)
-    greedy = decoding.greedy(decoder, features, 12, 1, 2)
-    assert decoding.beam_search(decoder, features, 1, 12, 1, 2) == greedy
-    samples, _ = decoding.sample(decoder, features, 12, 1, 2, temperature=0.0)
+    greedy = decoding.greedy(decoder, features, 1, 2, max_length=12)
+    assert decoding.beam_search(decoder, features, 1, 2, max_length=12, beam_size=1) == greedy
+    samples, _ = decoding.sample(decoder, features, 1, 2, max_length=12, temperature=0.0)
     assert [s[0] for s in samples] == greedy
     with torch.no_grad():  # a confident model, so that a tiny temperature is deterministic
         decoder.out.weight.mul_(50)
-    greedy = decoding.greedy(decoder, features, 12, 1, 2)
-    samples, _ = decoding.sample(decoder, features, 12, 1, 2, temperature=1e-5, num_samples=3)
+    greedy = decoding.greedy(decoder, features, 1, 2, max_length=12)
+    samples, _ = decoding.sample(
+        decoder, features, 1, 2, max_length=12, num_samples=3, temperature=1e-5
+    )
     assert all(s == [g] * 3 for s, g in zip(samples, greedy))
 
 
@@ -63,9 +65,13 @@ def test_batched_beam_equals_one_image_at_a_time_and_never_repeats_end():
     torch.manual_seed(2)
     decoder = LSTMDecoder(20, 6, 8, 16).eval()
     features = torch.randn(6, 6)
-    batched = decoding.beam_search(decoder, features, 4, 10, 1, 2, length_penalty=1.0)
+    batched = decoding.beam_search(
+        decoder, features, 1, 2, max_length=10, beam_size=4, length_penalty=1.0
+    )
     single = [
-        decoding.beam_search(decoder, features[i : i + 1], 4, 10, 1, 2, length_penalty=1.0)[0]
+        decoding.beam_search(
+            decoder, features[i : i + 1], 1, 2, max_length=10, beam_size=4, length_penalty=1.0
+        )[0]
         for i in range(6)
     ]
     assert batched == single
@@ -86,8 +92,8 @@ def test_beam_finds_a_sequence_at_least_as_likely_as_greedy():
             prev = tok
         return total
 
-    greedy = decoding.greedy(decoder, features, 8, 1, 2)
-    beam = decoding.beam_search(decoder, features, 5, 8, 1, 2)
+    greedy = decoding.greedy(decoder, features, 1, 2, max_length=8)
+    beam = decoding.beam_search(decoder, features, 1, 2, max_length=8, beam_size=5)
     for i in range(10):
         if len(greedy[i]) < 8 and len(beam[i]) < 8:  # both finished: comparable totals
             # a tie may be broken by rounding: allow 1e-5 of the total (~80 float32 ulps)
@@ -114,17 +120,17 @@ def _no_specials(captions):
 
 def test_greedy_takes_the_best_valid_token_not_start():
     decoder = _biased_decoder([0, 5, 0, 0, 4, 0])  # <start> most likely, then word 4
-    assert decoding.greedy(decoder, torch.randn(1, 5), 4, START, END) == [[4, 4, 4, 4]]
+    assert decoding.greedy(decoder, torch.randn(1, 5), START, END, max_length=4) == [[4, 4, 4, 4]]
 
 
 def test_greedy_never_emits_pad():
     decoder = _biased_decoder([6, 0, 1, 0, 0, 0])  # <pad> most likely, then <end>
-    assert decoding.greedy(decoder, torch.randn(2, 5), 4, START, END) == [[], []]
+    assert decoding.greedy(decoder, torch.randn(2, 5), START, END, max_length=4) == [[], []]
 
 
 def test_beam_search_never_emits_pad_or_start():
     decoder = _biased_decoder([5, 5, 0, 0, 3, 2])
-    beams = decoding.beam_search(decoder, torch.randn(3, 5), 3, 5, START, END)
+    beams = decoding.beam_search(decoder, torch.randn(3, 5), START, END, max_length=5, beam_size=3)
     assert beams == [[4, 4, 4, 4, 4]] * 3
 
 
@@ -134,10 +140,21 @@ def test_sampling_and_best_of_n_never_emit_pad_or_start():
     gen = torch.Generator().manual_seed(0)
     for temperature in (1.0, 0.7, 0.0):
         samples, _ = decoding.sample(
-            decoder, features, 6, START, END, temperature, num_samples=8, generator=gen
+            decoder,
+            features,
+            START,
+            END,
+            max_length=6,
+            num_samples=8,
+            temperature=temperature,
+            generator=gen,
         )
         assert all(_no_specials(s) for s in samples), temperature
-    assert _no_specials(decoding.best_of_n(decoder, features, 6, START, END, 4, generator=gen))
+    assert _no_specials(
+        decoding.best_of_n(
+            decoder, features, START, END, max_length=6, num_samples=4, generator=gen
+        )
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -157,10 +174,55 @@ def test_no_decoder_ever_emits_pad_or_start_and_beam_one_is_greedy(
         decoder.out.bias.copy_(torch.randn(vocab) * scale)
         decoder.out.weight.mul_(scale)
     features = torch.randn(3, 5)
-    greedy = decoding.greedy(decoder, features, 6, START, END)
+    greedy = decoding.greedy(decoder, features, START, END, max_length=6)
     assert _no_specials(greedy)
-    assert decoding.beam_search(decoder, features, 1, 6, START, END) == greedy
-    assert _no_specials(decoding.beam_search(decoder, features, beam, 6, START, END))
+    assert decoding.beam_search(decoder, features, START, END, max_length=6, beam_size=1) == greedy
+    assert _no_specials(
+        decoding.beam_search(decoder, features, START, END, max_length=6, beam_size=beam)
+    )
     gen = torch.Generator().manual_seed(seed)
-    samples, _ = decoding.sample(decoder, features, 6, START, END, num_samples=3, generator=gen)
+    samples, _ = decoding.sample(
+        decoder, features, START, END, max_length=6, num_samples=3, generator=gen
+    )
     assert all(_no_specials(s) for s in samples)
+
+
+# (function, the positional ints that once followed (decoder, features): sizes first or ids first)
+POSITIONAL_SIZES = [
+    (decoding.greedy, (12, 1, 2)),
+    (decoding.beam_search, (3, 12, 1, 2)),
+    (decoding.decode, (12, 1, 2, 3)),
+    (decoding.sample, (12, 1, 2, 1.0, 2)),
+    (decoding.sample_sequences, (12, 1, 2, 1.0, 2)),
+    (decoding.best_of_n, (12, 1, 2, 2)),
+]
+
+
+@pytest.mark.parametrize(
+    "function,positional", POSITIONAL_SIZES, ids=lambda v: getattr(v, "__name__", "")
+)
+def test_sizes_are_keyword_only_in_one_order_of_names(function, positional):
+    import inspect
+
+    decoder = LSTMDecoder(15, 6, 8, 16).eval()
+    features = torch.randn(2, 6)
+    with pytest.raises(TypeError):  # a size passed by position cannot land in the wrong slot
+        function(decoder, features, *positional)
+    parameters = inspect.signature(function).parameters
+    positional_names = [name for name, p in parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert positional_names == ["decoder", "features", "start_id", "end_id"]
+    order = ["max_length", "beam_size", "length_penalty", "num_samples", "temperature"]
+    order += ["generator", "pad_id"]
+    named = [name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY]
+    assert named == [name for name in order if name in named] and "max_length" in named
+
+
+def test_decode_by_name_is_beam_search_and_greedy_by_name():
+    torch.manual_seed(4)
+    decoder = LSTMDecoder(15, 6, 8, 16).eval()
+    features = torch.randn(5, 6)
+    sizes = {"max_length": 7, "length_penalty": 0.5}
+    beams = decoding.beam_search(decoder, features, 1, 2, beam_size=3, **sizes)
+    assert decoding.decode(decoder, features, 1, 2, beam_size=3, **sizes) == beams
+    greedy = decoding.greedy(decoder, features, 1, 2, max_length=7)
+    assert decoding.decode(decoder, features, 1, 2, max_length=7) == greedy

@@ -149,6 +149,6 @@ def test_a_toy_wiring_trains_and_decodes_through_lstm_decoder():
     # one forward two ways: float32 rounding only, 32 ulps of the largest log-probability
     bound = 32 * torch.finfo(torch.float32).eps * forced[valid].abs().max().item()
     torch.testing.assert_close(torch.stack(stepped, 1)[valid], forced[valid], atol=bound, rtol=0)
-    greedy = decoding.greedy(decoder, visual, 6, 1, 2)
+    greedy = decoding.greedy(decoder, visual, 1, 2, max_length=6)
     assert len(greedy) == 3 and all(0 not in c and 1 not in c and len(c) <= 6 for c in greedy)
-    assert decoding.beam_search(decoder, visual, 3, 6, 1, 2) is not None
+    assert decoding.beam_search(decoder, visual, 1, 2, max_length=6, beam_size=3) is not None

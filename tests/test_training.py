@@ -76,8 +76,8 @@ def test_checkpoint_round_trip_reproduces_captions(tiny_shapes_run: Path):
     images = torch.randn(4, 3, 64, 64)
     from lrcn.decoding import greedy
 
-    a = greedy(model_a.decoder, model_a.encode({"images": images}), 20, 1, 2)
-    b = greedy(model_b.decoder, model_b.encode({"images": images}), 20, 1, 2)
+    a = greedy(model_a.decoder, model_a.encode({"images": images}), 1, 2, max_length=20)
+    b = greedy(model_b.decoder, model_b.encode({"images": images}), 1, 2, max_length=20)
     assert a == b and any(a)
 
 

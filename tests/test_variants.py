@@ -123,13 +123,16 @@ def test_beam_one_and_cold_sampling_equal_greedy(variant, inputs, options):
     with torch.no_grad():
         model.decoder.out.weight.mul_(30)  # a confident model, so that a cold sample is greedy
         visual = model.encode(_batch(inputs, B=4))
-    greedy = decoding.greedy(model.decoder, visual, 10, START, END)
-    assert decoding.beam_search(model.decoder, visual, 1, 10, START, END) == greedy
+    greedy = decoding.greedy(model.decoder, visual, START, END, max_length=10)
+    assert (
+        decoding.beam_search(model.decoder, visual, START, END, max_length=10, beam_size=1)
+        == greedy
+    )
     samples, _ = decoding.sample(
-        model.decoder, visual, 10, START, END, temperature=1e-4, num_samples=3
+        model.decoder, visual, START, END, max_length=10, num_samples=3, temperature=1e-4
     )
     assert all(s == [g] * 3 for s, g in zip(samples, greedy))
-    samples, _ = decoding.sample(model.decoder, visual, 10, START, END, temperature=0.0)
+    samples, _ = decoding.sample(model.decoder, visual, START, END, max_length=10, temperature=0.0)
     assert [s[0] for s in samples] == greedy
     assert any(len(g) > 1 for g in greedy)  # not a trivial <end>-first decoder
 

@@ -129,11 +129,11 @@ def generate_captions(
         token_ids = decode(
             model.decoder,
             features,
-            max_length,
             vocab.start_id,
             vocab.end_id,
-            beam_size,
-            length_penalty,
+            max_length=max_length,
+            beam_size=beam_size,
+            length_penalty=length_penalty,
         )
         for item_id, tokens, item_refs in zip(ids, token_ids, refs):
             hypotheses[item_id] = " ".join(vocab.decode(tokens))
@@ -182,7 +182,7 @@ def attention_strips(
     pixels = ((pictures.float() - mean_t) / std_t).to(device)
     batch = {"frames" if pixels.dim() == 5 else "images": pixels}
     features = model.encode(batch)  # (B, N, D)
-    tokens = greedy(model.decoder, features, max_length, vocab.start_id, vocab.end_id)
+    tokens = greedy(model.decoder, features, vocab.start_id, vocab.end_id, max_length=max_length)
     return caption_strips(model, vocab, batch, features, tokens, pictures)
 
 

@@ -203,9 +203,9 @@ class SelfCriticalLoss:
             ids = decoding.greedy(
                 captioner.decoder,
                 visual,
-                self.max_length,
                 self.vocab.start_id,
                 self.vocab.end_id,
+                max_length=self.max_length,
                 pad_id=self.vocab.pad_id,
             )
         finally:
@@ -227,9 +227,9 @@ class SelfCriticalLoss:
         return decoding.sample_sequences(
             decoder,
             visual,
-            self.max_length,
             self.vocab.start_id,
             self.vocab.end_id,
+            max_length=self.max_length,
             num_samples=self.num_samples,
             pad_id=self.vocab.pad_id,
         )

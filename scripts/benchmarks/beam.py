@@ -38,15 +38,16 @@ def beam_batched_vs_single(size: dict[str, Any], run: Run) -> dict[str, Any]:
     with torch.no_grad():
         features = torch.stack([source.features(i) for i in range(count)])  # (B, D)
         visual = model.encode_features(features)  # (B, D)
-    args = (cfg.eval.max_length, vocab.start_id, vocab.end_id, 5)
-    decode(model.decoder, visual[:2], *args)  # warm-up
+    ids = (vocab.start_id, vocab.end_id)
+    sizes = {"max_length": cfg.eval.max_length, "beam_size": 5}
+    decode(model.decoder, visual[:2], *ids, **sizes)  # warm-up
     batched_seconds = float("inf")
     for _ in range(3):  # best of three: the machine is shared
         start = time.perf_counter()
-        batched = decode(model.decoder, visual, *args)
+        batched = decode(model.decoder, visual, *ids, **sizes)
         batched_seconds = min(batched_seconds, time.perf_counter() - start)
     start = time.perf_counter()
-    single = [decode(model.decoder, visual[i : i + 1], *args)[0] for i in range(count)]
+    single = [decode(model.decoder, visual[i : i + 1], *ids, **sizes)[0] for i in range(count)]
     single_seconds = time.perf_counter() - start
     identical = batched == single
     if not identical:
