@@ -12,8 +12,9 @@ core between them is a *wiring* looked up by name in `lrcn.models.wirings`:
 - ``show_attend_tell`` / ``temporal_attention`` (Xu et al.; Yao et al.): soft attention over an
   image's grid cells or a video's frames at every step (``decoder.attention_*`` options).
 
-``forward`` is teacher forcing over packed sequences; ``init_state`` + ``step`` decode one token at a
-time for greedy, beam and sampling decoders (``lrcn.decoding``).
+``teacher_forcing`` is the one pass every loss takes (plain teacher forcing over packed sequences,
+or scheduled sampling step by step; ``forward`` gives its logits); ``init_state`` + ``step`` decode
+one token at a time for greedy, beam and sampling decoders (``lrcn.decoding``).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class LSTMDecoder(nn.Module):
         self.wiring.packed = packed
         self.out = nn.Linear(hidden_dim, vocab_size)
         self.wiring.reset_parameters()
+        # the private hook API: every torch since 1.x has it (torch >= 2.2 is allowed here)
         self._register_state_dict_hook(_unnest_wiring_keys)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
