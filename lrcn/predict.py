@@ -13,6 +13,7 @@ from PIL import Image
 from torch import nn
 
 from lrcn import build
+from lrcn.attention_pictures import input_strips
 from lrcn.checkpoint import load_checkpoint, load_state_dict_checked, resolve_checkpoint_path
 from lrcn.config import Config, config_from_dict, load_config_over
 from lrcn.data.media import (
@@ -25,7 +26,6 @@ from lrcn.data.media import (
     read_frames,
 )
 from lrcn.decoding import decode
-from lrcn.engine.evaluation import caption_strips
 from lrcn.errors import LrcnError
 from lrcn.evaluation_files import (
     check_replaceable,
@@ -37,10 +37,8 @@ from lrcn.io import atomic_path, check_writable
 from lrcn.model_folder import WEIGHTS
 from lrcn.models.encoders import encoder_spec
 from lrcn.runtime import make_loader, resolve_device
-from lrcn.split_evaluation import reference_points as _reference_points  # noqa: F401 (tests)
 from lrcn.task import get_task
 from lrcn.text.vocab import Vocabulary
-from lrcn.visualize import denormalise
 
 log = logging.getLogger(__name__)
 
@@ -199,19 +197,43 @@ def iter_captions(
     task = get_task(cfg.task)
     if not task.captions:
         raise LrcnError(f"{payload['path']}: a {task.name} checkpoint {task.cannot_caption}.")
-    out_dir = None
-    if attention_dir is not None:
-        if model.attends is None:
-            raise LrcnError(
-                f"{payload['path']}: decoder.variant {cfg.decoder.variant} does not attend, so it "
-                "has no attention maps to save; drop --attention, or pass a checkpoint trained "
-                "with decoder.variant=show_attend_tell (images) or temporal_attention (video)."
-            )
-        out_dir = check_writable(attention_dir)
-    vocab = Vocabulary.from_dict(payload["vocab"])
+    out_dir = (
+        None if attention_dir is None else _attention_folder(model, cfg, payload, attention_dir)
+    )
     device = next(model.parameters()).device
+    captions_of = _caption_function(model, cfg, payload, beam_size, draw=out_dir is not None)
+    if task.video:
+        results = _video_captions(paths, cfg, device, captions_of)
+    else:
+        results = _image_captions(paths, cfg, device, captions_of)
+    names: set[str] = set()
+    for path, caption, strip, error in results:
+        if strip is not None and out_dir is not None:
+            _save_picture(out_dir / _unique_png(path, names), strip)
+        yield path, caption, error
+
+
+def _attention_folder(
+    model: nn.Module, cfg: Config, payload: dict[str, Any], attention_dir: str | Path
+) -> Path:
+    """``attention_dir``, created and writable; LrcnError when the decoder does not attend."""
+    if model.attends is None:
+        raise LrcnError(
+            f"{payload['path']}: decoder.variant {cfg.decoder.variant} does not attend, so it "
+            "has no attention maps to save; drop --attention, or pass a checkpoint trained "
+            "with decoder.variant=show_attend_tell (images) or temporal_attention (video)."
+        )
+    return check_writable(attention_dir)
+
+
+def _caption_function(
+    model: nn.Module, cfg: Config, payload: dict[str, Any], beam_size: int | None, draw: bool
+) -> CaptionFn:
+    """What captions one batch of inputs: each caption and, when ``draw``, its attention strip
+    over the input (`lrcn.attention_pictures.input_strips`), else None."""
+    vocab = Vocabulary.from_dict(payload["vocab"])
     beam = beam_size or cfg.eval.beam_size
-    mean, std = build.normalisation(cfg)
+    normalisation = build.normalisation(cfg)
 
     def captions_of(batch: dict[str, torch.Tensor]) -> list[tuple[str, np.ndarray | None]]:
         features = model.encode(batch)
@@ -225,34 +247,11 @@ def iter_captions(
             length_penalty=cfg.eval.length_penalty,
         )
         strips: list[np.ndarray | None] = [None] * len(tokens)
-        if out_dir is not None:
-            strips = _attention_pictures(model, batch, features, tokens, vocab, mean, std)
+        if draw:
+            strips = list(input_strips(model, vocab, batch, features, tokens, normalisation))
         return [(" ".join(vocab.decode(t)), strip) for t, strip in zip(tokens, strips)]
 
-    if task.video:
-        results = _video_captions(paths, cfg, device, captions_of)
-    else:
-        results = _image_captions(paths, cfg, device, captions_of)
-    names: set[str] = set()
-    for path, caption, strip, error in results:
-        if strip is not None and out_dir is not None:
-            _save_picture(out_dir / _unique_png(path, names), strip)
-        yield path, caption, error
-
-
-def _attention_pictures(
-    model: nn.Module,
-    batch: dict[str, torch.Tensor],
-    features: torch.Tensor,
-    tokens: list[list[int]],
-    vocab: Vocabulary,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-) -> list[np.ndarray]:
-    """Each caption's `attention_strip` over the model's own input picture (or frames)."""
-    key = "frames" if "frames" in batch else "images"
-    pictures = denormalise(batch[key].cpu(), mean, std)  # (B, 3, H, W) or (B, T, 3, H, W)
-    return caption_strips(model, vocab, batch, features, tokens, pictures)
+    return captions_of
 
 
 def _unique_png(path: str, taken: set[str]) -> str:

@@ -101,8 +101,9 @@ def test_alpha_in_the_state_is_what_the_step_used():
 def test_options_set_the_attention_size_and_the_gate():
     plain = _captioner(*IMAGE)
     sized = _captioner(*IMAGE, "decoder.attention_dim=5", "decoder.attention_gate=true")
-    assert plain.decoder.att_visual.out_features == 12  # 0: the hidden size
-    assert sized.decoder.att_visual.out_features == 5 and sized.decoder.att_score.in_features == 5
+    assert plain.decoder.wiring.att_visual.out_features == 12  # 0: the hidden size
+    sized_wiring = sized.decoder.wiring
+    assert sized_wiring.att_visual.out_features == 5 and sized_wiring.att_score.in_features == 5
     assert "att_gate.weight" in sized.decoder.state_dict()
     assert not any(k.startswith("att_gate") for k in plain.decoder.state_dict())
     # the gate's draw is aside: the other weights are drawn as without it
@@ -143,9 +144,10 @@ def test_loss_adds_the_penalty_over_real_steps_only(video):
     assert reg.attention_reg == 0.7
     with torch.no_grad():
         visual = plain.encode(batch).index_select(0, batch["owner"])
-        hidden, alpha = plain.decoder.attention_states(visual, batch["tokens"], batch["lengths"])
-        forced = plain.decoder.hidden_states(visual, batch["tokens"], batch["lengths"])
-    torch.testing.assert_close(hidden, forced)
+        hidden, trace = plain.decoder.teacher_forcing(visual, batch["tokens"], batch["lengths"])
+        logits = plain.decoder(visual, batch["tokens"], batch["lengths"])
+    torch.testing.assert_close(plain.decoder.out(hidden), logits)  # one pass: exact
+    alpha = trace["alpha"]  # (N, L-1, cells)
     steps = batch["lengths"] - 1
     for row, n in enumerate(steps.tolist()):  # weights on real steps sum to 1, zero after
         torch.testing.assert_close(alpha[row, :n].sum(-1), torch.ones(n))
@@ -215,9 +217,9 @@ def test_scst_step_runs_and_changes_weights(video):
         n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])
     }
     assert {
-        "decoder.att_visual.weight",
-        "decoder.att_score.weight",
-        "decoder.lstm.weight_ih_l0",
+        "decoder.wiring.att_visual.weight",
+        "decoder.wiring.att_score.weight",
+        "decoder.wiring.lstm.weight_ih_l0",
     } <= moved
 
 

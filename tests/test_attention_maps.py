@@ -392,3 +392,20 @@ def test_attention_on_object_script_scores_a_trained_run(attention_run, monkeypa
     for name in ("all", "colour", "shape"):
         assert 0.0 <= result[f"on_object_{name}"] <= 1.0
     assert 0.0 < result["chance_all"] <= 1.0
+
+
+def test_the_caption_code_draws_attention_pictures_without_the_training_engine():
+    import json
+    import subprocess
+    import sys
+
+    # lrcn caption's module and the pictures it draws: neither imports lrcn.engine (the
+    # import-linter contract in pyproject.toml says the same of the code; this runs it)
+    probe = (
+        "import json, sys, lrcn.predict, lrcn.attention_pictures; print(json.dumps([*sys.modules]))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout)
+    assert "lrcn.attention_pictures" in loaded and "lrcn.predict" in loaded
+    assert not [name for name in loaded if name.startswith(("lrcn.engine", "lrcn.split_eval"))]

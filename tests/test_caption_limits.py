@@ -119,7 +119,7 @@ def test_held_out_indices_are_all_or_a_sorted_sample_of_the_limit(refs, limit, s
 
 
 def test_evaluate_passes_the_configured_cap_and_its_default_is_the_functions() -> None:
-    from lrcn.predict import _reference_points
+    from lrcn.split_evaluation import reference_points as _reference_points
 
     assert Config().eval.reference_loo_max_held_out == MAX_HELD_OUT
     refs = {"big": [f"one more caption {i}" for i in range(30)], "b": ["a b c", "a b d"]}

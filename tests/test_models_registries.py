@@ -106,13 +106,15 @@ def test_builtin_wirings_keep_the_state_dict_keys_of_old_checkpoints(variant, re
     decoder = LSTMDecoder(10, 4, 6, 8, num_layers=2, variant=variant)
     prefixes = [key.split(".")[0] for key in decoder.state_dict()]
     assert list(dict.fromkeys(prefixes)) == ["embed", "visual_proj", *recurrent, "out"]
+    # the wiring is a submodule; its keys are written at the decoder's level all the same
     assert [name for name, _ in decoder.named_children()] == [
         "embed",
         "visual_proj",
         "dropout",
-        *recurrent,
+        "wiring",
         "out",
     ]
+    assert [name for name, _ in decoder.wiring.named_children()] == recurrent
 
 
 def test_a_toy_wiring_trains_and_decodes_through_lstm_decoder():
@@ -130,11 +132,11 @@ def test_a_toy_wiring_trains_and_decodes_through_lstm_decoder():
     tokens, lengths = _tokens()
     batch = {"images": torch.rand(3, 3, 8, 8), "tokens": tokens, "lengths": lengths}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    before = decoder.gru.weight_hh_l0.detach().clone()
+    before = decoder.wiring.gru.weight_hh_l0.detach().clone()
     loss = model.loss(batch)
     loss.backward()
     optimizer.step()
-    assert torch.isfinite(loss) and not torch.equal(before, decoder.gru.weight_hh_l0)
+    assert torch.isfinite(loss) and not torch.equal(before, decoder.wiring.gru.weight_hh_l0)
     model.scheduled_sampling_prob = 0.5  # the wiring's step serves scheduled sampling too
     assert torch.isfinite(model.loss(batch))
     model.eval()

@@ -1,5 +1,5 @@
 """Evaluation loops: decode a loader into captions, score them, measure a classifier's accuracy;
-the attention maps of an attention captioner's captions."""
+the attention maps of an attention captioner's captions (drawn by `lrcn.attention_pictures`)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lrcn.attention_pictures import caption_strips, grid_shape
 from lrcn.decoding import attention_weights, decode, greedy
 from lrcn.errors import LrcnError
 from lrcn.io import atomic_path
 from lrcn.metrics import score
 from lrcn.runtime import move_batch, progress_bar
 from lrcn.text.vocab import Vocabulary
-from lrcn.visualize import attention_strip
 
 _GRID_KEY = "__grid__"  # (h, w) of an image grid; (1, T) for frames
 _ATTENDS_KEY = "__attends__"
@@ -76,21 +76,6 @@ class AttentionMaps:
                 "re-run `lrcn evaluate` for this split."
             ) from None
         return cls(attends, (h, w) if h and w else None, maps, max(len(maps), 1))
-
-
-def grid_shape(model: nn.Module, batch: dict[str, torch.Tensor], cells: int) -> tuple[int, int]:
-    """(h, w) of the N = ``cells`` attention weights of one item of ``batch``.
-
-    Frames: (1, T). Images: the encoder's ``grid_map`` height and width (one image through the
-    CNN); stored grid features: ``encoder.grid_size`` squared, else the square grid of N cells,
-    else one row.
-    """
-    if model.attends == "frames":
-        return 1, cells
-    if "images" in batch:
-        return tuple(model.encoder.grid_map(batch["images"][:1]).shape[-2:])
-    side = getattr(model.encoder, "grid_size", 0) or round(cells**0.5)
-    return (side, side) if side * side == cells else (1, cells)
 
 
 @torch.no_grad()
@@ -184,30 +169,6 @@ def attention_strips(
     features = model.encode(batch)  # (B, N, D)
     tokens = greedy(model.decoder, features, vocab.start_id, vocab.end_id, max_length=max_length)
     return caption_strips(model, vocab, batch, features, tokens, pictures)
-
-
-def caption_strips(
-    model: nn.Module,
-    vocab: Vocabulary,
-    batch: dict[str, torch.Tensor],
-    features: torch.Tensor,
-    tokens: list[list[int]],
-    pictures: torch.Tensor,
-) -> list[np.ndarray]:
-    """Each decoded caption's `attention_strip` over its picture, however it was decoded.
-
-    Args:
-        batch: the model's input (``images`` or ``frames``), for the grid's shape.
-        features: ``model.encode(batch)``, (B, N, D).
-        tokens: the B decoded captions (token ids).
-        pictures: what to draw the maps over, in [0, 1]: (B, 3, H, W) or (B, T, 3, H, W).
-    """
-    maps = attention_weights(model.decoder, features, tokens, vocab.start_id, vocab.end_id)
-    shape = grid_shape(model, batch, features.shape[1]) if pictures.dim() == 4 else None
-    return [
-        attention_strip(picture, vocab.decode(t), m.cpu(), shape)
-        for picture, t, m in zip(pictures, tokens, maps)
-    ]
 
 
 def score_captions(

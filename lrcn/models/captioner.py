@@ -13,7 +13,6 @@ from torch import nn
 from lrcn.models.decoder import LSTMDecoder
 from lrcn.models.encoders import Encoder
 from lrcn.models.time_distributed import TimeDistributed
-from lrcn.models.wirings.show_attend_tell import doubly_stochastic_penalty
 
 
 class MeanPool(nn.Module):
@@ -106,34 +105,27 @@ class Captioner(nn.Module):
         return self.encode_features(self.cnn_features(pixels))
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean cross-entropy per target token.
+        """Mean cross-entropy per target token, plus the wiring's regulariser when weighted.
 
-        Teacher forcing, except while training with ``scheduled_sampling_prob > 0`` (set per
-        epoch by the engine from ``train.scheduled_sampling_max``): then each input word after
-        ``<start>`` is, with that probability, the model's own sample from the step before.
-        An attention decoder with ``attention_reg`` > 0 adds that times the doubly stochastic
-        penalty of the weights its real steps used (`doubly_stochastic_penalty`).
+        Teacher forcing (`LSTMDecoder.teacher_forcing`), except while training with
+        ``scheduled_sampling_prob > 0`` (set per epoch by the engine from
+        ``train.scheduled_sampling_max``): then each input word after ``<start>`` is, with that
+        probability, the model's own sample from the step before. With ``attention_reg`` > 0 the
+        wiring's own loss term on what its steps traced (an attention wiring's doubly stochastic
+        penalty of the weights its real steps used) is added, times ``attention_reg``.
         """
         visual = self.encode(batch)  # (B, D)
         if "owner" in batch:
             visual = visual.index_select(0, batch["owner"])  # (N, D): one row per caption
         tokens, lengths = batch["tokens"], batch["lengths"]
         sample_prob = self.scheduled_sampling_prob if self.training else 0.0
-        penalty = None
-        if self.attention_reg > 0 and self.attends is not None:
-            hidden, alpha = self.decoder.attention_states(visual, tokens, lengths, sample_prob)
-            penalty = self.attention_reg * doubly_stochastic_penalty(alpha)
-        elif sample_prob > 0:
-            hidden = self.decoder.hidden_states_scheduled(
-                visual, tokens, lengths, sample_prob
-            )  # (N, L-1, H)
-        else:
-            hidden = self.decoder.hidden_states(visual, tokens, lengths)  # (N, L-1, H)
+        forced = self.decoder.teacher_forcing(visual, tokens, lengths, sample_prob=sample_prob)
         targets = tokens[:, 1:]  # (N, L-1)
         mask = targets != self.decoder.embed.padding_idx
-        logits = self.decoder.out(hidden[mask])  # (tokens, V): no logits for padding
+        logits = self.decoder.out(forced.hidden[mask])  # (tokens, V): no logits for padding
         loss = F.cross_entropy(logits.float(), targets[mask])
-        return loss if penalty is None else loss + penalty
+        penalty = self.decoder.wiring.regulariser(forced.trace) if self.attention_reg > 0 else None
+        return loss if penalty is None else loss + self.attention_reg * penalty
 
 
 class ImageCaptioner(Captioner):

@@ -12,29 +12,60 @@ core between them is a *wiring* looked up by name in `lrcn.models.wirings`:
 - ``show_attend_tell`` / ``temporal_attention`` (Xu et al.; Yao et al.): soft attention over an
   image's grid cells or a video's frames at every step (``decoder.attention_*`` options).
 
-``forward`` is teacher forcing over packed sequences; ``init_state`` + ``step`` decode one token at a
-time for greedy, beam and sampling decoders (``lrcn.decoding``).
+``teacher_forcing`` is the one pass every loss takes (plain teacher forcing over packed sequences,
+or scheduled sampling step by step; ``forward`` gives its logits); ``init_state`` + ``step`` decode
+one token at a time for greedy, beam and sampling decoders (``lrcn.decoding``).
 """
 
 from __future__ import annotations
 
+import sys
+from typing import Any, NamedTuple
+
 import torch
 from torch import nn
 
-from lrcn.models.wirings import State, available_wirings, get_wiring, remember_init_
+from lrcn.errors import LrcnError
+from lrcn.models.wirings import (
+    State,
+    Trace,
+    Wiring,
+    available_wirings,
+    get_wiring,
+    remember_init_,
+)
+from lrcn.models.wirings.base import stack_trace, zero_past
 
 VARIANTS = available_wirings()  # the built-in wirings (those registered when lrcn is imported)
 _remember_init_ = remember_init_  # the old private name
+# the decoder's own names: a wiring's keys sit beside them in the state_dict
+_OWN_NAMES = frozenset({"embed", "visual_proj", "dropout", "wiring", "out"})
 
-__all__ = ["VARIANTS", "LSTMDecoder", "State"]
+__all__ = ["VARIANTS", "LSTMDecoder", "State", "TeacherForced"]
+
+
+class TeacherForced(NamedTuple):
+    """What `LSTMDecoder.teacher_forcing` computed.
+
+    Attributes:
+        hidden: (B, L - 1, H) the states that predict ``tokens[:, 1:]``, zero past each row's
+            length (dropout applied: what the output layer reads).
+        trace: what the wiring recorded at every step for its regulariser, each (B, L - 1, ...)
+            and zero past each row's length; ``{}`` for a wiring without one.
+    """
+
+    hidden: torch.Tensor
+    trace: Trace
 
 
 class LSTMDecoder(nn.Module):
     """Word embedding -> wiring (LSTM(s)) -> vocabulary logits, conditioned on a visual feature.
 
-    The wiring's modules are registered on the decoder under their own names (``lstm``,
-    ``lstm2``), so the state_dict keys are ``embed.*, visual_proj.*, lstm.*, [lstm2.*,] out.*``
-    whatever the wiring.
+    The wiring is the decoder's submodule ``wiring`` (``decoder.wiring.lstm`` in
+    ``named_parameters``), but its state_dict keys are written at the decoder's level, as before
+    it was a submodule: ``embed.*, visual_proj.*, lstm.*, [lstm2.*,] out.*`` whatever the wiring,
+    in that order. Old and new checkpoints therefore have the same keys and load into either
+    code; a state with the nested keys (``wiring.lstm.*``) loads too.
 
     Args:
         vocab_size: number of tokens including the four specials.
@@ -50,6 +81,10 @@ class LSTMDecoder(nn.Module):
             LSTM, 2.3x faster, equal within rounding (see `lrcn.models.wirings.run_packed`).
         attention_dim: an attention wiring's attention size (0: ``hidden_dim``); others ignore it.
         attention_gate: an attention wiring's gating scalar (Xu et al. 4.2.1); others ignore it.
+
+    Raises:
+        LrcnError: a plug-in wiring that is not a `Wiring` module, sets a module before
+            ``super().__init__``, or names a module as the decoder's own.
     """
 
     def __init__(
@@ -79,14 +114,23 @@ class LSTMDecoder(nn.Module):
         # they saturate the LSTM gates at the first step and the model learns to ignore the image.
         self.visual_proj = nn.Sequential(nn.Linear(feature_dim, embed_dim), nn.LayerNorm(embed_dim))
         self.dropout = nn.Dropout(dropout)
-        self.wiring = wiring_class(
-            embed_dim, hidden_dim, num_layers, dropout, **options
-        )  # no Module
+        self.wiring = _create_wiring(
+            wiring_class, variant, (embed_dim, hidden_dim, num_layers, dropout), options
+        )
         self.wiring.packed = packed
-        for name, module in self.wiring.submodules().items():
-            setattr(self, name, module)
         self.out = nn.Linear(hidden_dim, vocab_size)
         self.wiring.reset_parameters()
+        # the private hook API: every torch since 1.x has it (torch >= 2.2 is allowed here)
+        self._register_state_dict_hook(_unnest_wiring_keys)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Load keys of the wiring's modules written at the decoder's level (``lstm.*``: what
+        every checkpoint holds) into the submodule ``wiring``; nested keys load as they are."""
+        names = self.wiring.state_names()
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            if key[len(prefix) :].split(".", 1)[0] in names:
+                state_dict[f"{prefix}wiring.{key[len(prefix) :]}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     @property
     def attends(self) -> str | None:
@@ -94,110 +138,72 @@ class LSTMDecoder(nn.Module):
         return self.wiring.attends
 
     # ---- teacher forcing -------------------------------------------------------------------
-    def hidden_states(
-        self, features: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor
-    ) -> torch.Tensor:
-        """Wiring outputs that predict ``tokens[:, 1:]``.
-
-        Args:
-            features: (B, D) visual features.
-            tokens: (B, L) ``<start> w1 ... <end> <pad>...``.
-            lengths: (B,) tokens per row including ``<start>`` and ``<end>``.
-
-        Returns:
-            (B, L - 1, H): row b, position t is the state that predicts ``tokens[b, t + 1]``.
-        """
-        visual = self.dropout(self.visual_proj(features))  # (B, E)
-        words = self.dropout(self.embed(tokens[:, :-1]))  # (B, L-1, E)
-        steps = lengths.cpu() - 1  # inputs per row: <start> .. last word
-        return self.dropout(self.wiring.hidden_states(visual, words, steps, self.dropout))
-
-    def forward(
-        self, features: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor
-    ) -> torch.Tensor:
-        """Teacher-forced logits (B, L - 1, V) for targets ``tokens[:, 1:]``."""
-        return self.out(self.hidden_states(features, tokens, lengths))
-
-    # ---- scheduled sampling ------------------------------------------------------------------
-    def hidden_states_scheduled(
+    def teacher_forcing(
         self,
         features: torch.Tensor,
         tokens: torch.Tensor,
         lengths: torch.Tensor,
-        sample_prob: float,
+        *,
+        sample_prob: float = 0.0,
         generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """``hidden_states`` with scheduled sampling (Bengio et al. 2015), one step at a time.
+    ) -> TeacherForced:
+        """The states that predict ``tokens[:, 1:]`` and the wiring's trace: every loss's pass.
 
-        At every step t >= 1 each row's gold input ``tokens[:, t]`` is replaced, with probability
-        ``sample_prob``, by a token drawn from the model's own distribution at step t - 1
-        (detached: no gradient flows through the choice). Dropout is applied where
-        ``hidden_states`` applies it, so ``sample_prob == 0`` gives the teacher-forced states.
+        Plain teacher forcing runs the wiring over all the words at once (packed sequences).
+        With ``sample_prob`` > 0 it is scheduled sampling (Bengio et al. 2015), one step at a
+        time: at every step t >= 1 each row's gold input ``tokens[:, t]`` is replaced, with that
+        probability, by a token drawn from the model's own distribution at step t - 1 (detached:
+        no gradient flows through the choice). Dropout is applied at the same places either way,
+        so the steps give the states of the packed pass (within rounding) when no coin lands.
 
         Args:
-            features: (B, D) visual features.
+            features: (B, D) visual features ((B, N, D) for an attention wiring).
             tokens: (B, L) ``<start> w1 ... <end> <pad>...``.
             lengths: (B,) tokens per row including ``<start>`` and ``<end>``.
             sample_prob: probability of feeding the sampled token instead of the gold one.
             generator: random source for the coin flips and samples (on ``tokens``' device);
                 the global one when None.
-
-        Returns:
-            (B, L - 1, H), zeros past each row's length, as ``hidden_states``.
         """
-        return self._scheduled(features, tokens, lengths, sample_prob, generator)[0]
+        visual = self.dropout(self.visual_proj(features))  # (B, E) or (B, N, E)
+        if sample_prob > 0:
+            return self._stepped(visual, tokens, lengths, sample_prob, generator)
+        words = self.dropout(self.embed(tokens[:, :-1]))  # (B, L-1, E)
+        steps = lengths.cpu() - 1  # inputs per row: <start> .. last word
+        hidden, trace = self.wiring.teacher_forcing(visual, words, steps, self.dropout)
+        return TeacherForced(self.dropout(hidden), trace)
 
-    def _scheduled(
+    def forward(
+        self, features: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """Teacher-forced logits (B, L - 1, V) for targets ``tokens[:, 1:]``."""
+        return self.out(self.teacher_forcing(features, tokens, lengths).hidden)
+
+    def _stepped(
         self,
-        features: torch.Tensor,
+        visual: torch.Tensor,
         tokens: torch.Tensor,
         lengths: torch.Tensor,
         sample_prob: float,
         generator: torch.Generator | None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``hidden_states_scheduled``'s states and, for an attention wiring, its weights
-        (B, L-1, N) (else None), both zero past each row's length."""
+    ) -> TeacherForced:
+        """`teacher_forcing` with scheduled sampling, from the projected ``visual`` (dropout
+        applied): one ``wiring.step`` per input, the wiring's ``trace`` of each step stacked."""
         B, L = tokens.shape
-        visual = self.dropout(self.visual_proj(features))  # (B, E)
         state = self.wiring.init_state(visual)
         outputs: list[torch.Tensor] = []
-        alphas: list[torch.Tensor] = []
+        traces: list[Trace] = []
         for t in range(L - 1):
             inputs = tokens[:, t]  # (B,)
-            if t > 0 and sample_prob > 0:
+            if t > 0:
                 inputs = self._maybe_sampled(inputs, outputs[-1], sample_prob, generator)
             word = self.dropout(self.embed(inputs)).unsqueeze(1)  # (B, 1, E)
             out, state = self.wiring.step(word, state, self.dropout)  # (B, H)
             outputs.append(self.dropout(out))
-            if "alpha" in state:
-                alphas.append(state["alpha"])
-        hidden = torch.stack(outputs, dim=1)  # (B, L-1, H)
+            traces.append(self.wiring.trace(state))
         valid = torch.arange(L - 1, device=tokens.device) < (lengths.to(tokens.device) - 1)[:, None]
-        valid = valid.unsqueeze(-1)
-        alpha = torch.stack(alphas, dim=1) * valid if alphas else None  # (B, L-1, N)
-        return hidden * valid, alpha  # (B, L-1, H), as packed sequences leave them
-
-    def attention_states(
-        self,
-        features: torch.Tensor,
-        tokens: torch.Tensor,
-        lengths: torch.Tensor,
-        sample_prob: float = 0.0,
-        generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """An attention wiring's ``hidden_states`` (or ``hidden_states_scheduled`` with
-        ``sample_prob`` > 0) and the weights every step used: (B, L-1, H), (B, L-1, N), zero past
-        each row's length (what the doubly stochastic regularisation reads)."""
-        if self.wiring.attends is None:
-            raise ValueError(f"decoder variant {self.variant} has no attention weights")
-        if sample_prob > 0:
-            hidden, alpha = self._scheduled(features, tokens, lengths, sample_prob, generator)
-            assert alpha is not None
-            return hidden, alpha
-        visual = self.dropout(self.visual_proj(features))  # (B, N, E)
-        words = self.dropout(self.embed(tokens[:, :-1]))  # (B, L-1, E)
-        hidden, alpha = self.wiring.run(visual, words, lengths.cpu() - 1)
-        return self.dropout(hidden), alpha
+        # (B, L-1, H), zero past each row's length, as packed sequences leave them
+        hidden = zero_past(torch.stack(outputs, dim=1), valid)
+        return TeacherForced(hidden, stack_trace(traces, valid))
 
     def _maybe_sampled(
         self,
@@ -233,3 +239,51 @@ class LSTMDecoder(nn.Module):
     def reorder_state(self, state: State, index: torch.Tensor) -> State:
         """Select (or repeat) rows of a state: beam search's bookkeeping. index: (B',) long."""
         return self.wiring.reorder_state(state, index)
+
+
+def _create_wiring(
+    wiring_class: type[Wiring],
+    variant: str,
+    sizes: tuple[int, int, int, float],
+    options: dict[str, object],
+) -> Wiring:
+    """``wiring_class(*sizes, **options)``; LrcnError naming the wiring's file when it is not
+    a `Wiring` module the decoder can hold and save (a plug-in written the old way)."""
+    where = getattr(sys.modules.get(wiring_class.__module__), "__file__", None)
+    where = f"{where or wiring_class.__module__}: wiring {variant} ({wiring_class.__qualname__})"
+    try:
+        wiring = wiring_class(*sizes, **options)
+    except AttributeError as exc:
+        if "before Module.__init__() call" not in str(exc):
+            raise
+        raise LrcnError(
+            f"{where} sets a module before calling Wiring.__init__; call "
+            "super().__init__(embed_dim, hidden_dim, num_layers, dropout) first in its __init__."
+        ) from None
+    if not isinstance(wiring, Wiring) or "_modules" not in vars(wiring):
+        raise LrcnError(
+            f"{where} is not a Wiring module; subclass lrcn.models.Wiring and call "
+            "super().__init__(embed_dim, hidden_dim, num_layers, dropout) first in its __init__."
+        )
+    clash = sorted(wiring.state_names() & _OWN_NAMES)
+    if clash:
+        raise LrcnError(
+            f"{where} names {', '.join(clash)} as the decoder names its own parts (their "
+            "state_dict keys would collide); rename them in the wiring's __init__."
+        )
+    return wiring
+
+
+def _unnest_wiring_keys(
+    module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: dict[str, Any]
+) -> None:
+    """State-dict hook of `LSTMDecoder`: write ``wiring.lstm.*`` as ``lstm.*``, in place.
+
+    It runs once the decoder's keys are written, so they are the last ones of ``state``: taking
+    them out and putting them back in order keeps every key's place (the golden digests and
+    optimizers see the keys in order).
+    """
+    nested = f"{prefix}wiring."
+    for key in [k for k in state if k.startswith(prefix)]:
+        value = state.pop(key)
+        state[prefix + key[len(nested) :] if key.startswith(nested) else key] = value

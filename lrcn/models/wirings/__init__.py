@@ -10,6 +10,7 @@ from lrcn.models.wirings import show_tell, lrcn1u, lrcn2f, show_attend_tell  # n
 from lrcn.models.wirings.base import (
     WIRINGS,
     State,
+    Trace,
     Wiring,
     available_wirings,
     get_wiring,
@@ -20,6 +21,7 @@ from lrcn.models.wirings.base import (
 __all__ = [
     "WIRINGS",
     "State",
+    "Trace",
     "Wiring",
     "available_wirings",
     "get_wiring",

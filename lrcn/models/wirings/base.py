@@ -23,6 +23,9 @@ from torch import nn
 from lrcn.registry import Registry
 
 State = dict[str, torch.Tensor]
+# What a teacher-forced pass recorded at every step for a wiring's regulariser, by name:
+# each (B, L, ...), zero past each row's length (an attention wiring's weights ``alpha``).
+Trace = dict[str, torch.Tensor]
 Dropout = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -31,16 +34,23 @@ def identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class Wiring:
+class Wiring(nn.Module):
     """The recurrent core between the shared word/visual embeddings and the output layer.
 
-    A plain object, not an ``nn.Module``: every ``nn.Module`` attribute set in ``__init__`` is
-    registered on the decoder under the same name (so a wiring's ``self.lstm`` has the state_dict
-    keys ``lstm.*``), in the order it was set. Dropout comes in as an argument, so a wiring reads
-    no training flag of its own.
+    An ``nn.Module``: the decoder holds it as its submodule ``wiring``, so its modules, parameters
+    and buffers are trained, moved and saved with the decoder. Its state_dict keys are written at
+    the decoder's level, without ``wiring.`` (a wiring's ``self.lstm`` is ``decoder.lstm.*``), as
+    when a wiring was a plain object whose modules were copied onto the decoder: checkpoints of
+    either time load into the other (see `lrcn.models.decoder.LSTMDecoder`). Dropout comes in as
+    an argument, so a wiring reads no training flag of its own.
 
-    A subclass sets its modules in ``__init__`` and implements ``init_state`` and ``step``;
-    ``hidden_states`` (teacher forcing) steps through ``step`` unless a faster version is given.
+    A subclass calls ``super().__init__(embed_dim, hidden_dim, num_layers, dropout)`` first, sets
+    its modules in ``__init__`` and implements ``init_state`` and ``step``; ``hidden_states``
+    (teacher forcing) steps through ``step`` unless a faster version is given. Its modules'
+    names must not be the decoder's own (``embed``, ``visual_proj``, ``dropout``, ``out``,
+    ``wiring``): their keys sit beside the decoder's. A wiring with a loss term of its own (an
+    attention wiring's doubly stochastic regularisation) records what it reads in ``trace`` and
+    computes it in ``regulariser``.
 
     Args:
         embed_dim: size of a word embedding and of the projected visual feature.
@@ -56,12 +66,16 @@ class Wiring:
     attends: str | None = None
 
     def __init__(self, embed_dim: int, hidden_dim: int, num_layers: int, dropout: float) -> None:
+        super().__init__()
         self.embed_dim, self.hidden_dim, self.num_layers = embed_dim, hidden_dim, num_layers
         self.inter_dropout = dropout if num_layers > 1 else 0.0
 
-    def submodules(self) -> dict[str, nn.Module]:
-        """The modules to register on the decoder, by attribute name, in creation order."""
-        return {name: value for name, value in vars(self).items() if isinstance(value, nn.Module)}
+    def state_names(self) -> set[str]:
+        """The first part of every state_dict key the wiring writes: the names of its modules
+        and of the parameters and buffers it holds itself."""
+        names = {name for name, _ in self.named_children()}
+        names |= {name for name, _ in self.named_parameters(recurse=False)}
+        return names | {name for name, _ in self.named_buffers(recurse=False)}
 
     def reset_parameters(self) -> None:
         """Re-initialise weights; called once the decoder's output layer exists (random order)."""
@@ -92,21 +106,51 @@ class Wiring:
             steps: (B,) inputs per row, on the CPU.
             dropout: the decoder's dropout, for use between networks.
         """
+        return self._step_through(visual, words, steps, dropout, traced=False)[0]
+
+    def teacher_forcing(
+        self, visual: torch.Tensor, words: torch.Tensor, steps: torch.Tensor, dropout: Dropout
+    ) -> tuple[torch.Tensor, Trace]:
+        """``hidden_states`` and the `Trace` of its steps (what ``regulariser`` reads).
+
+        A wiring that traces nothing (keeps the default ``trace``) gives ``hidden_states`` and
+        ``{}``; one that traces steps through ``step``, stacking ``trace`` of every step, unless
+        it overrides this with a faster pass giving the same.
+        """
+        if type(self).trace is Wiring.trace:
+            return self.hidden_states(visual, words, steps, dropout), {}
+        return self._step_through(visual, words, steps, dropout, traced=True)
+
+    def _step_through(
+        self,
+        visual: torch.Tensor,
+        words: torch.Tensor,
+        steps: torch.Tensor,
+        dropout: Dropout,
+        traced: bool,
+    ) -> tuple[torch.Tensor, Trace]:
+        """Teacher forcing one ``step`` per word: outputs (B, L, H) and, when ``traced``, the
+        stacked ``trace`` of every step, both zero past each row's ``steps``."""
         state = self.init_state(visual)
-        outputs = []
+        outputs, traces = [], []
         for t in range(words.shape[1]):
             out, state = self.step(words[:, t : t + 1], state, dropout)
             outputs.append(out)
+            if traced:
+                traces.append(self.trace(state))
         hidden = torch.stack(outputs, dim=1)  # (B, L, H)
-        valid = torch.arange(words.shape[1]) < steps[:, None]  # (B, L)
-        return hidden * valid.to(hidden.device).unsqueeze(-1)
+        valid = (torch.arange(words.shape[1]) < steps[:, None]).to(hidden.device)  # (B, L)
+        return zero_past(hidden, valid), stack_trace(traces, valid)
 
-    def run(
-        self, visual: torch.Tensor, words: torch.Tensor, steps: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """An attention wiring's teacher forcing with its weights: outputs (B, L, H) and alphas
-        (B, L, N), both zero past ``steps`` (what the doubly stochastic regularisation reads)."""
-        raise NotImplementedError(f"{type(self).__name__} does not attend: it has no weights")
+    def trace(self, state: State) -> Trace:
+        """What the state after one ``step`` holds for ``regulariser``, each (B, ...): nothing
+        by default. The decoder stacks them over the steps (zero past each row's length)."""
+        return {}
+
+    def regulariser(self, trace: Trace) -> torch.Tensor | None:
+        """The wiring's own loss term, from a teacher-forced pass's `Trace` (before its weight
+        ``decoder.attention_reg``); None: the wiring has none."""
+        return None
 
     @staticmethod
     def reorder_state(state: State, index: torch.Tensor) -> State:
@@ -192,3 +236,15 @@ def remember_init_(lstm: nn.LSTM) -> None:
             nn.init.ones_(param.data[hidden : 2 * hidden])
         elif name.startswith("bias_hh"):
             nn.init.zeros_(param)
+
+
+def zero_past(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``values`` (B, L, ...) with the steps where ``valid`` (B, L) is False set to zero."""
+    return values * valid.view(*valid.shape, *[1] * (values.dim() - 2))
+
+
+def stack_trace(traces: list[Trace], valid: torch.Tensor) -> Trace:
+    """One `Trace` per step (each entry (B, ...)) -> one of (B, L, ...) entries, zero where
+    ``valid`` (B, L) is False (past each row's length)."""
+    names = traces[0] if traces else {}
+    return {name: zero_past(torch.stack([t[name] for t in traces], dim=1), valid) for name in names}

@@ -9,8 +9,9 @@ Options (``decoder.*`` config keys, passed by `lrcn.models.decoder.LSTMDecoder`)
 - ``attention_dim`` A: size of the additive attention's space (0: the LSTM's hidden size).
 - ``attention_gate``: Xu et al. 4.2.1's gating scalar, beta = sigmoid(f_beta(h_{t-1})) per
   feature channel, scaling the context (it learns to turn attention down for words such as "a").
-- The doubly stochastic regularisation (``decoder.attention_reg``) is a loss term, added in
-  `lrcn.models.captioner.Captioner.loss` from the alphas `run` returns.
+- The doubly stochastic regularisation (``decoder.attention_reg``) is the wiring's own loss term
+  (``regulariser``, from the weights teacher forcing traced), weighted and added in
+  `lrcn.models.captioner.Captioner.loss`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 from lrcn.models.wirings.base import (
     Dropout,
     State,
+    Trace,
     Wiring,
     identity,
     register_wiring,
@@ -134,6 +136,22 @@ class ShowAttendTell(Wiring):
         """Teacher forcing: outputs (B, L, H) for words (B, L, E), zero past each row's ``steps``."""
         return self.run(visual, words, steps)[0]
 
+    def teacher_forcing(
+        self, visual: torch.Tensor, words: torch.Tensor, steps: torch.Tensor, dropout: Dropout
+    ) -> tuple[torch.Tensor, Trace]:
+        """`run`'s outputs and, as the trace, the weights ``alpha`` (B, L, N) of every step."""
+        hidden, alpha = self.run(visual, words, steps)
+        return hidden, {"alpha": alpha}
+
+    def trace(self, state: State) -> Trace:
+        """The weights (B, N) the step that left ``state`` attended with."""
+        return {"alpha": state["alpha"]}
+
+    def regulariser(self, trace: Trace) -> torch.Tensor:
+        """Xu et al.'s doubly stochastic penalty of the traced weights
+        (`doubly_stochastic_penalty`)."""
+        return doubly_stochastic_penalty(trace["alpha"])
+
     @staticmethod
     def reorder_state(state: State, index: torch.Tensor) -> State:
         """Rows ``index`` of every entry: LSTM states on dim 1, the rest on dim 0."""
@@ -147,14 +165,6 @@ def _first_rows(state: State, n: int) -> State:
     return {k: v[:, :n] if k in ("h", "c") else v[:n] for k, v in state.items()}
 
 
-@register_wiring("temporal_attention")
-class TemporalAttention(ShowAttendTell):
-    """The same soft attention over a video's frame features (B, T, E): each word attends over
-    the frames (Yao et al., "Describing Videos by Exploiting Temporal Structure")."""
-
-    attends: str | None = "frames"
-
-
 def doubly_stochastic_penalty(alphas: torch.Tensor) -> torch.Tensor:
     """Xu et al.'s (eq. 14) sum_i (1 - sum_t alpha_ti)^2 per caption, averaged over captions.
 
@@ -164,3 +174,11 @@ def doubly_stochastic_penalty(alphas: torch.Tensor) -> torch.Tensor:
     """
     coverage = alphas.float().sum(dim=1)  # (B, N)
     return ((1.0 - coverage) ** 2).sum(dim=1).mean()
+
+
+@register_wiring("temporal_attention")
+class TemporalAttention(ShowAttendTell):
+    """The same soft attention over a video's frame features (B, T, E): each word attends over
+    the frames (Yao et al., "Describing Videos by Exploiting Temporal Structure")."""
+
+    attends: str | None = "frames"
