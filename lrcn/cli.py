@@ -93,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("overrides", nargs="*")
 
+    from lrcn.serve.command import add_arguments as add_serve_arguments
+
+    add_serve_arguments(
+        sub.add_parser("serve", help="a web page and POST /caption for a captioner")
+    )
     _scoring_and_data_parsers(sub)
     for command in PLUGIN_COMMANDS:
         add_plugin_option(sub.choices[command])
@@ -414,6 +419,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``lrcn serve``: the checkpoint behind a web page and ``POST /caption`` until Ctrl-C."""
+    from lrcn.serve.command import limits_of, serve
+
+    serve(
+        args.checkpoint, args.host, args.port, args.overrides, limits_of(args), args.batch_wait_ms
+    )
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
@@ -427,6 +442,7 @@ COMMANDS = {
     "recipes": cmd_recipes,
     "make-example": cmd_make_example,
     "compare": cmd_compare,
+    "serve": cmd_serve,
 }
 
 
@@ -436,7 +452,7 @@ PLUGIN_COMMANDS = frozenset(COMMANDS) - {"recipes", "make-example"}
 # Commands that compute with torch; the others (score, prepare, report) never import it, which
 # saves about 1.8 s of start-up (`lrcn score` is then as fast as pycocoevalcap's own scorers).
 TENSOR_COMMANDS = frozenset(
-    {"train", "evaluate", "caption", "classify", "extract-features", "demo"}
+    {"train", "evaluate", "caption", "classify", "extract-features", "demo", "serve"}
 )
 
 
