@@ -100,14 +100,9 @@ def make_app(
         return HTMLResponse(page)
 
     async def info(request: Request) -> Response:
-        return JSONResponse(
-            {
-                **served.info(),
-                "max_beam": limits.max_beam,
-                "max_bytes": limits.max_bytes,
-                "max_pixels": limits.max_pixels,
-            }
-        )
+        limits_json = {"max_beam": limits.max_beam, "max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels}  # fmt: skip
+        served_json = {"decodes": batcher.calls, "captioned": batcher.items}
+        return JSONResponse({**served.info(), **limits_json, **served_json})
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -32,9 +32,8 @@ class Batcher(Generic[Item, Out]):
         self, run: Callable[[list[Item]], list[Out]], max_batch: int, wait_s: float
     ) -> None:
         self.run, self.max_batch, self.wait_s = run, max(max_batch, 1), max(wait_s, 0.0)
-        self.batch_sizes: deque[int] = deque(
-            maxlen=4096
-        )  # the latest model calls' sizes (tests, logs)
+        self.batch_sizes: deque[int] = deque(maxlen=4096)  # the latest calls' sizes (tests)
+        self.calls = self.items = 0  # model calls and inputs since start (``GET /info``)
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Out]]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._worker: ThreadPoolExecutor | None = None
@@ -88,6 +87,7 @@ class Batcher(Generic[Item, Out]):
         if not live:
             return
         self.batch_sizes.append(len(live))
+        self.calls, self.items = self.calls + 1, self.items + len(live)
         try:
             outputs = await loop.run_in_executor(self._worker, self.run, [i for i, _ in live])
         except Exception as exc:  # noqa: BLE001 (each caller gets the failure as its own)

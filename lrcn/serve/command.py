@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import logging
 import socket
+import sys
 from pathlib import Path
 
 from lrcn.errors import LrcnError
@@ -33,7 +34,7 @@ def serve(
     limits: Limits | None = None,
     wait_ms: float = 5.0,
 ) -> None:
-    """Load ``checkpoint`` and serve it until interrupted (Ctrl-C).
+    """Load ``checkpoint`` and serve it until Ctrl-C (or SIGTERM), which stops it cleanly.
 
     Raises:
         LrcnError: the serving stack is not installed, the checkpoint cannot be served, or the
@@ -42,7 +43,7 @@ def serve(
     check_installed()
     if not 0 <= port <= 65535:
         raise LrcnError(
-            f"--port {port}: a port is a number from 1 to 65535 (0: any free one, printed at start)."
+            f"--port {port}: a port is a number from 0 to 65535 (0: any free one, printed at start); pass one of them."
         )
     import uvicorn
 
@@ -50,7 +51,12 @@ def serve(
     from lrcn.serve.captioner import ServedModel
 
     limits = limits or Limits()
-    served = ServedModel(checkpoint, overrides)
+    sock = _listen(host, port)  # first: a taken port is said in a second, not after loading
+    try:
+        served = ServedModel(checkpoint, overrides)
+    except BaseException:
+        sock.close()
+        raise
     app = make_app(served, limits, wait_ms=wait_ms)
     log.info(
         "serving %s (%s, batches of up to %d, uploads up to %g MB)",
@@ -59,12 +65,13 @@ def serve(
         served.batch_size,
         limits.max_bytes / MEGABYTE,
     )
-    sock = _listen(host, port)
-    bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    print(f"lrcn serve: http://{shown}:{bound}/ (Ctrl-C stops)", flush=True)
+    print(f"lrcn serve: http://{shown}:{sock.getsockname()[1]}/ (Ctrl-C stops)", flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    try:
+        uvicorn.Server(config).run(sockets=[sock])  # shuts down gracefully, then re-raises Ctrl-C
+    except KeyboardInterrupt:
+        print("lrcn serve: stopped.", file=sys.stderr, flush=True)
 
 
 def _listen(host: str, port: int) -> socket.socket:
