@@ -147,6 +147,7 @@ def test_the_page_shows_the_caption_of_a_picked_png(server, scene, tiny_shapes_r
     try:
         page = DevTools(websocket_url)
         page.call("Page.enable")
+        page.call("Emulation.setDeviceMetricsOverride", width=1000, height=700, deviceScaleFactor=1, mobile=False)  # fmt: skip
         page.call("Page.navigate", url=url)
         page.wait_for("document.getElementById('model').textContent.includes('caption')")
         root = page.call("DOM.getDocument")["root"]["nodeId"]
@@ -157,7 +158,7 @@ def test_the_page_shows_the_caption_of_a_picked_png(server, scene, tiny_shapes_r
         assert page.evaluate("document.querySelector('.name').textContent") == "scene.png"
         shot = tmp_path / "serve_page.png"
         shot.write_bytes(base64.b64decode(page.call("Page.captureScreenshot", format="png")["data"]))  # fmt: skip
-        print(f"screenshot: {shot}")
+        print(f"\nscreenshot of the page: {shot}")
         with Image.open(shot) as picture:
             assert picture.size == (1000, 700)
     finally:
