@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from PIL import Image
 
 pytest.importorskip("starlette", reason="lrcn[serve] is not installed")
@@ -173,3 +174,20 @@ def test_ctrl_c_stops_the_server_cleanly(tiny_shapes_run):
     assert process.stderr.read().strip().endswith("lrcn serve: stopped.")
     with socket.socket() as probe:  # the port is free again
         probe.bind(("127.0.0.1", int(url.rstrip("/").rsplit(":", 1)[1])))
+
+
+@pytest.mark.slow
+def test_the_load_script_checks_every_answer_and_writes_its_result_file(tiny_shapes_run, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("serve_load", REPO / "scripts" / "benchmarks" / "serve_load.py")  # fmt: skip
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "serve_load.json"
+    argv = ["--checkpoint", str(tiny_shapes_run), "--clients", "4", "--seconds", "1", "--images", "3", "--out", str(out)]  # fmt: skip
+    assert script.main(argv) == 0
+    result = json.loads(out.read_text())
+    for side in ("batched", "one_per_decode"):
+        assert result[side]["failures"] == 0 and result[side]["requests"] > 0, result[side]
+    assert result["one_per_decode"]["mean_batch"] == 1.0  # eval.batch_size=1: never gathered
+    assert {"commit", "cpu", "threads", "batched_over_one_per_decode"} <= result.keys()

@@ -48,17 +48,19 @@ def scenes(count: int, folder: Path) -> list[Path]:
     return paths
 
 
-def start_server(checkpoint: str, threads: int, *options: str) -> tuple[subprocess.Popen, str]:
-    """``lrcn serve`` on a free loopback port; its process and URL once it answers."""
+def start_server(checkpoint: str, threads: int, log: Path, *options: str) -> tuple[subprocess.Popen, str]:  # fmt: skip
+    """``lrcn serve`` on a free loopback port, its stderr into ``log`` (a pipe nobody reads
+    would stall it once full); its process and URL once it answers."""
     import httpx
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "lrcn.cli", "serve", "--checkpoint", checkpoint, "--port", "0", *options]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    with log.open("w") as errors:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)  # fmt: skip
     line = process.stdout.readline()
     if not line.startswith("lrcn serve: http://127.0.0.1:"):
         process.kill()
-        raise SystemExit(f"lrcn serve did not start: {line}{process.stderr.read()}")
+        raise SystemExit(f"lrcn serve did not start: {line}{log.read_text()}")
     url = line.split()[2]
     for _ in range(600):
         try:
@@ -119,16 +121,21 @@ async def load(url: str, images: list[tuple[str, bytes, str]], clients: int, sec
 
 
 def run_side(checkpoint: str, threads: int, images: list, clients: int, seconds: float, *options: str) -> dict[str, Any]:  # fmt: skip
-    """One server, loaded, then stopped with Ctrl-C."""
-    process, url = start_server(checkpoint, threads, *options)
-    try:
-        return asyncio.run(load(url, images, clients, seconds))
-    finally:
-        process.send_signal(signal.SIGINT)
+    """One server, loaded, then stopped with Ctrl-C; its log's last lines where a request failed."""
+    with tempfile.TemporaryDirectory(prefix="serve-log-") as folder:
+        log = Path(folder) / "stderr.txt"
+        process, url = start_server(checkpoint, threads, log, *options)
         try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            result = asyncio.run(load(url, images, clients, seconds))
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if result["failures"]:
+            result["server_log_tail"] = log.read_text()[-2000:]
+        return result
 
 
 def machine(threads: int) -> dict[str, Any]:
