@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import io
 import struct
-import sys
 import threading
 import zlib
 from pathlib import Path
@@ -339,5 +338,6 @@ def test_a_limit_that_no_request_could_meet_is_one_sentence(option, capsys):
     assert "pass positive limits" in capsys.readouterr().err
 
 
-if __name__ == "__main__":
-    sys.exit(pytest.main([__file__, "-q"]))
+def test_a_port_out_of_range_is_one_sentence(capsys):
+    assert main(["serve", "--checkpoint", "runs/quick", "--port", "70000"]) == 2
+    assert "--port 70000: a port is a number from 0 to 65535" in capsys.readouterr().err

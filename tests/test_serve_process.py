@@ -32,15 +32,17 @@ from lrcn.predict import iter_captions  # noqa: E402
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def start_server(checkpoint: Path, *options: str) -> tuple[subprocess.Popen, str]:
-    """``lrcn serve`` on a free port (``--port 0``); its process and base URL once it answers."""
+def start_server(checkpoint: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """``lrcn serve`` on a free port (``--port 0``), stderr into ``log``; its process and base
+    URL once it answers."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "lrcn.cli", "serve", "--checkpoint", str(checkpoint), "--port", "0", *options]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    command = [sys.executable, "-m", "lrcn.cli", "serve", "--checkpoint", str(checkpoint), "--port", "0"]  # fmt: skip
+    with log.open("w") as errors:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)  # fmt: skip
     line = process.stdout.readline()  # "lrcn serve: http://127.0.0.1:PORT/ (Ctrl-C stops)"
     if not line.startswith("lrcn serve: http://"):
         process.kill()
-        raise AssertionError(f"lrcn serve did not start: {line}{process.stderr.read()}")
+        raise AssertionError(f"lrcn serve did not start: {line}{log.read_text()}")
     url = line.split()[2]
     for _ in range(200):
         try:
@@ -49,13 +51,14 @@ def start_server(checkpoint: Path, *options: str) -> tuple[subprocess.Popen, str
         except httpx.TransportError:
             time.sleep(0.05)
     process.kill()
-    raise AssertionError(f"{url} never answered: {process.stderr.read()}")
+    raise AssertionError(f"{url} never answered: {log.read_text()}")
 
 
 @pytest.fixture(scope="module")
-def server(tiny_shapes_run: Path) -> Iterator[tuple[subprocess.Popen, str]]:
-    process, url = start_server(tiny_shapes_run)
-    yield process, url
+def server(tiny_shapes_run: Path, tmp_path_factory) -> Iterator[tuple[subprocess.Popen, str, Path]]:
+    log = tmp_path_factory.mktemp("server") / "stderr.txt"
+    process, url = start_server(tiny_shapes_run, log)
+    yield process, url, log
     if process.poll() is None:
         process.kill()
 
@@ -68,7 +71,7 @@ def scene(tmp_path_factory) -> Path:
 
 
 def test_a_script_gets_the_caption_lrcn_caption_gives(server, scene, tiny_shapes_run):
-    _, url = server
+    _, url, _ = server
     assert url.startswith("http://127.0.0.1:")  # this machine only, unless --host says otherwise
     [(_, expected, _)] = iter_captions(tiny_shapes_run, [str(scene)])
     answer = httpx.post(url + "caption", files={"file": ("scene.png", scene.read_bytes())}, timeout=60)  # fmt: skip
@@ -78,7 +81,7 @@ def test_a_script_gets_the_caption_lrcn_caption_gives(server, scene, tiny_shapes
 
 
 def test_a_taken_port_is_one_sentence(server, tiny_shapes_run):
-    _, url = server
+    _, url, _ = server
     port = url.rstrip("/").rsplit(":", 1)[1]
     command = [sys.executable, "-m", "lrcn.cli", "serve", "--checkpoint", str(tiny_shapes_run), "--port", port]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -142,7 +145,7 @@ def test_the_page_shows_the_caption_of_a_picked_png(server, scene, tiny_shapes_r
         if os.environ.get("LRCN_REQUIRE_BROWSER"):  # CI installs it: never skip there
             pytest.fail("LRCN_REQUIRE_BROWSER is set but no chromium is on PATH")
         pytest.skip("chromium not installed (apt-get install chromium) to drive the page")
-    _, url = server
+    _, url, _ = server
     [(_, expected, _)] = iter_captions(tiny_shapes_run, [str(scene)])
     browser, websocket_url = open_chromium(tmp_path / "profile")
     try:
@@ -167,11 +170,11 @@ def test_the_page_shows_the_caption_of_a_picked_png(server, scene, tiny_shapes_r
         browser.wait(timeout=30)
 
 
-def test_ctrl_c_stops_the_server_cleanly(tiny_shapes_run):
-    process, url = start_server(tiny_shapes_run)
+def test_ctrl_c_stops_the_server_cleanly(server):
+    process, url, log = server  # the module's server: this test stops it, so it comes last
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 0, process.stderr.read()
-    assert process.stderr.read().strip().endswith("lrcn serve: stopped.")
+    assert process.wait(timeout=60) == 0, log.read_text()
+    assert log.read_text().strip().endswith("lrcn serve: stopped.")
     with socket.socket() as probe:  # the port is free again
         probe.bind(("127.0.0.1", int(url.rstrip("/").rsplit(":", 1)[1])))
 

@@ -65,6 +65,8 @@ def serve(
         served.batch_size,
         limits.max_bytes / MEGABYTE,
     )
+    if not _loopback(host):
+        log.warning("listening on %s: anyone who can reach this machine can send it uploads", host)
     shown = f"[{host}]" if ":" in host else host
     print(f"lrcn serve: http://{shown}:{sock.getsockname()[1]}/ (Ctrl-C stops)", flush=True)
     # uvicorn closes a keep-alive connection idle for 5 s by default; a client that picks it from
@@ -74,6 +76,16 @@ def serve(
         uvicorn.Server(config).run(sockets=[sock])  # shuts down gracefully, then re-raises Ctrl-C
     except KeyboardInterrupt:
         print("lrcn serve: stopped.", file=sys.stderr, flush=True)
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is this machine alone (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _listen(host: str, port: int) -> socket.socket:
