@@ -75,7 +75,8 @@ def serve(
     try:
         uvicorn.Server(config).run(sockets=[sock])  # shuts down gracefully, then re-raises Ctrl-C
     except KeyboardInterrupt:
-        print("lrcn serve: stopped.", file=sys.stderr, flush=True)
+        pass  # (not re-raised where SIGINT was ignored, as in a shell's background job)
+    print("lrcn serve: stopped.", file=sys.stderr, flush=True)
 
 
 def _loopback(host: str) -> bool:
