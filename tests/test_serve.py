@@ -149,74 +149,41 @@ def huge_png(width: int, height: int) -> bytes:
 FILE_PART = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'
 
 
-def bad_requests(images: list[Path]) -> dict[str, tuple[int, dict, str]]:
-    """name -> (status, TestClient.post arguments, a phrase of the sentence)."""
-    jpeg = (images[-1].parent / "scene0.jpg").read_bytes()
-    png = images[0].read_bytes()
+MULTIPART = {"content-type": "multipart/form-data; boundary=b"}
+
+
+def bad_files(images: list[Path]) -> dict[str, tuple[int, dict, str]]:
+    """Uploads that are not a readable picture: name -> (status, post arguments, a phrase)."""
+    jpeg, png = images[-1].read_bytes(), images[0].read_bytes()
+    # fmt: off
     return {
-        "text named .png": (
-            400,
-            {"files": {"file": ("notes.png", b"not a picture\n" * 20)}},
-            "not an image",
-        ),  # fmt: skip
-        "truncated JPEG": (
-            400,
-            {"files": {"file": ("cut.jpg", jpeg[: len(jpeg) // 2])}},
-            "truncated",
-        ),  # fmt: skip
-        "30000x30000 PNG": (
-            413,
-            {"files": {"file": ("bomb.png", huge_png(30000, 30000))}},
-            "900000000 pixels",
-        ),  # fmt: skip
-        "under PIL's limit, over ours": (
-            413,
-            {"files": {"file": ("big.png", huge_png(8000, 8000))}},
-            "8000x8000",
-        ),  # fmt: skip
-        "empty body": (400, {"content": b""}, "body is empty"),
+        "text named .png": (400, {"files": {"file": ("notes.png", b"not a picture\n" * 20)}}, "not an image"),
+        "truncated JPEG": (400, {"files": {"file": ("cut.jpg", jpeg[: len(jpeg) // 2])}}, "truncated"),
+        "30000x30000 PNG": (413, {"files": {"file": ("bomb.png", huge_png(30000, 30000))}}, "900000000 pixels"),
+        "under PIL's limit, over ours": (413, {"files": {"file": ("big.png", huge_png(8000, 8000))}}, "8000x8000"),
         "empty file": (400, {"files": {"file": ("none.png", b"")}}, "empty (0 bytes)"),
+        "too large a body": (413, {"files": {"file": ("large.png", png + b"\0" * 300_000)}}, "over this server's limit"),
+        "too large, no Content-Length": (413, {"content": iter([FILE_PART] + [b"\0" * 100_000] * 4), "headers": MULTIPART}, "over this server's limit"),
+    }
+    # fmt: on
+
+
+def bad_forms(images: list[Path]) -> dict[str, tuple[int, dict, str]]:
+    """Requests that do not carry one upload as asked: name -> (status, post arguments, a phrase)."""
+    png = images[0].read_bytes()
+    # fmt: off
+    return {
+        "empty body": (400, {"content": b""}, "body is empty"),
         "wrong field": (400, {"files": {"image": ("scene.png", png)}}, "no field `file`"),
-        "text field": (
-            400,
-            {"data": {"file": "scene.png"}, "files": {"other": ("o.txt", b"o")}},
-            "is text, not a file",
-        ),  # fmt: skip
-        "not a form": (
-            415,
-            {"json": {"file": "scene.png"}},
-            "application/json, which carries no file",
-        ),  # fmt: skip
+        "text field": (400, {"data": {"file": "scene.png"}, "files": {"other": ("o.txt", b"o")}}, "is text, not a file"),
+        "not a form": (415, {"json": {"file": "scene.png"}}, "application/json, which carries no file"),
         "a urlencoded form": (415, {"data": {"file": "scene.png"}}, "carries no file upload"),
-        "too large a body": (
-            413,
-            {"files": {"file": ("large.png", png + b"\0" * 300_000)}},
-            "over this server's limit",
-        ),  # fmt: skip
-        "too large, no Content-Length": (
-            413,
-            {
-                "content": iter([FILE_PART] + [b"\0" * 100_000] * 4),
-                "headers": {"content-type": "multipart/form-data; boundary=b"},
-            },
-            "over this server's limit",
-        ),  # fmt: skip
         "beam size 0": (400, {**form(images[0]), "data": {"beam_size": "0"}}, "beam_size '0'"),
         "beam size text": (400, {**form(images[0]), "data": {"beam_size": "wide"}}, "whole number"),
-        "maps of a model without attention": (
-            400,
-            {**form(images[0]), "data": {"attention": "1"}},
-            "does not attend",
-        ),  # fmt: skip
-        "broken form": (
-            400,
-            {
-                "content": b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b--\r\n",
-                "headers": {"content-type": "multipart/form-data; boundary=b"},
-            },
-            "cannot be parsed",
-        ),  # fmt: skip
+        "maps of a model without attention": (400, {**form(images[0]), "data": {"attention": "1"}}, "does not attend"),
+        "broken form": (400, {"content": b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b--\r\n", "headers": MULTIPART}, "cannot be parsed"),
     }
+    # fmt: on
 
 
 def test_bad_uploads_get_a_4xx_sentence_and_the_server_keeps_serving(tiny_shapes_run, images):
@@ -224,7 +191,7 @@ def test_bad_uploads_get_a_4xx_sentence_and_the_server_keeps_serving(tiny_shapes
     app = make_app(ServedModel(tiny_shapes_run), limits)
     expected = one_at_a_time(tiny_shapes_run, images[:1])["scene0.png"]
     with TestClient(app) as client:
-        for name, (status, request, phrase) in bad_requests(images).items():
+        for name, (status, request, phrase) in {**bad_files(images), **bad_forms(images)}.items():
             answer = client.post("/caption", **request)
             assert answer.status_code == status, (name, answer.text)
             body = answer.json()
