@@ -107,7 +107,11 @@ def _listen(host: str, port: int) -> socket.socket:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``lrcn serve``'s options (defaults from `Limits`)."""
     defaults = Limits()
-    parser.add_argument("--checkpoint", required=True, help=".pt file or run folder (a captioner)")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a captioner, as `lrcn caption --checkpoint` takes it (.pt file or run folder)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")  # fmt: skip
     parser.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free one")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="e.g. eval.batch_size=16 (the most requests one decode gathers)")  # fmt: skip
