@@ -187,7 +187,7 @@ def test_the_load_script_checks_every_answer_and_writes_its_result_file(tiny_sha
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     out = tmp_path / "serve_load.json"
-    argv = ["--checkpoint", str(tiny_shapes_run), "--clients", "4", "--seconds", "1", "--images", "3", "--out", str(out)]  # fmt: skip
+    argv = ["--checkpoint", str(tiny_shapes_run), "--clients", "4", "--seconds", "1", "--warmup", "0.5", "--images", "3", "--out", str(out)]  # fmt: skip
     assert script.main(argv) == 0
     result = json.loads(out.read_text())
     for side in ("batched", "one_per_decode"):

@@ -7,7 +7,8 @@ Makes ``--images`` shapes test scenes as PNG files and captions them one at a ti
 (`lrcn.predict.iter_captions`, ``eval.batch_size=1``): the reference. Then, side by side in one
 run, it starts ``lrcn serve`` twice on a free 127.0.0.1 port — gathering requests into batches (the
 checkpoint's ``eval.batch_size``), and one request per decode (``--set eval.batch_size=1``) — and
-lets ``--clients`` asyncio clients (httpx) POST the scenes round-robin for ``--seconds`` each. A
+lets ``--clients`` asyncio clients (httpx) POST the scenes round-robin for ``--warmup`` seconds
+(not timed: connections opened, each batch size's first call) and then ``--seconds`` measured. A
 request fails unless it is answered 200 with the reference's caption of its scene. It writes
 ``docs/results/serve_load.json`` (commit, CPU, threads, both runs' requests/s and p50/p99
 latency, and their ratio), which `scripts/results.py render` turns into BENCHMARKS.md's section,
@@ -72,16 +73,15 @@ def start_server(checkpoint: str, threads: int, log: Path, *options: str) -> tup
     raise SystemExit(f"{url} never answered")
 
 
-async def load(url: str, images: list[tuple[str, bytes, str]], clients: int, seconds: float) -> dict[str, Any]:  # fmt: skip
-    """``clients`` callers POSTing round-robin for ``seconds``: counts, failures, latencies."""
+async def phase(http: Any, url: str, images: list[tuple[str, bytes, str]], clients: int, seconds: float) -> tuple[list[float], list[str], float]:  # fmt: skip
+    """``clients`` callers POSTing round-robin for ``seconds``: latencies, failures, wall time."""
     import httpx
 
     latencies: list[float] = []
     failures: list[str] = []
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
-    async def client(number: int, http: httpx.AsyncClient) -> None:
+    async def client(number: int) -> None:
         turn = number
         while time.perf_counter() < deadline and len(latencies) + len(failures) < MAX_REQUESTS:
             name, data, expected = images[turn % len(images)]
@@ -99,34 +99,47 @@ async def load(url: str, images: list[tuple[str, bytes, str]], clients: int, sec
                 latencies.append(time.perf_counter() - start)
 
     began = time.perf_counter()
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    return sorted(latencies), failures, time.perf_counter() - began
+
+
+async def load(url: str, images: list[tuple[str, bytes, str]], clients: int, seconds: float, warmup: float) -> dict[str, Any]:  # fmt: skip
+    """``warmup`` seconds of the same load, not timed (connections opened, each batch size's
+    first call), then ``seconds`` measured: counts, failures, latency quantiles, batch size."""
+    import httpx
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-        await asyncio.gather(*(client(n, http) for n in range(clients)))
-        info = (await http.get(url + "info")).json()
-    wall = time.perf_counter() - began
-    latencies.sort()
+        _, warmup_failures, _ = await phase(http, url, images, clients, warmup)
+        before = (await http.get(url + "info")).json()
+        latencies, failures, wall = await phase(http, url, images, clients, seconds)
+        after = (await http.get(url + "info")).json()
 
     def quantile(q: float) -> float:
         return round(1000 * latencies[min(int(q * len(latencies)), len(latencies) - 1)], 1) if latencies else 0.0  # fmt: skip
 
+    decodes = max(after["decodes"] - before["decodes"], 1)
     return {
+        "warmup_seconds": warmup,
+        "warmup_failures": len(warmup_failures),
         "requests": len(latencies) + len(failures),
-        "failures": len(failures),
-        "failure_examples": failures[:5],
+        "failures": len(failures) + len(warmup_failures),
+        "failure_examples": (warmup_failures + failures)[:5],
         "seconds": round(wall, 2),
         "requests_per_second": round(len(latencies) / wall, 2),
         "p50_ms": quantile(0.50),
         "p99_ms": quantile(0.99),
-        "mean_batch": round(info["captioned"] / max(info["decodes"], 1), 2),
+        "mean_batch": round((after["captioned"] - before["captioned"]) / decodes, 2),
     }
 
 
-def run_side(checkpoint: str, threads: int, images: list, clients: int, seconds: float, *options: str) -> dict[str, Any]:  # fmt: skip
+def run_side(checkpoint: str, threads: int, images: list, clients: int, seconds: tuple[float, float], *options: str) -> dict[str, Any]:  # fmt: skip
     """One server, loaded, then stopped with Ctrl-C; its log's last lines where a request failed."""
     with tempfile.TemporaryDirectory(prefix="serve-log-") as folder:
         log = Path(folder) / "stderr.txt"
         process, url = start_server(checkpoint, threads, log, *options)
         try:
-            result = asyncio.run(load(url, images, clients, seconds))
+            result = asyncio.run(load(url, images, clients, *seconds))
         finally:
             process.send_signal(signal.SIGINT)
             try:
@@ -156,13 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="runs/quick", help="a captioner (README's Quickstart makes runs/quick)")  # fmt: skip
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured, each server")
+    parser.add_argument("--warmup", type=float, default=3.0, help="the same load first, not timed")
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2, help="the server's OMP_NUM_THREADS")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    if args.clients < 1 or args.seconds <= 0 or args.images < 1:
-        raise SystemExit("--clients, --seconds and --images must be above 0.")
+    if args.clients < 1 or args.seconds <= 0 or args.images < 1 or args.warmup < 0:
+        raise SystemExit("--clients, --seconds and --images must be above 0, --warmup at least 0.")
     from lrcn.io import write_json_atomic
     from lrcn.predict import iter_captions
 
@@ -173,17 +187,13 @@ def main(argv: list[str] | None = None) -> int:
         reference = list(iter_captions(args.checkpoint, [str(p) for p in paths], overrides=["eval.batch_size=1"]))  # fmt: skip
         in_process = len(paths) / (time.perf_counter() - start)
         images = [(Path(p).name, Path(p).read_bytes(), caption) for p, caption, _ in reference]
+    timing = (args.seconds, args.warmup)
+    one = ("--set", "eval.batch_size=1")
     sides = {
-        "batched": run_side(args.checkpoint, args.threads, images, args.clients, args.seconds),
+        "batched": run_side(args.checkpoint, args.threads, images, args.clients, timing),
         "one_per_decode": run_side(
-            args.checkpoint,
-            args.threads,
-            images,
-            args.clients,
-            args.seconds,
-            "--set",
-            "eval.batch_size=1",
-        ),  # fmt: skip
+            args.checkpoint, args.threads, images, args.clients, timing, *one
+        ),
     }
     result = {
         "benchmark": "serve_load",
@@ -195,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": Path(args.checkpoint).name,
         "clients": args.clients,
         "seconds_each": args.seconds,
+        "warmup_seconds_each": args.warmup,
         "images": args.images,
         "distinct_captions": len({caption for _, _, caption in images}),
         "reference_captions_per_second_in_process": round(in_process, 2),
