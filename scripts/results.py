@@ -378,7 +378,7 @@ def table_serve_load() -> str:
         "",
         f"`{r['command']}`, {r['date']}, commit {r['commit']}: {r['clients']} clients for "
         f"{r['seconds_each']:g} s against each server (after {r.get('warmup_seconds_each', 0):g} s "
-        "of the same load, not timed), on {r['cpu']} ({r['cores']} cores, server "
+        f"of the same load, not timed), on {r['cpu']} ({r['cores']} cores, server "
         f"threads {r['threads']}, load average {r['load_average']} at the start, "
         f"{r['load_average_end']} at the end), checkpoint `{r['checkpoint']}`. Batched serves "
         f"**{r['batched_over_one_per_decode']:.2f}x** the requests a second of one request a "
