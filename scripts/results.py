@@ -380,11 +380,50 @@ def table_onnx() -> str:
     return "\n".join(lines)
 
 
+def table_serve_load() -> str:
+    """BENCHMARKS.md: `lrcn serve` under concurrent load (scripts/benchmarks/serve_load.py)."""
+    r = load("serve_load")
+    if r is None:
+        return "`serve_load`: not recorded yet (`python scripts/benchmarks/serve_load.py`)."
+    sides = (r["batched"], r["one_per_decode"])
+    rows = [
+        ("requests/s", "requests_per_second", "{:.1f}"),
+        ("p50 latency", "p50_ms", "{:.0f} ms"),
+        ("p99 latency", "p99_ms", "{:.0f} ms"),
+        ("requests (failed)", None, ""),
+        ("requests per decode (mean)", "mean_batch", "{:.2f}"),
+    ]
+    lines = [
+        "| | batched (up to `eval.batch_size` a decode) | one request a decode |",
+        "|---|---|---|",
+    ]
+    for label, key, form in rows:
+        cells = [
+            f"{s['requests']} ({s['failures']})" if key is None else form.format(s[key])
+            for s in sides
+        ]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    lines += [
+        "",
+        f"`{r['command']}`, {r['date']}, commit {r['commit']}: {r['clients']} clients for "
+        f"{r['seconds_each']:g} s against each server (after {r.get('warmup_seconds_each', 0):g} s "
+        f"of the same load, not timed), on {r['cpu']} ({r['cores']} cores, server "
+        f"threads {r['threads']}, load average {r['load_average']} at the start, "
+        f"{r['load_average_end']} at the end), checkpoint `{r['checkpoint']}`. Batched serves "
+        f"**{r['batched_over_one_per_decode']:.2f}x** the requests a second of one request a "
+        f"decode. Every answer was checked against the one-at-a-time caption of its scene "
+        f"(`lrcn caption` with `eval.batch_size=1`; {r['images']} scenes, "
+        f"{r['distinct_captions']} distinct captions).",
+    ]
+    return "\n".join(lines)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "captions": table_captions,
     "video": table_video,
     "quality": table_quality,
     "onnx": table_onnx,
+    "serve_load": table_serve_load,
 }
 DOCS = ("README.md", "BENCHMARKS.md")
 _BLOCK = re.compile(r"(<!-- results:(\w+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
