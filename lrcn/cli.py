@@ -6,7 +6,6 @@ Errors a user can cause print one sentence (no traceback) and exit with status 2
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
@@ -19,21 +18,43 @@ from pathlib import Path
 # loaded 2-core machine); passive waiting costs little when the machine is idle. Must precede torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from lrcn.cli_files import (
+    add_parsers,
+    cmd_compare,
+    cmd_make_example,
+    cmd_prepare,
+    cmd_recipes,
+    cmd_report,
+    cmd_score,
+)
 from lrcn.errors import LrcnError
 
 
-def _predict_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
-    """PATH..., --checkpoint and repeatable --set KEY=VALUE, shared by caption and classify."""
-    p.add_argument("paths", nargs="+")
-    p.add_argument("--checkpoint", required=True)
+def _set_option(p: argparse.ArgumentParser, example: str) -> None:
+    """Repeatable ``--set KEY=VALUE``: a config override in the one form every command that takes
+    overrides accepts (caption and classify, whose positionals are paths, take no other)."""
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=set_example,
+        help=f"a config override, repeatable, e.g. {example}",
     )
+
+
+def _override_arguments(p: argparse.ArgumentParser, example: str) -> None:
+    """Config overrides as ``KEY=VALUE`` positionals or ``--set KEY=VALUE``, one list (`_parse`
+    joins them) applied by one rule (`lrcn.config.apply_overrides`)."""
+    p.add_argument("key_values", nargs="*", metavar="KEY=VALUE", help=f"as --set, e.g. {example}")
+    _set_option(p, example)
+
+
+def _predict_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
+    """PATH..., --checkpoint and repeatable --set KEY=VALUE, shared by caption and classify."""
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--checkpoint", required=True)
+    _set_option(p, set_example)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,7 +65,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    _training_parsers(sub)
+    _checkpoint_parsers(sub)
 
+    p = sub.add_parser(
+        "extract-features", help="fill the feature store with a frozen encoder's features"
+    )
+    p.add_argument(
+        "-c", "--config", required=True, help="YAML config file, or a recipe name (lrcn recipes)"
+    )
+    p.add_argument(
+        "--split", action="append", help="split(s) to extract (default: train, val, test)"
+    )
+    _override_arguments(p, "data.features=stores/shapes")
+
+    add_parsers(sub)  # score, prepare, recipes, make-example, compare, report: no model
+    for command in PLUGIN_COMMANDS:
+        add_plugin_option(sub.choices[command])
+    return parser
+
+
+def _training_parsers(sub: argparse._SubParsersAction) -> None:
+    """train and demo: the commands that train, from a config, into run folders."""
     p = sub.add_parser("train", help="train a model from a config")
     p.add_argument("-c", "--config", help="YAML config file, or a recipe name (lrcn recipes)")
     p.add_argument("--run-dir", help="output folder (default: runs/<config>-<time>)")
@@ -56,104 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not evaluate best.pt on the test split at the end",
     )
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=2")
-
-    p = sub.add_parser("evaluate", help="score a checkpoint on a split")
-    p.add_argument("--checkpoint", required=True, help=".pt file or run folder")
-    p.add_argument("--split", default="test")
-    p.add_argument("--beam-size", type=int)
-    p.add_argument("--out-dir", help="default: <run>/eval")
-    p.add_argument(
-        "overrides", nargs="*", help="key=value overrides of the saved config (eval.*, data.*)"
-    )
-
-    p = sub.add_parser(
-        "caption", help="caption images (or folders of them), videos or frame folders"
-    )
-    _predict_arguments(p, "e.g. eval.batch_size=64 or data.num_workers=4")
-    p.add_argument("--beam-size", type=int)
-    p.add_argument(
-        "--attention",
-        metavar="OUT_DIR",
-        help="attention checkpoints: also save each input's word-by-word attention maps as "
-        "OUT_DIR/<stem>.png",
-    )
-
-    p = sub.add_parser("classify", help="label videos or frame folders with an activity model")
-    _predict_arguments(p, "e.g. data.frame_sampling=clips")
-
-    p = sub.add_parser(
-        "extract-features", help="fill the feature store with a frozen encoder's features"
-    )
-    p.add_argument(
-        "-c", "--config", required=True, help="YAML config file, or a recipe name (lrcn recipes)"
-    )
-    p.add_argument(
-        "--split", action="append", help="split(s) to extract (default: train, val, test)"
-    )
-    p.add_argument("overrides", nargs="*")
-
-    _scoring_and_data_parsers(sub)
-    for command in PLUGIN_COMMANDS:
-        add_plugin_option(sub.choices[command])
-    return parser
-
-
-def _scoring_and_data_parsers(sub: argparse._SubParsersAction) -> None:
-    """score, prepare, recipes, make-example, compare and report: the commands that need no model."""
-    from lrcn.config import DEFAULT_METRICS, TOKENIZERS
-
-    p = sub.add_parser("score", help="coco-caption metrics of a results file")
-    p.add_argument("--annotations", required=True, help="COCO captions JSON (images, annotations)")
-    p.add_argument(
-        "--results", required=True, help='COCO results JSON: [{"image_id": ..., "caption": ...}]'
-    )
-    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
-    p.add_argument("--tokenizer", default="auto", choices=TOKENIZERS)
-    p.add_argument(
-        "--per-item",
-        metavar="OUT.json",
-        help="also write every item's scores (imgToEval as a list)",
-    )
-    p.add_argument(
-        "--bootstrap",
-        type=int,
-        default=1000,
-        metavar="N",
-        help="resamples for the 95%% intervals (<metric>_ci95); 0: none",
-    )
-
-    p = sub.add_parser("prepare", help="turn a dataset's native files into manifests")
-    p.add_argument("dataset")
-    p.add_argument("--root", required=True, help="the dataset's folder")
-    p.add_argument("--out", required=True, help="manifest folder to write")
-    p.add_argument(
-        "options",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="reader options, e.g. split=1 check_files=true",
-    )
-
-    sub.add_parser("recipes", help="list the recipes -c NAME accepts, with their descriptions")
-
-    p = sub.add_parser(
-        "make-example", help="write the worked examples' files (docs/your-own-data.md)"
-    )
-    p.add_argument("kind", choices=("images", "videos"))
-    p.add_argument("--out", required=True, help="folder to write into")
-    p.add_argument("--seed", type=int, default=0)
-
-    p = sub.add_parser(
-        "compare", help="paired test of two evaluations of the same items (intervals, p-values)"
-    )
-    p.add_argument("run_a", nargs="?", help="run folder, eval folder or metrics file")
-    p.add_argument("run_b", nargs="?")
-    p.add_argument("--split", default="test")
-    p.add_argument("--a", dest="runs_a", metavar="RUN,RUN", help="several runs for side A (seeds)")
-    p.add_argument("--b", dest="runs_b", metavar="RUN,RUN", help="several runs for side B")
-    p.add_argument("--resamples", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="default: <A>/eval/compare_<B>_<split>.json")
+    _override_arguments(p, "train.epochs=2")
 
     p = sub.add_parser(
         "demo",
@@ -163,12 +108,32 @@ def _scoring_and_data_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--video", action="store_true", help="video description on moving shapes instead"
     )
-    p.add_argument("overrides", nargs="*", help="key=value overrides for every stage's config")
+    _override_arguments(p, "data.train_size=200 (every stage's config)")
 
-    p = sub.add_parser("report", help="an HTML page of an evaluation: images, captions, scores")
-    p.add_argument("run_dir")
+
+def _checkpoint_parsers(sub: argparse._SubParsersAction) -> None:
+    """evaluate, caption and classify: the commands that load a trained checkpoint."""
+    p = sub.add_parser("evaluate", help="score a checkpoint on a split")
+    p.add_argument("--checkpoint", required=True, help=".pt file or run folder")
     p.add_argument("--split", default="test")
-    p.add_argument("--out", help="default: <run>/eval/<split>_report.html")
+    p.add_argument("--beam-size", type=int)
+    p.add_argument("--out-dir", help="default: <run>/eval")
+    _override_arguments(p, "eval.batch_size=64 (of the saved config)")
+
+    p = sub.add_parser(
+        "caption", help="caption images (or folders of them), videos or frame folders"
+    )
+    _predict_arguments(p, "eval.batch_size=64 or data.num_workers=4")
+    p.add_argument("--beam-size", type=int)
+    p.add_argument(
+        "--attention",
+        metavar="OUT_DIR",
+        help="attention checkpoints: also save each input's word-by-word attention maps as "
+        "OUT_DIR/<stem>.png",
+    )
+
+    p = sub.add_parser("classify", help="label videos or frame folders with an activity model")
+    _predict_arguments(p, "data.frame_sampling=clips")
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -302,115 +267,12 @@ def cmd_extract_features(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_score(args: argparse.Namespace) -> int:
-    """``lrcn score``: coco-caption metrics of a results file, as JSON."""
-    from lrcn.metrics import score_files
-
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    if args.bootstrap < 0:
-        raise LrcnError(f"--bootstrap {args.bootstrap}: pass 0 (no intervals) or more resamples.")
-    result = score_files(
-        args.annotations,
-        args.results,
-        metrics=metrics,
-        tokenizer=args.tokenizer,
-        bootstrap=args.bootstrap,
-        per_item_path=args.per_item,
-    )
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    """``lrcn prepare``: a dataset's native files -> manifests."""
-    from lrcn.config import parse_override
-    from lrcn.data.manifest import CHECKS_FILE, prepare_with_checks
-
-    options = dict(parse_override(o) for o in args.options)
-    counts, checks = prepare_with_checks(args.dataset, args.root, args.out, **options)
-    print(" ".join(f"{split}: {n}" for split, n in counts.items()) + f"  -> {args.out}")
-    if counts.get("val") == 0:
-        print(_empty_val_hint(args.dataset))
-    if checks is not None:
-        print(f"{checks}\n(every file the checks found: {Path(args.out) / CHECKS_FILE})")
-    return 0
-
-
-def _empty_val_hint(dataset: str) -> str:
-    """What an empty val split means for training, and the reader's option that makes one."""
-    import inspect
-
-    from lrcn.data.readers import get_reader
-
-    line = "note: no val split, so training will run without validation or early stopping"
-    if "val_fraction" in inspect.signature(get_reader(dataset)).parameters:
-        line += (
-            "; `val_fraction=0.1` holds out a tenth of the training items as val (groups, such "
-            "as UCF101's gGG actors and scenes, kept together)"
-        )
-    return line + "."
-
-
-def cmd_recipes(args: argparse.Namespace) -> int:
-    """``lrcn recipes``: the recipe names ``-c`` accepts, one line each."""
-    from lrcn.recipes import available_recipes, describe_recipe, recipes_dir
-
-    recipes = available_recipes()
-    if not recipes:
-        raise LrcnError("no recipes found: this lrcn was installed without its configs folder.")
-    width = max(len(name) for name in recipes)
-    for name, path in recipes.items():
-        print(f"{name:<{width}}  {describe_recipe(path)}")
-    print(f"(from {recipes_dir()}; use: lrcn train -c NAME [key=value ...])")
-    return 0
-
-
-def cmd_make_example(args: argparse.Namespace) -> int:
-    """``lrcn make-example``: the worked examples' photos or videos and captions file."""
-    from lrcn.data.examples import make_example
-
-    made = make_example(args.kind, args.out, seed=args.seed)
-    print(f"{made['root']}  {made['captions']}")
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    """``lrcn compare``: A vs B on the same items: differences, intervals, p-values."""
-    from lrcn.compare import compare, format_table
-
-    # positional runs fill the sides that --a / --b leave open, A first
-    positional = [r for r in (args.run_a, args.run_b) if r]
-    sides = []
-    for listed in (args.runs_a, args.runs_b):
-        if listed:
-            sides.append([r for r in listed.split(",") if r])
-        else:
-            sides.append([positional.pop(0)] if positional else [])
-    if positional:
-        raise LrcnError(
-            f"lrcn compare got {positional[0]} besides --a and --b; pass RUN_A RUN_B or --a/--b."
-        )
-    runs_a, runs_b = sides
-    result = compare(runs_a, runs_b, args.split, args.resamples, args.seed, args.out)
-    print(format_table(result))
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """``lrcn demo``: pretrain, extract features, caption; finished stages are reused."""
     from lrcn.demo import run_demo
 
     data = "moving_shapes" if args.video else "shapes"
     run_demo(args.root or ("runs/video" if args.video else "runs/demo"), args.overrides, data=data)
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """``lrcn report``: one self-contained HTML page of an evaluation."""
-    from lrcn.report import write_report
-
-    path = write_report(args.run_dir, split=args.split, out=args.out)
-    print(path)
     return 0
 
 
@@ -487,6 +349,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     if len(verbose) != position:
         parser.parse_args(argv)  # an unknown option before the command: argparse's own error
     args.command, args.verbose = argv[position], bool(verbose)
+    if hasattr(args, "key_values"):  # KEY=VALUE positionals first, then the --set ones
+        args.overrides = [*args.key_values, *args.overrides]
+        del args.key_values
     return args
 
 
