@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lrcn.checkpoint import load_checkpoint
-from lrcn.config import Config, config_from_dict, load_config_over, parse_override
+from lrcn.config import Config, config_from_dict, load_config_over, overridden_keys
 from lrcn.errors import LrcnError
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,13 @@ RESUME_SAFE_KEYS = (
 
 
 def check_resume_overrides(overrides: list[str], run_dir: Path) -> None:
-    """Refuse, naming the key, a change that a resumed run cannot take safely."""
-    for text in overrides:
-        key, _ = parse_override(text)
+    """Refuse, naming the key, a change that a resumed run cannot take safely.
+
+    Overrides follow every command's rule (`lrcn.config.apply_overrides`); a section override is
+    judged key by key, so ``eval={beam_size: 3}`` is taken and ``train={epochs: 4, seed: 1}``
+    refused for ``train.seed``.
+    """
+    for key in overridden_keys(overrides):
         if not any(
             key == safe or (safe.endswith(".") and key.startswith(safe))
             for safe in RESUME_SAFE_KEYS
