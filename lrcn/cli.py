@@ -30,31 +30,18 @@ from lrcn.cli_files import (
 from lrcn.errors import LrcnError
 
 
-def _set_option(p: argparse.ArgumentParser, example: str) -> None:
-    """Repeatable ``--set KEY=VALUE``: a config override in the one form every command that takes
-    overrides accepts (caption and classify, whose positionals are paths, take no other)."""
+def _predict_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
+    """PATH..., --checkpoint and repeatable --set KEY=VALUE, shared by caption and classify."""
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--checkpoint", required=True)
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help=f"a config override, repeatable, e.g. {example}",
+        help=set_example,
     )
-
-
-def _override_arguments(p: argparse.ArgumentParser, example: str) -> None:
-    """Config overrides as ``KEY=VALUE`` positionals or ``--set KEY=VALUE``, one list (`_parse`
-    joins them) applied by one rule (`lrcn.config.apply_overrides`)."""
-    p.add_argument("key_values", nargs="*", metavar="KEY=VALUE", help=f"as --set, e.g. {example}")
-    _set_option(p, example)
-
-
-def _predict_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
-    """PATH..., --checkpoint and repeatable --set KEY=VALUE, shared by caption and classify."""
-    p.add_argument("paths", nargs="+")
-    p.add_argument("--checkpoint", required=True)
-    _set_option(p, set_example)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,22 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _training_parsers(sub)
-    _checkpoint_parsers(sub)
-
-    p = sub.add_parser(
-        "extract-features", help="fill the feature store with a frozen encoder's features"
-    )
-    p.add_argument(
-        "-c", "--config", required=True, help="YAML config file, or a recipe name (lrcn recipes)"
-    )
-    p.add_argument(
-        "--split", action="append", help="split(s) to extract (default: train, val, test)"
-    )
-    _override_arguments(p, "data.features=stores/shapes")
-
+    _model_parsers(sub)
     add_parsers(sub)  # score, prepare, recipes, make-example, compare, report: no model
     for command in PLUGIN_COMMANDS:
         add_plugin_option(sub.choices[command])
+    for command_parser in sub.choices.values():
+        _add_set_option(command_parser)
     return parser
 
 
@@ -98,7 +75,7 @@ def _training_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not evaluate best.pt on the test split at the end",
     )
-    _override_arguments(p, "train.epochs=2")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=2")
 
     p = sub.add_parser(
         "demo",
@@ -108,22 +85,25 @@ def _training_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--video", action="store_true", help="video description on moving shapes instead"
     )
-    _override_arguments(p, "data.train_size=200 (every stage's config)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides for every stage's config")
 
 
-def _checkpoint_parsers(sub: argparse._SubParsersAction) -> None:
-    """evaluate, caption and classify: the commands that load a trained checkpoint."""
+def _model_parsers(sub: argparse._SubParsersAction) -> None:
+    """evaluate, caption, classify and extract-features: the commands that run a model without
+    training it."""
     p = sub.add_parser("evaluate", help="score a checkpoint on a split")
     p.add_argument("--checkpoint", required=True, help=".pt file or run folder")
     p.add_argument("--split", default="test")
     p.add_argument("--beam-size", type=int)
     p.add_argument("--out-dir", help="default: <run>/eval")
-    _override_arguments(p, "eval.batch_size=64 (of the saved config)")
+    p.add_argument(
+        "overrides", nargs="*", help="key=value overrides of the saved config (eval.*, data.*)"
+    )
 
     p = sub.add_parser(
         "caption", help="caption images (or folders of them), videos or frame folders"
     )
-    _predict_arguments(p, "eval.batch_size=64 or data.num_workers=4")
+    _predict_arguments(p, "e.g. eval.batch_size=64 or data.num_workers=4")
     p.add_argument("--beam-size", type=int)
     p.add_argument(
         "--attention",
@@ -133,7 +113,33 @@ def _checkpoint_parsers(sub: argparse._SubParsersAction) -> None:
     )
 
     p = sub.add_parser("classify", help="label videos or frame folders with an activity model")
-    _predict_arguments(p, "data.frame_sampling=clips")
+    _predict_arguments(p, "e.g. data.frame_sampling=clips")
+
+    p = sub.add_parser(
+        "extract-features", help="fill the feature store with a frozen encoder's features"
+    )
+    p.add_argument(
+        "-c", "--config", required=True, help="YAML config file, or a recipe name (lrcn recipes)"
+    )
+    p.add_argument(
+        "--split", action="append", help="split(s) to extract (default: train, val, test)"
+    )
+    p.add_argument("overrides", nargs="*")
+
+
+def _add_set_option(p: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE`` beside a command's ``KEY=VALUE`` positionals, the form caption and
+    classify take (their positionals are paths): every command takes overrides the same way, and
+    `_parse` joins the two lists for one rule (`lrcn.config.apply_overrides`)."""
+    if any(a.dest == "overrides" and not a.option_strings for a in p._actions):
+        p.add_argument(
+            "--set",
+            dest="set_overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a config override, as a KEY=VALUE positional (repeatable)",
+        )
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -349,9 +355,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     if len(verbose) != position:
         parser.parse_args(argv)  # an unknown option before the command: argparse's own error
     args.command, args.verbose = argv[position], bool(verbose)
-    if hasattr(args, "key_values"):  # KEY=VALUE positionals first, then the --set ones
-        args.overrides = [*args.key_values, *args.overrides]
-        del args.key_values
+    if hasattr(args, "set_overrides"):  # KEY=VALUE positionals first, then the --set ones
+        args.overrides = [*args.overrides, *args.set_overrides]
+        del args.set_overrides
     return args
 
 
