@@ -375,7 +375,7 @@ def load_config_over(cfg: Config, overrides: Sequence[str]) -> Config:
             raise LrcnError(
                 f"`{key}` cannot change from {shown(before)} to {shown(after)} over a trained "
                 f"model's config: its weights were trained with {shown(before)} and fit no other "
-                f"value; drop the override, or train a new run with `-c CONFIG {key}={after}`."
+                f"value; drop the override, or train a new run with it (`-c CONFIG {key}=...`)."
             )
     _validate(cfg, "overrides")
     return cfg
