@@ -6,7 +6,6 @@ Errors a user can cause print one sentence (no traceback) and exit with status 2
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
@@ -19,6 +18,15 @@ from pathlib import Path
 # loaded 2-core machine); passive waiting costs little when the machine is idle. Must precede torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from lrcn.cli_files import (
+    add_parsers,
+    cmd_compare,
+    cmd_make_example,
+    cmd_prepare,
+    cmd_recipes,
+    cmd_report,
+    cmd_score,
+)
 from lrcn.errors import LrcnError
 
 
@@ -44,7 +52,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    _training_parsers(sub)
+    _model_parsers(sub)
+    add_parsers(sub)  # score, prepare, recipes, make-example, compare, report: no model
+    for command in PLUGIN_COMMANDS:
+        add_plugin_option(sub.choices[command])
+    for command_parser in sub.choices.values():
+        _add_set_option(command_parser)
+    return parser
 
+
+def _training_parsers(sub: argparse._SubParsersAction) -> None:
+    """train and demo: the commands that train, from a config, into run folders."""
     p = sub.add_parser("train", help="train a model from a config")
     p.add_argument("-c", "--config", help="YAML config file, or a recipe name (lrcn recipes)")
     p.add_argument("--run-dir", help="output folder (default: runs/<config>-<time>)")
@@ -58,6 +77,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=2")
 
+    p = sub.add_parser(
+        "demo",
+        help="Show and Tell in two stages on the shapes data (make demo); reuses finished stages",
+    )
+    p.add_argument("--root", help="folder of the stages' folders (default runs/demo, runs/video)")
+    p.add_argument(
+        "--video", action="store_true", help="video description on moving shapes instead"
+    )
+    p.add_argument("overrides", nargs="*", help="key=value overrides for every stage's config")
+
+
+def _model_parsers(sub: argparse._SubParsersAction) -> None:
+    """evaluate, caption, classify and extract-features: the commands that run a model without
+    training it."""
     p = sub.add_parser("evaluate", help="score a checkpoint on a split")
     p.add_argument("--checkpoint", required=True, help=".pt file, run folder or model folder")
     p.add_argument("--split", default="test")
@@ -103,82 +136,21 @@ def _parser() -> argparse.ArgumentParser:
     add_serve_arguments(
         sub.add_parser("serve", help="a web page and POST /caption for a captioner")
     )
-    _scoring_and_data_parsers(sub)
-    for command in PLUGIN_COMMANDS:
-        add_plugin_option(sub.choices[command])
-    return parser
 
 
-def _scoring_and_data_parsers(sub: argparse._SubParsersAction) -> None:
-    """score, prepare, recipes, make-example, compare and report: the commands that need no model."""
-    from lrcn.config import DEFAULT_METRICS, TOKENIZERS
-
-    p = sub.add_parser("score", help="coco-caption metrics of a results file")
-    p.add_argument("--annotations", required=True, help="COCO captions JSON (images, annotations)")
-    p.add_argument(
-        "--results", required=True, help='COCO results JSON: [{"image_id": ..., "caption": ...}]'
-    )
-    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS))
-    p.add_argument("--tokenizer", default="auto", choices=TOKENIZERS)
-    p.add_argument(
-        "--per-item",
-        metavar="OUT.json",
-        help="also write every item's scores (imgToEval as a list)",
-    )
-    p.add_argument(
-        "--bootstrap",
-        type=int,
-        default=1000,
-        metavar="N",
-        help="resamples for the 95%% intervals (<metric>_ci95); 0: none",
-    )
-
-    p = sub.add_parser("prepare", help="turn a dataset's native files into manifests")
-    p.add_argument("dataset")
-    p.add_argument("--root", required=True, help="the dataset's folder")
-    p.add_argument("--out", required=True, help="manifest folder to write")
-    p.add_argument(
-        "options",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="reader options, e.g. split=1 check_files=true",
-    )
-
-    sub.add_parser("recipes", help="list the recipes -c NAME accepts, with their descriptions")
-
-    p = sub.add_parser(
-        "make-example", help="write the worked examples' files (docs/your-own-data.md)"
-    )
-    p.add_argument("kind", choices=("images", "videos"))
-    p.add_argument("--out", required=True, help="folder to write into")
-    p.add_argument("--seed", type=int, default=0)
-
-    p = sub.add_parser(
-        "compare", help="paired test of two evaluations of the same items (intervals, p-values)"
-    )
-    p.add_argument("run_a", nargs="?", help="run folder, eval folder or metrics file")
-    p.add_argument("run_b", nargs="?")
-    p.add_argument("--split", default="test")
-    p.add_argument("--a", dest="runs_a", metavar="RUN,RUN", help="several runs for side A (seeds)")
-    p.add_argument("--b", dest="runs_b", metavar="RUN,RUN", help="several runs for side B")
-    p.add_argument("--resamples", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="default: <A>/eval/compare_<B>_<split>.json")
-
-    p = sub.add_parser(
-        "demo",
-        help="Show and Tell in two stages on the shapes data (make demo); reuses finished stages",
-    )
-    p.add_argument("--root", help="folder of the stages' folders (default runs/demo, runs/video)")
-    p.add_argument(
-        "--video", action="store_true", help="video description on moving shapes instead"
-    )
-    p.add_argument("overrides", nargs="*", help="key=value overrides for every stage's config")
-
-    p = sub.add_parser("report", help="an HTML page of an evaluation: images, captions, scores")
-    p.add_argument("run_dir")
-    p.add_argument("--split", default="test")
-    p.add_argument("--out", help="default: <run>/eval/<split>_report.html")
+def _add_set_option(p: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE`` beside a command's ``KEY=VALUE`` positionals, the form caption and
+    classify take (their positionals are paths): every command takes overrides the same way, and
+    `_parse` joins the two lists for one rule (`lrcn.config.apply_overrides`)."""
+    if any(a.dest == "overrides" and not a.option_strings for a in p._actions):
+        p.add_argument(
+            "--set",
+            dest="set_overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a config override, as a KEY=VALUE positional (repeatable)",
+        )
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -321,115 +293,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_score(args: argparse.Namespace) -> int:
-    """``lrcn score``: coco-caption metrics of a results file, as JSON."""
-    from lrcn.metrics import score_files
-
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    if args.bootstrap < 0:
-        raise LrcnError(f"--bootstrap {args.bootstrap}: pass 0 (no intervals) or more resamples.")
-    result = score_files(
-        args.annotations,
-        args.results,
-        metrics=metrics,
-        tokenizer=args.tokenizer,
-        bootstrap=args.bootstrap,
-        per_item_path=args.per_item,
-    )
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    """``lrcn prepare``: a dataset's native files -> manifests."""
-    from lrcn.config import parse_override
-    from lrcn.data.manifest import CHECKS_FILE, prepare_with_checks
-
-    options = dict(parse_override(o) for o in args.options)
-    counts, checks = prepare_with_checks(args.dataset, args.root, args.out, **options)
-    print(" ".join(f"{split}: {n}" for split, n in counts.items()) + f"  -> {args.out}")
-    if counts.get("val") == 0:
-        print(_empty_val_hint(args.dataset))
-    if checks is not None:
-        print(f"{checks}\n(every file the checks found: {Path(args.out) / CHECKS_FILE})")
-    return 0
-
-
-def _empty_val_hint(dataset: str) -> str:
-    """What an empty val split means for training, and the reader's option that makes one."""
-    import inspect
-
-    from lrcn.data.readers import get_reader
-
-    line = "note: no val split, so training will run without validation or early stopping"
-    if "val_fraction" in inspect.signature(get_reader(dataset)).parameters:
-        line += (
-            "; `val_fraction=0.1` holds out a tenth of the training items as val (groups, such "
-            "as UCF101's gGG actors and scenes, kept together)"
-        )
-    return line + "."
-
-
-def cmd_recipes(args: argparse.Namespace) -> int:
-    """``lrcn recipes``: the recipe names ``-c`` accepts, one line each."""
-    from lrcn.recipes import available_recipes, describe_recipe, recipes_dir
-
-    recipes = available_recipes()
-    if not recipes:
-        raise LrcnError("no recipes found: this lrcn was installed without its configs folder.")
-    width = max(len(name) for name in recipes)
-    for name, path in recipes.items():
-        print(f"{name:<{width}}  {describe_recipe(path)}")
-    print(f"(from {recipes_dir()}; use: lrcn train -c NAME [key=value ...])")
-    return 0
-
-
-def cmd_make_example(args: argparse.Namespace) -> int:
-    """``lrcn make-example``: the worked examples' photos or videos and captions file."""
-    from lrcn.data.examples import make_example
-
-    made = make_example(args.kind, args.out, seed=args.seed)
-    print(f"{made['root']}  {made['captions']}")
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    """``lrcn compare``: A vs B on the same items: differences, intervals, p-values."""
-    from lrcn.compare import compare, format_table
-
-    # positional runs fill the sides that --a / --b leave open, A first
-    positional = [r for r in (args.run_a, args.run_b) if r]
-    sides = []
-    for listed in (args.runs_a, args.runs_b):
-        if listed:
-            sides.append([r for r in listed.split(",") if r])
-        else:
-            sides.append([positional.pop(0)] if positional else [])
-    if positional:
-        raise LrcnError(
-            f"lrcn compare got {positional[0]} besides --a and --b; pass RUN_A RUN_B or --a/--b."
-        )
-    runs_a, runs_b = sides
-    result = compare(runs_a, runs_b, args.split, args.resamples, args.seed, args.out)
-    print(format_table(result))
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """``lrcn demo``: pretrain, extract features, caption; finished stages are reused."""
     from lrcn.demo import run_demo
 
     data = "moving_shapes" if args.video else "shapes"
     run_demo(args.root or ("runs/video" if args.video else "runs/demo"), args.overrides, data=data)
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """``lrcn report``: one self-contained HTML page of an evaluation."""
-    from lrcn.report import write_report
-
-    path = write_report(args.run_dir, split=args.split, out=args.out)
-    print(path)
     return 0
 
 
@@ -518,6 +387,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     if len(verbose) != position:
         parser.parse_args(argv)  # an unknown option before the command: argparse's own error
     args.command, args.verbose = argv[position], bool(verbose)
+    if hasattr(args, "set_overrides"):  # KEY=VALUE positionals first, then the --set ones
+        args.overrides = [*args.overrides, *args.set_overrides]
+        del args.set_overrides
     return args
 
 

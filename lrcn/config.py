@@ -7,15 +7,21 @@ typo never silently does nothing.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lrcn.config_ranges import NEEDED_SPLITS, RANGES, Range  # noqa: F401  (Range: re-exported)
+from lrcn.config_ranges import (  # noqa: F401  (Range: re-exported)
+    NEEDED_SPLITS,
+    RANGES,
+    WEIGHT_KEYS,
+    Range,
+)
+from lrcn.config_values import coerce_value
 from lrcn.config_yaml import (
     SHOWN_CHARACTERS,
     Refused,
@@ -199,77 +205,6 @@ def _valid_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
-def coerce_value(value: Any, annotation: Any, key: str, source: str) -> Any:
-    """Check ``value`` against a type annotation (a config field's, or a reader option's).
-
-    Ints are accepted for floats; a comma-separated string for a list. Raises ``LrcnError``
-    naming ``key`` and ``source`` when the value does not fit.
-    """
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return coerce_value(value, inner[0], key, source)
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            if not isinstance(value, str):
-                _type_error(value, "a list", key, source)
-            value = [v.strip() for v in value.split(",") if v.strip()]  # "bleu,cider"
-        return [coerce_value(v, args[0], key, source) for v in value]
-    scalar = _SCALARS.get(annotation)
-    if scalar is None:
-        return value
-    expected, convert = scalar
-    converted = convert(value)
-    if converted is None:
-        _type_error(value, expected, key, source)
-    return converted
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _to_bool(value: Any) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-def _to_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _to_float(value: Any) -> float | None:
-    if _number(value):
-        return float(value)
-    if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
-def _to_str(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    return str(value) if _number(value) else None
-
-
-# annotation -> (what the error says it must be, converter returning None when it cannot)
-_SCALARS: dict[Any, tuple[str, Any]] = {
-    bool: ("true or false", _to_bool),
-    int: ("an integer", _to_int),
-    float: ("a number", _to_float),
-    str: ("a string", _to_str),
-}
-
-
-def _type_error(value: Any, expected: str, key: str, source: str) -> typing.NoReturn:
-    raise LrcnError(f"{source}: `{key}` must be {expected}, got {shown(value)}; fix the value.")
-
-
 def _apply(obj: Any, data: dict[str, Any], source: str, prefix: str = "") -> None:
     if not isinstance(data, dict):
         raise LrcnError(f"{source}: `{prefix.rstrip('.') or 'top level'}` must be a mapping.")
@@ -389,12 +324,13 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Config:
     return cfg
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config and apply dotted overrides.
+def load_config(path: str | Path | None, overrides: Sequence[str] | None = None) -> Config:
+    """Load a YAML config and apply dotted overrides (`apply_overrides`: the rule every command's
+    ``--set`` follows).
 
     Args:
         path: YAML file, a recipe name (``shapes``: see `lrcn.recipes`), or None for the defaults.
-        overrides: ``["train.epochs=2", "data.image_size=32"]``.
+        overrides: ``["train.epochs=2", "data.image_size=32", "eval={beam_size: 3}"]``.
 
     Raises:
         LrcnError: missing file, bad YAML, unknown key (the message lists the valid keys), wrong type.
@@ -418,33 +354,82 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             ) from None
         data = load_yaml(text, str(path)) or {}
         _apply(cfg, data, source)
-    valid_keys = _valid_keys(Config)
-    for text in overrides or []:
-        key, value = parse_override(text)
-        if key not in valid_keys and not any(k.startswith(key + ".") for k in valid_keys):
-            raise LrcnError(
-                f"{_override_source(text)}: unknown config key {shown_name(key)}; valid keys "
-                f"are: {', '.join(valid_keys)}."
-            )
-        _apply(cfg, _nest(key, value), _override_source(text))
+    apply_overrides(cfg, overrides or [])
     _validate(cfg, source)
     return cfg
 
 
-def load_config_over(cfg: Config, overrides: list[str]) -> Config:
-    """Apply dotted overrides to an existing config (e.g. one saved in a checkpoint)."""
-    cfg = config_from_dict(cfg.to_dict())
-    valid_keys = _valid_keys(Config)
-    for text in overrides:
-        key, value = parse_override(text)
-        if key not in valid_keys:
+def load_config_over(cfg: Config, overrides: Sequence[str]) -> Config:
+    """Apply dotted overrides to a trained model's saved config by the same rule as `load_config`;
+    ``cfg`` itself is left unchanged.
+
+    Raises:
+        LrcnError: what `apply_overrides` refuses, or a change of one of `WEIGHT_KEYS` (the
+            model's weights fit only the value they were trained with), naming the key.
+    """
+    saved, cfg = cfg, config_from_dict(cfg.to_dict())
+    apply_overrides(cfg, overrides)
+    for key in WEIGHT_KEYS:
+        before, after = _value(saved, key), _value(cfg, key)
+        if before != after:
             raise LrcnError(
-                f"{_override_source(text)}: unknown config key {shown_name(key)}; valid keys "
-                f"are: {', '.join(valid_keys)}."
+                f"`{key}` cannot change from {shown(before)} to {shown(after)} over a trained "
+                f"model's config: its weights were trained with {shown(before)} and fit no other "
+                f"value; drop the override, or train a new run with it (`-c CONFIG {key}=...`)."
             )
-        _apply(cfg, _nest(key, value), _override_source(text))
     _validate(cfg, "overrides")
     return cfg
+
+
+def _checked_override(text: str, valid_keys: list[str]) -> tuple[str, dict[str, Any]]:
+    """(the override's name for messages, its nested data); an unknown key is refused."""
+    key, value = parse_override(text)
+    if key not in valid_keys and not any(k.startswith(key + ".") for k in valid_keys):
+        raise LrcnError(
+            f"{_override_source(text)}: unknown config key {shown_name(key)}; valid keys "
+            f"are: {', '.join(valid_keys)}."
+        )
+    return _override_source(text), _nest(key, value)
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """The one override rule of every command (train, evaluate, caption, classify,
+    extract-features, demo, ``train --resume``): each ``key=value`` sets one key
+    (``train.epochs=2``) or, with a mapping, part of a section (``eval={beam_size: 3}``); an
+    unknown key or a value of the wrong type is refused naming the override. Later overrides win.
+    ``cfg`` is changed in place and returned; ranges are checked by the caller, on the whole
+    config (`load_config`, `load_config_over`).
+    """
+    valid_keys = _valid_keys(Config)
+    for text in overrides:
+        source, data = _checked_override(text, valid_keys)
+        _apply(cfg, data, source)
+    return cfg
+
+
+def overridden_keys(overrides: Sequence[str]) -> list[str]:
+    """The dotted keys ``overrides`` set, a section override by each key of its mapping
+    (``eval={beam_size: 3}`` -> ``eval.beam_size``), so a command that must keep some keys
+    (``train --resume``) judges a section override as it judges the keys one by one. Refuses what
+    `apply_overrides` refuses."""
+    valid_keys = _valid_keys(Config)
+    keys: list[str] = []
+    for text in overrides:
+        source, data = _checked_override(text, valid_keys)
+        _apply(Config(), data, source)  # the same refusals (unknown key, type) as applying it
+        keys += _leaf_keys(data)
+    return keys
+
+
+def _leaf_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
+    # a dict value is always a section: no config field holds a mapping
+    out = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out += _leaf_keys(value, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}")
+    return out
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -1,11 +1,12 @@
-"""The valid values of the config's numeric keys (`RANGES`), checked by `lrcn.config`."""
+"""The valid values of the config's numeric keys (`RANGES`), and the keys a trained model's
+config cannot change (`WEIGHT_KEYS`), checked by `lrcn.config`."""
 
 from __future__ import annotations
 
 import math
 import typing
 
-__all__ = ["NEEDED_SPLITS", "RANGES", "Range"]
+__all__ = ["NEEDED_SPLITS", "RANGES", "WEIGHT_KEYS", "Range"]
 
 
 class Range(typing.NamedTuple):
@@ -106,3 +107,26 @@ NEEDED_SPLITS = {
     "data.train_size": "there is nothing to train on",
     "data.val_size": "fit validates after every epoch to choose best.pt",
 }
+
+# The keys that decide which parameters a model has and their shapes (lrcn.build): a checkpoint's
+# weights fit only the values they were trained with, so an override of a saved config (evaluate,
+# caption, classify, train --resume) that changes one is refused naming it, not left to fail as a
+# list of mismatched tensors. (encoder.grid_size pools without parameters: it may change.)
+WEIGHT_KEYS = (
+    "task",
+    "encoder.name",
+    "encoder.feature_dim",
+    "encoder.grid_before_pool",
+    "encoder.temporal",
+    "encoder.temporal_hidden_dim",
+    "decoder.variant",
+    "decoder.embed_dim",
+    "decoder.hidden_dim",
+    "decoder.num_layers",
+    "decoder.attention_dim",
+    "decoder.attention_gate",
+    "classifier.hidden_dim",
+    "classifier.num_layers",
+    "classifier.num_outputs",
+    "classifier.single_bias",
+)

@@ -91,10 +91,10 @@ def evaluate_captions(
     )
     if not hyps:
         raise LrcnError(f"split `{split}` has no readable items; check the data paths.")
-    evaluation = evaluate_items(refs, hyps, cfg.eval.metrics, cfg.eval.tokenizer)
+    evaluation = evaluate_items(refs, hyps, metrics=cfg.eval.metrics, tokenizer=cfg.eval.tokenizer)
     metrics: dict[str, Any] = evaluation.results(cfg.eval.bootstrap)
     if cfg.eval.reference_points:
-        metrics.update(reference_points(hyps, refs, cfg, payload.get("baseline_caption") or ""))
+        metrics.update(reference_points(refs, hyps, cfg, payload.get("baseline_caption") or ""))
     metrics.update(source.task_metrics(hyps))  # e.g. scene_accuracy, motion_accuracy
     metrics.update(split=split, items=len(hyps), beam_size=cfg.eval.beam_size, skipped=skipped)
     # what `lrcn compare` checks before pairing two evaluations item by item
@@ -104,7 +104,7 @@ def evaluate_captions(
         "bootstrap": cfg.eval.bootstrap,
         "per_item": f"{split}_per_item.json",
     }
-    metrics["caption_statistics"] = caption_statistics(hyps, refs, _training_captions(cfg))
+    metrics["caption_statistics"] = caption_statistics(refs, hyps, training=_training_captions(cfg))
     results = [{"image_id": _coco_id(k), "caption": v} for k, v in hyps.items()]
     files = {
         f"{split}_per_item.json": json_writer(per_item_records(evaluation, hyps)),
@@ -129,7 +129,7 @@ def _training_captions(cfg: Config) -> list[str] | None:
 
 
 def reference_points(
-    hyps: dict[str, str], refs: dict[str, list[str]], cfg: Config, baseline: str
+    refs: dict[str, list[str]], hyps: dict[str, str], cfg: Config, baseline: str
 ) -> dict[str, Any]:
     """``reference_loo_*`` (each reference against the others) and ``baseline_*`` (the most
     frequent training caption for every item)."""
@@ -142,7 +142,9 @@ def reference_points(
     )
     points: dict[str, Any] = {k: v for k, v in loo.items() if k.startswith("reference_loo_")}
     if baseline:
-        fixed = score_captions({k: baseline for k in hyps}, refs, loo_metrics, cfg.eval.tokenizer)
+        fixed = score_captions(
+            refs, {k: baseline for k in hyps}, metrics=loo_metrics, tokenizer=cfg.eval.tokenizer
+        )
         points.update({f"baseline_{k}": v for k, v in fixed.items() if isinstance(v, float)})
         points["baseline_caption"] = baseline
     return points

@@ -28,7 +28,11 @@ def coco_evaluation():
         pytest.skip("../shared/data/coco (reference data) is absent")
     refs = metrics.load_coco_references(COCO_ANNOTATIONS)
     hyps = metrics.load_coco_results(COCO_RESULTS)
-    return refs, hyps, evaluate_items(refs, hyps, ["bleu", "rouge", "cider"], "python")
+    return (
+        refs,
+        hyps,
+        evaluate_items(refs, hyps, metrics=["bleu", "rouge", "cider"], tokenizer="python"),
+    )
 
 
 @pytest.mark.slow
@@ -41,7 +45,7 @@ def test_per_item_scores_equal_cocoevalcaps_img_to_eval():
     # the Java tokenizer with every metric; the Python one (no METEOR: one JVM less)
     for tokenizer, keys in (("ptb", COCO_KEYS), ("python", COCO_KEYS[:4] + COCO_KEYS[5:])):
         names = ["bleu", "rouge", "cider"] + (["meteor"] if "METEOR" in keys else [])
-        ours = metrics.per_item_scores(refs, hyps, tokenizer, names)
+        ours = metrics.per_item_scores(refs, hyps, tokenizer=tokenizer, metrics=names)
         assert set(ours) == set(img_to_eval)
         expected = img_to_eval
         worst = {key: max(abs(ours[i][key] - expected[i][key]) for i in ours) for key in keys}
@@ -70,12 +74,12 @@ def test_bootstrap_is_reproducible_and_holds_the_full_set_value(coco_evaluation)
 
 def test_score_prints_intervals_beside_plain_numbers(coco_evaluation):
     refs, hyps, _ = coco_evaluation
-    result = metrics.score(refs, hyps, ["bleu", "cider"], "python", bootstrap=200)
+    result = metrics.score(refs, hyps, metrics=["bleu", "cider"], tokenizer="python", bootstrap=200)
     assert isinstance(result["Bleu_4"], float)
     low, high = result["Bleu_4_ci95"]
     assert low < result["Bleu_4"] < high
     assert "CIDEr_ci95" in result
-    assert "Bleu_4_ci95" not in metrics.score(refs, hyps, ["bleu"], "python")
+    assert "Bleu_4_ci95" not in metrics.score(refs, hyps, metrics=["bleu"], tokenizer="python")
 
 
 def test_per_item_file_round_trip(coco_evaluation, tmp_path):
@@ -138,7 +142,7 @@ def test_caption_statistics_on_hand_made_captions():
     training = ["A dog runs.", "a cat sleeps", "Two birds fly"]
     hyps = {1: "a dog runs", 2: "a dog runs", 3: "a red cat", 4: "a cat sleeps"}
     refs = {1: ["a dog is running"], 2: ["the dog"], 3: ["a cat"], 4: ["a cat is sleeping"]}
-    stats = caption_statistics(hyps, refs, training)
+    stats = caption_statistics(refs, hyps, training=training)
     assert (
         stats["copied_from_train"] == 0.75
     )  # "a dog runs" twice (after normalising), "a cat sleeps"
@@ -150,7 +154,7 @@ def test_caption_statistics_on_hand_made_captions():
     assert stats["distinct_2"] == 6 / 8
     assert stats["mean_length"] == 3.0
     assert stats["reference_mean_length"] == (4 + 2 + 2 + 4) / 4
-    assert "copied_from_train" not in caption_statistics(hyps, refs)
+    assert "copied_from_train" not in caption_statistics(refs, hyps)
 
 
 @pytest.mark.parametrize("content", ["{}", "[]", '[{"image_id": 1, "Bleu_4": "x"}]', "not json"])
@@ -169,7 +173,7 @@ def test_meteor_is_resampled_through_its_statistics_not_as_a_mean(tmp_path):
     segment scores: an interval built from the mean need not even hold the corpus value."""
     refs = metrics.load_coco_references(COCO_ANNOTATIONS)
     hyps = metrics.load_coco_results(COCO_RESULTS)
-    evaluation = evaluate_items(refs, hyps, ["meteor"], "python")
+    evaluation = evaluate_items(refs, hyps, metrics=["meteor"], tokenizer="python")
     corpus = evaluation.corpus["METEOR"]
     assert abs(evaluation.per_item["METEOR"].mean() - corpus) > 1e-3  # the two differ here
     scores = evaluation.item_scores()
@@ -191,7 +195,9 @@ def test_one_item_gets_no_interval_but_a_note_saying_why(
     from lrcn.cli import _print_metrics
 
     refs = {"a": ["a red square on the left"], "b": ["a blue circle in the middle"]}
-    one = metrics.score(refs, {"a": "a red square"}, ["bleu", "cider"], "python", bootstrap=100)
+    one = metrics.score(
+        refs, {"a": "a red square"}, metrics=["bleu", "cider"], tokenizer="python", bootstrap=100
+    )
     assert not [key for key in one if key.endswith("_ci95")]
     assert one["bootstrap_note"] == (
         "no 95% intervals: the bootstrap resamples items and needs at least 2, this evaluation "
@@ -200,9 +206,11 @@ def test_one_item_gets_no_interval_but_a_note_saying_why(
     _print_metrics(one)
     assert capsys.readouterr().out.rstrip().endswith(f"({one['bootstrap_note']})")
     hyps = {"a": "a red square", "b": "a blue circle"}
-    two = metrics.score(refs, hyps, ["bleu", "cider"], "python", bootstrap=100)
+    two = metrics.score(refs, hyps, metrics=["bleu", "cider"], tokenizer="python", bootstrap=100)
     assert "Bleu_1_ci95" in two and "bootstrap_note" not in two
-    assert "bootstrap_note" not in metrics.score(refs, {"a": "a red"}, ["bleu"], "python")
+    assert "bootstrap_note" not in metrics.score(
+        refs, {"a": "a red"}, metrics=["bleu"], tokenizer="python"
+    )
     from lrcn.report.page import _metric_table
 
     assert "no 95% intervals: the bootstrap resamples items" in _metric_table(one)

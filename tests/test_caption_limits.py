@@ -73,7 +73,7 @@ def test_a_large_item_holds_out_a_seeded_sample_each_against_all_its_others(monk
 
     def counting(gts, res, metrics):
         scored.append(sum(len(others) for others in gts.values()))
-        return score_tokens(gts, res, metrics)
+        return score_tokens(gts, res, metrics=metrics)
 
     monkeypatch.setattr(reference, "score_tokens", counting)
     out = leave_one_out_scores(refs, ["bleu"], "none")
@@ -125,10 +125,10 @@ def test_evaluate_passes_the_configured_cap_and_its_default_is_the_functions() -
     refs = {"big": [f"one more caption {i}" for i in range(30)], "b": ["a b c", "a b d"]}
     hyps = {k: v[0] for k, v in refs.items()}
     cfg = load_config(None, ["eval.metrics=bleu", "eval.tokenizer=python"])
-    points = _reference_points(hyps, refs, cfg, "")
+    points = _reference_points(refs, hyps, cfg, "")
     assert points["reference_loo_pairs"] == 2 + MAX_HELD_OUT and points["reference_loo_sampled"]
     cfg = load_config(None, ["eval.metrics=bleu", "eval.reference_loo_max_held_out=0"])
-    points = _reference_points(hyps, refs, cfg, "")
+    points = _reference_points(refs, hyps, cfg, "")
     assert points["reference_loo_pairs"] == 32 and "reference_loo_sampled" not in points
 
 

@@ -110,14 +110,16 @@ def _coco_scorers(refs: dict, hyps: dict) -> dict:
 
 def test_bleu_hand_computed_coco_conventions():
     refs = {"x": ["a b c e"]}
-    result = metrics.score(refs, {"x": "a b c d"}, ["bleu"], tokenizer="none")
+    result = metrics.score(refs, {"x": "a b c d"}, metrics=["bleu"], tokenizer="none")
     # unigram 3/4, bigram 2/3, trigram 1/2, 4-gram 0/1; equal lengths, no brevity penalty
     assert result["Bleu_1"] == pytest.approx(0.75, abs=1e-9)
     assert result["Bleu_2"] == pytest.approx(math.sqrt(0.75 * 2 / 3), abs=1e-9)
     assert result["Bleu_3"] == pytest.approx((0.75 * 2 / 3 * 0.5) ** (1 / 3), abs=1e-9)
     assert result["Bleu_4"] < 1e-3  # coco-caption's tiny epsilon, not exactly 0
 
-    short = metrics.score({"x": ["a b c d", "a b c d e f"]}, {"x": "a b"}, ["bleu"], "none")
+    short = metrics.score(
+        {"x": ["a b c d", "a b c d e f"]}, {"x": "a b"}, metrics=["bleu"], tokenizer="none"
+    )
     # closest reference has 4 tokens: brevity penalty exp(1 - 4/2)
     assert short["Bleu_1"] == pytest.approx(math.exp(-1), abs=1e-9)
     assert short["Bleu_2"] == pytest.approx(math.exp(-1), abs=1e-9)
@@ -162,10 +164,10 @@ def test_bleu_rouge_cider_equal_pycocoevalcap_on_same_tokens():
         wordless = [k for k, item in refs.items() if not any(r.split() for r in item)]
         if wordless:  # coco-caption scores such an item silently; lrcn names it (defect 10)
             with pytest.raises(LrcnError, match=f"key {wordless[0]!r} is empty"):
-                metrics.score(refs, hyps, ["bleu"], tokenizer="none")
+                metrics.score(refs, hyps, metrics=["bleu"], tokenizer="none")
             refs = {k: [*item, "w0"] if k in wordless else item for k, item in refs.items()}
         expected = _coco_scorers(refs, hyps)
-        ours = metrics.score(refs, hyps, ["bleu", "rouge", "cider"], tokenizer="none")
+        ours = metrics.score(refs, hyps, metrics=["bleu", "rouge", "cider"], tokenizer="none")
         per_item = metrics.per_item_scores(refs, hyps, tokenizer="none")
         for key in (*metrics.BLEU_KEYS, "ROUGE_L"):
             assert ours[key] == pytest.approx(expected[key], abs=1e-9), key
@@ -198,7 +200,7 @@ def test_rouge_lcs_matches_dynamic_programming():
 @needs_nlg_data
 def test_nlg_eval_published_scores_without_java():
     refs, hyps = _nlg_eval_inputs()
-    result = metrics.score(refs, hyps, ["bleu", "rouge", "cider"], tokenizer="none")
+    result = metrics.score(refs, hyps, metrics=["bleu", "rouge", "cider"], tokenizer="none")
     assert result["tokenizer"] == "none"
     for key in (*metrics.BLEU_KEYS, "ROUGE_L", "CIDEr"):
         assert round(result[key], 6) == NLG_EVAL_PUBLISHED[key], key
@@ -306,13 +308,15 @@ def test_tokenizer_choice(monkeypatch):
 
 def test_score_reports_what_is_unavailable(monkeypatch):
     monkeypatch.setattr(java, "java_available", lambda: False)
-    result = metrics.score({1: ["a dog runs"]}, {1: "a dog"}, [*metrics.METRICS], tokenizer="auto")
+    result = metrics.score(
+        {1: ["a dog runs"]}, {1: "a dog"}, metrics=[*metrics.METRICS], tokenizer="auto"
+    )
     assert result["tokenizer"] == "python"
     assert set(result) == {*metrics.BLEU_KEYS, "ROUGE_L", "CIDEr", "tokenizer", "unavailable"}
     assert set(result["unavailable"]) == {"METEOR", "SPICE"}
     assert "java" in result["unavailable"]["METEOR"]
     assert "CoreNLP" in result["unavailable"]["SPICE"]
-    only = metrics.score({1: ["a dog runs"]}, {1: "a dog"}, ["cider"], tokenizer="none")
+    only = metrics.score({1: ["a dog runs"]}, {1: "a dog"}, metrics=["cider"], tokenizer="none")
     assert set(only) == {"CIDEr", "tokenizer"}
 
 
@@ -332,7 +336,7 @@ def test_score_rejects_bad_input():
     with pytest.raises(LrcnError, match="no hypotheses"):
         metrics.score(refs, {}, tokenizer="none")
     with pytest.raises(LrcnError, match="Unknown or empty metrics"):
-        metrics.score(refs, {1: "a dog"}, ["bleu", "wer"], tokenizer="none")
+        metrics.score(refs, {1: "a dog"}, metrics=["bleu", "wer"], tokenizer="none")
 
 
 # ----------------------------------------------------------------------------- per item, LOO
@@ -371,7 +375,9 @@ def test_leave_one_out_scores_every_reference_against_the_others(monkeypatch):
         for i, held_out in enumerate(refs[key]):
             pairs_hyps[(key, i)] = held_out
             pairs_refs[(key, i)] = refs[key][:i] + refs[key][i + 1 :]
-    expected = metrics.score(pairs_refs, pairs_hyps, ["bleu", "rouge", "cider"], "none")
+    expected = metrics.score(
+        pairs_refs, pairs_hyps, metrics=["bleu", "rouge", "cider"], tokenizer="none"
+    )
     for key in (*metrics.BLEU_KEYS, "ROUGE_L", "CIDEr"):
         assert loo["reference_loo_" + key] == pytest.approx(expected[key], abs=1e-12)
 
@@ -390,11 +396,13 @@ def test_ciderd_with_evaluation_df_equals_coco_cider():
     expected = metrics.per_item_scores(refs, hyps, tokenizer="none")
     cider = metrics.CiderD({k: [r.split() for r in v] for k, v in refs.items()})
     mean, per_item = cider.score(
-        [hyps[k].split() for k in hyps], [[r.split() for r in refs[k]] for k in hyps]
+        [[r.split() for r in refs[k]] for k in hyps], [hyps[k].split() for k in hyps]
     )
     assert per_item.shape == (len(hyps),)
     np.testing.assert_allclose(per_item, [expected[k]["CIDEr"] for k in hyps], atol=1e-12)
-    assert mean == pytest.approx(metrics.score(refs, hyps, ["cider"], "none")["CIDEr"], abs=1e-12)
+    assert mean == pytest.approx(
+        metrics.score(refs, hyps, metrics=["cider"], tokenizer="none")["CIDEr"], abs=1e-12
+    )
     if HAVE_PYCOCOEVALCAP:
         assert mean == pytest.approx(_coco_scorers(refs, hyps)["CIDEr"], abs=1e-9)
 
@@ -416,14 +424,14 @@ def test_ciderd_raw_strings_shared_references_and_save_load(tmp_path):
     hyps = [["a", "dog", "runs"], ["a", "unicorn", "flies"], ["a", "dog", "is", "running"]]
     shared = [dog_refs, dog_refs, dog_refs]  # one object, as self-critical sampling passes it
     copies = [[list(r) for r in dog_refs] for _ in hyps]
-    mean, per_item = from_text.score(hyps, shared)
-    np.testing.assert_allclose(per_item, from_tokens.score(hyps, copies)[1], atol=1e-12)
+    mean, per_item = from_text.score(shared, hyps)
+    np.testing.assert_allclose(per_item, from_tokens.score(copies, hyps)[1], atol=1e-12)
     assert per_item[0] > per_item[1] and per_item[2] > per_item[1]
 
     path = tmp_path / "cider_df.json"
     from_text.save(path)
     loaded = metrics.CiderD.load(path)
-    np.testing.assert_allclose(loaded.score(hyps, shared)[1], per_item, atol=1e-12)
+    np.testing.assert_allclose(loaded.score(shared, hyps)[1], per_item, atol=1e-12)
     assert loaded.num_documents == 3
     assert list(tmp_path.iterdir()) == [path]  # atomic write leaves no temporary file
 
@@ -457,7 +465,7 @@ def test_ciderd_scores_thousands_of_captions_per_second():
     hyps = [caption() for _ in range(3000)]
     batch_refs = [refs[i // 5] for i in range(3000)]
     start = time.perf_counter()
-    cider.score(hyps, batch_refs)
+    cider.score(batch_refs, hyps)
     rate = len(hyps) / (time.perf_counter() - start)
     assert rate > 1000, f"{rate:.0f} captions/s"
 
@@ -494,7 +502,7 @@ def test_score_files_scores_only_result_images(coco_files):
             2: ["A cat sleeps on a sofa."],
         },
         {1: "a dog running", 2: "a cat"},
-        ["bleu", "cider"],
+        metrics=["bleu", "cider"],
         tokenizer="python",
     )
     assert result == expected
@@ -551,8 +559,8 @@ def test_meteor_closes_its_java_process(monkeypatch):
     result = metrics.score(
         {1: ["a dog runs", "the dog"], 2: ["a cat sits"]},
         {1: "", 2: "a cat sits"},
-        ["meteor"],
-        "none",
+        metrics=["meteor"],
+        tokenizer="none",
     )
     assert 0 < result["METEOR"] <= 1
     assert len(started) == 1 and started[0].meteor_p.poll() is not None
@@ -586,7 +594,9 @@ def test_meteor_failure_is_reported_and_its_process_ended(monkeypatch):
 
     monkeypatch.setattr(java, "java_available", lambda: True)
     monkeypatch.setattr(meteor_module, "Meteor", BrokenMeteor)
-    result = metrics.score({1: ["a dog"]}, {1: "a dog"}, ["bleu", "meteor"], tokenizer="none")
+    result = metrics.score(
+        {1: ["a dog"]}, {1: "a dog"}, metrics=["bleu", "meteor"], tokenizer="none"
+    )
     assert "METEOR" not in result and "Bleu_4" in result
     assert "METEOR's Java process failed" in result["unavailable"]["METEOR"]
     assert started[0].meteor_p.poll() is not None

@@ -95,7 +95,7 @@ def test_surrogate_pairs_are_text_and_score(tmp_path, capsys):
 
 def test_lone_surrogate_in_memory_names_the_key():
     with pytest.raises(LrcnError, match="hypothesis for key 7.*surrogate"):
-        score({7: ["a dog runs"]}, {7: "a dog \ud83d runs"}, ["bleu"], tokenizer="python")
+        score({7: ["a dog runs"]}, {7: "a dog \ud83d runs"}, metrics=["bleu"], tokenizer="python")
     with pytest.raises(LrcnError, match="reference for key 'x'.*surrogate"):
         per_item_scores({"x": ["a \udc00 dog"]}, {"x": "a dog"}, tokenizer="none")
 
@@ -112,10 +112,15 @@ def test_all_empty_references_in_memory_name_the_item():
     refs = {"a": ["a dog runs", ""], "b": ["", " \t "]}
     hyps = {"a": "a dog", "b": "a cat"}
     with pytest.raises(LrcnError, match="'b'.*empty"):
-        score(refs, hyps, ["bleu", "cider"], tokenizer="none")
+        score(refs, hyps, metrics=["bleu", "cider"], tokenizer="none")
     with pytest.raises(LrcnError, match="'b'.*empty"):
         per_item_scores(refs, hyps, tokenizer="python")
     with pytest.raises(LrcnError, match="'b'.*empty"):
         leave_one_out_scores(refs, ["bleu"], tokenizer="none")
     # one empty reference among others is still scored, as coco-caption scores it
-    assert score({"a": ["a dog runs", ""]}, {"a": "a dog runs"}, ["bleu"], "none")["Bleu_1"] > 0
+    assert (
+        score({"a": ["a dog runs", ""]}, {"a": "a dog runs"}, metrics=["bleu"], tokenizer="none")[
+            "Bleu_1"
+        ]
+        > 0
+    )

@@ -52,15 +52,17 @@ HYPS = {1: "the dog runs", 2: "a cat", 3: "one man rides"}
 
 
 def test_toy_metric_scores_next_to_bleu():
-    result = score(REFS, HYPS, ["bleu", "toy"], tokenizer="python")
+    result = score(REFS, HYPS, metrics=["bleu", "toy"], tokenizer="python")
     assert list(result) == [*BLEU_KEYS, "Toy", "tokenizer"]
     assert result["Toy"] == pytest.approx(2 / 3)
-    assert result["Bleu_1"] == score(REFS, HYPS, ["bleu"], tokenizer="python")["Bleu_1"]
-    assert score(REFS, HYPS, "toy,bleu", tokenizer="none")["Toy"] == 0.0  # "The" is not "the"
+    assert result["Bleu_1"] == score(REFS, HYPS, metrics=["bleu"], tokenizer="python")["Bleu_1"]
+    assert (
+        score(REFS, HYPS, metrics="toy,bleu", tokenizer="none")["Toy"] == 0.0
+    )  # "The" is not "the"
 
 
 def test_unavailable_metric_is_reported_by_name():
-    result = score(REFS, HYPS, ["toy_unavailable", "cider"], tokenizer="none")
+    result = score(REFS, HYPS, metrics=["toy_unavailable", "cider"], tokenizer="none")
     assert result["unavailable"] == {"toy_unavailable": "the toy service is offline"}
     assert "CIDEr" in result
 
@@ -72,7 +74,7 @@ def test_registry_lookups_and_order():
     with pytest.raises(LrcnError, match="unknown metric 'wer'; choose from bleu, .*toy"):
         get_metric("wer")
     with pytest.raises(LrcnError, match="Unknown or empty metrics.*toy"):
-        score(REFS, HYPS, ["wer"], tokenizer="none")
+        score(REFS, HYPS, metrics=["wer"], tokenizer="none")
     order = list(METRIC_ORDER)
     assert order[:7] == [*BLEU_KEYS, "METEOR", "ROUGE_L", "CIDEr"]
     assert order.index("CIDEr") < order.index("Toy") < order.index("accuracy")
@@ -113,7 +115,7 @@ def test_toy_metric_through_lrcn_score(tmp_path: Path, capsys):
     assert main([*argv, "--metrics", "bleu,toy", "--tokenizer", "python"]) == 0
     printed = json.loads(capsys.readouterr().out)
     # the plain numbers, and (lrcn score resamples 1,000 times by default) their intervals
-    assert printed == score(REFS, HYPS, ["bleu", "toy"], tokenizer="python", bootstrap=1000)
+    assert printed == score(REFS, HYPS, metrics=["bleu", "toy"], tokenizer="python", bootstrap=1000)
     assert main([*argv, "--metrics", "bleu,wer", "--tokenizer", "python"]) == 2
     assert (
         "choose from bleu, meteor, rouge, cider, spice, " in capsys.readouterr().err

@@ -46,7 +46,7 @@ def _jar_tokens(batch: dict) -> list[list[str]]:
 
 @pytest.mark.parametrize(("refs", "hyps", "key", "value"), REPROS)
 def test_repros_give_pycocoevalcap_values_without_java(refs, hyps, key, value):
-    result = metrics.score(refs, hyps, ["bleu", "rouge"], tokenizer="python")
+    result = metrics.score(refs, hyps, metrics=["bleu", "rouge"], tokenizer="python")
     assert result[key] == value
 
 
@@ -69,7 +69,7 @@ def test_repros_equal_pycocoevalcap_live():
             res = PTBTokenizer().tokenize({k: [{"caption": hyps[k]}] for k in hyps})
             theirs = dict(zip(keys, (score for score, _ in _coco_scores(gts, res))))
         assert theirs[key] == value
-        assert metrics.score(refs, hyps, ["bleu", "rouge"], tokenizer="ptb")[key] == value
+        assert metrics.score(refs, hyps, metrics=["bleu", "rouge"], tokenizer="ptb")[key] == value
 
 
 def test_no_break_space_tokens_stay_one_token_for_rouge():
@@ -82,7 +82,7 @@ def test_no_break_space_tokens_stay_one_token_for_rouge():
     score, _ = Rouge().compute_score({1: [["3", "dogs"]]}, {1: [["3\xa01/2"]]})
     assert score == 0.0
     # its BLEU splits on any whitespace: "3" matches, as through the Python tokenizer
-    bleu = metrics.score({1: ["3 dogs"]}, {1: "3 1/2"}, ["bleu"], tokenizer="python")
+    bleu = metrics.score({1: ["3 dogs"]}, {1: "3 1/2"}, metrics=["bleu"], tokenizer="python")
     assert bleu["Bleu_1"] == pytest.approx(0.5, abs=1e-8)  # 1 of 2 words; coco's 1e-9 smoothing
 
 

@@ -133,8 +133,16 @@ def test_checkpoint_of_another_task_or_shape_is_refused(tiny_shapes_run: Path, t
 
     with pytest.raises(LrcnError, match="task `caption`, which does not label clips"):
         classify_files(tiny_shapes_run, ["x.avi"])
-    with pytest.raises(LrcnError, match="do not fit this model"):
+    with pytest.raises(LrcnError, match="`decoder.hidden_dim` cannot change from 64 to 32"):
         load_model(tiny_shapes_run, overrides=["decoder.hidden_dim=32"])
+    # weights that do not fit their own saved config (an edited checkpoint): named by tensor
+    from lrcn.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(tiny_shapes_run / "checkpoints" / "best.pt")
+    payload["config"]["decoder"]["hidden_dim"] = 32
+    save_checkpoint(tmp_path / "edited.pt", payload)
+    with pytest.raises(LrcnError, match="do not fit this model"):
+        load_model(tmp_path / "edited.pt")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes((tiny_shapes_run / "checkpoints" / "last.pt").read_bytes()[:5000])
     with pytest.raises(LrcnError, match="truncated"):

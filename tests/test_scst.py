@@ -102,9 +102,9 @@ def test_reward_and_baseline_use_the_same_references(monkeypatch):
     seen = []
     score = loss_fn.cider.score
 
-    def spy(hyps, references):
+    def spy(references, hyps):
         seen.extend(zip(map(tuple, hyps), references))
-        return score(hyps, references)
+        return score(references, hyps)
 
     monkeypatch.setattr(loss_fn.cider, "score", spy)
     reward, baseline = loss_fn.rewards(samples, greedy, refs)
@@ -242,7 +242,7 @@ def test_document_frequencies_are_cached_once_and_reused(tmp_path: Path, monkeyp
         second = load_or_build_cider(path, CORPUS, vocab, 24)
     assert len(saves) == 1 and path.stat().st_mtime_ns == stamp
     hyp, refs = [["a", "red", "circle"]], [[["a", "red", "circle"], ["a", "circle"]]]
-    assert second.score(hyp, refs)[0] == first.score(hyp, refs)[0] > 0
+    assert second.score(refs, hyp)[0] == first.score(refs, hyp)[0] > 0
     assert second.document_frequency(["circle"]) == 2  # items 0 and 1 mention a circle
     # a different training split (here one more item) makes the cache stale: it is rebuilt
     bigger = ListSource([*CORPUS.items, ["a big green circle"]])

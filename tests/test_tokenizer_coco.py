@@ -133,7 +133,7 @@ def test_brackets_and_periods_as_coco_keeps_them():
     assert ptb_tokenize("Washington D.C.") == ("washington", "d.c.")
     # the old Python path scored "a dog (brown) runs" as 1.0 against "a dog -lrb- brown -rrb- runs"
     result = metrics.score(
-        {1: ["a dog (brown) runs"]}, {1: "a dog brown runs"}, ["bleu"], tokenizer="python"
+        {1: ["a dog (brown) runs"]}, {1: "a dog brown runs"}, metrics=["bleu"], tokenizer="python"
     )
     assert result["Bleu_4"] < 0.01
 
@@ -212,7 +212,7 @@ def test_flickr8k_captions_tokenize_as_the_jar(shared_data):
     # caption 0 as the hypothesis, captions 1-4 as references: the same scores both ways
     refs = {name: caps[1:5] for name, caps in items}
     hyps = {name: caps[0] for name, caps in items}
-    ptb = metrics.score(refs, hyps, ["bleu", "cider"], tokenizer="ptb")
-    ours = metrics.score(refs, hyps, ["bleu", "cider"], tokenizer="python")
+    ptb = metrics.score(refs, hyps, metrics=["bleu", "cider"], tokenizer="ptb")
+    ours = metrics.score(refs, hyps, metrics=["bleu", "cider"], tokenizer="python")
     for key in ("Bleu_4", "CIDEr"):
         assert ours[key] == pytest.approx(ptb[key], abs=1e-9), key

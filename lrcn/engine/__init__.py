@@ -8,6 +8,7 @@ position inside the epoch and every RNG state, and SIGINT/SIGTERM save a checkpo
 - ``attributes``: scoring an encoder pretrained on attribute labels (task attributes).
 - ``evaluation``: decoding a loader into captions, scoring them, classifier accuracy.
 - ``run``: a task's data, model and validation, built from a config.
+- ``resume``: what a resumed run starts from, and the config changes it may take.
 - ``fit``: the resumable, DDP-aware training run.
 """
 

@@ -172,12 +172,14 @@ def attention_strips(
 
 
 def score_captions(
-    hypotheses: dict[str, str],
     references: dict[str, list[str]],
+    hypotheses: dict[str, str],
+    *,
     metrics: list[str],
     tokenizer: str,
 ) -> dict[str, Any]:
-    """The configured caption metrics of ``hypotheses`` against ``references``."""
+    """The configured caption metrics of ``hypotheses`` against ``references`` (references first,
+    as `lrcn.metrics.score` and pycocoevalcap take them)."""
     return score(references, hypotheses, metrics=metrics, tokenizer=tokenizer)
 
 

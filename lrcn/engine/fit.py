@@ -31,10 +31,11 @@ from lrcn.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from lrcn.config import Config, config_from_dict, load_config_over, parse_override, save_config
+from lrcn.config import Config, config_from_dict, save_config
 from lrcn.engine.evaluation import attention_strips
 from lrcn.engine.loop import LossFn, TrainState, train_one_epoch
 from lrcn.engine.optim import build_optimizer, build_scheduler, planned_steps, set_base_lrs
+from lrcn.engine.resume import resume_payload
 from lrcn.engine.run import Run
 from lrcn.engine.scst import SelfCriticalLoss
 from lrcn.errors import LrcnError
@@ -50,26 +51,6 @@ except ImportError:  # tensorboard is a dependency, but a broken install must no
     SummaryWriter = None
 
 log = logging.getLogger(__name__)
-
-# Keys a resumed run may change: they steer how long, how fast and how visibly it trains, not what
-# the saved weights, optimizer state and data position mean (torchvision's references resume with
-# a new epoch count the same way). Any other key would silently corrupt the run.
-RESUME_SAFE_KEYS = (
-    "train.epochs",
-    "train.lr",
-    "train.encoder_lr",
-    "train.grad_clip",
-    "train.early_stopping_patience",
-    "train.checkpoint_every_steps",
-    "train.log_every_steps",
-    "train.val_max_items",
-    "train.progress",
-    "train.device",
-    "train.amp",
-    "data.num_workers",
-    "data.on_error",
-    "eval.",
-)
 
 
 class StopRequested(Exception):
@@ -105,52 +86,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def check_resume_overrides(overrides: list[str], run_dir: Path) -> None:
-    """Refuse, naming the key, a change that a resumed run cannot take safely."""
-    for text in overrides:
-        key, _ = parse_override(text)
-        if not any(
-            key == safe or (safe.endswith(".") and key.startswith(safe))
-            for safe in RESUME_SAFE_KEYS
-        ):
-            allowed = ", ".join(k + "*" if k.endswith(".") else k for k in RESUME_SAFE_KEYS)
-            raise LrcnError(
-                f"`{key}` cannot change when a run is continued with --resume {run_dir}: the saved "
-                f"weights, optimizer and data position depend on it; start a new run with -c instead "
-                f"(keys that can change on resume: {allowed})."
-            )
-
-
-def _resume_payload(run_dir: Path, overrides: list[str]) -> tuple[dict[str, Any], Config]:
-    """The last checkpoint and its config with the (safe) overrides applied."""
-    last = run_dir / "checkpoints" / "last.pt"
-    if not last.is_file():
-        raise LrcnError(
-            f"{run_dir}: nothing to resume (no checkpoints/last.pt); start with `lrcn train -c CONFIG --run-dir {run_dir}`."
-        )
-    check_resume_overrides(overrides, run_dir)
-    payload = load_checkpoint(last)
-    cfg = config_from_dict(payload["config"], f"{last} (saved config)")
-    if overrides:
-        saved = cfg
-        cfg = load_config_over(cfg, overrides)
-        changes = _changes(saved.to_dict(), cfg.to_dict())
-        if changes:
-            log.info("resuming with changes: %s", ", ".join(changes))
-    return payload, cfg
-
-
-def _changes(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[str]:
-    """``key old -> new`` for every leaf that differs between two config dicts."""
-    out = []
-    for key, value in after.items():
-        if isinstance(value, dict):
-            out += _changes(before.get(key, {}), value, f"{prefix}{key}.")
-        elif before.get(key) != value:
-            out.append(f"{prefix}{key} {before.get(key)!r} -> {value!r}")
-    return out
 
 
 def _vocabulary(
@@ -439,7 +374,7 @@ def _own_run_dir(run_dir: Path, resume: bool) -> Iterator[None]:
     """Lock ``run_dir`` for this process (rank 0 under torchrun) after checking it is writable, and
     remove the temporary files a killed run left; other ranks only read the run directory."""
     if not distributed.is_main() or (resume and not run_dir.is_dir()):
-        yield  # (a missing folder to resume: _resume_payload names it)
+        yield  # (a missing folder to resume: resume_payload names it)
         return
     check_writable(run_dir)
     with hold_lock(run_dir / ".lock", "another `lrcn train`"):
@@ -458,7 +393,7 @@ def _fit(
     """:func:`fit` once the run directory is this process's."""
     payload = None
     if resume:
-        payload, cfg = _resume_payload(run_dir, list(overrides or []))
+        payload, cfg = resume_payload(run_dir, list(overrides or []))
     check_config(cfg)
     distributed.setup()
     device = distributed.device_for(resolve_device(cfg.train.device))

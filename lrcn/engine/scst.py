@@ -187,7 +187,7 @@ class SelfCriticalLoss:
         # image against that one set, so a sample equal to the greedy caption gets its score.
         hyps = [list(s) for i in scored for s in samples[i]] + [list(greedy[i]) for i in scored]
         refs = [references[i] for i in scored for _ in range(K)] + [references[i] for i in scored]
-        _, per_item = self.cider.score(hyps, refs)
+        _, per_item = self.cider.score(refs, hyps)
         reward[scored] = per_item[: len(scored) * K].reshape(len(scored), K)
         baseline[scored] = per_item[len(scored) * K :]
         return reward, baseline

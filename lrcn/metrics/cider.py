@@ -64,18 +64,8 @@ def cider_d(
         r_ref, r_vec = sent[is_ref] - num_hyps, vec[is_ref]
         # join each hypothesis entry with the entries of the same n-gram in its reference set
         r_keys = ref_set[r_ref] * table.num_grams(k) + gram[is_ref]
-        order = np.argsort(r_keys, kind="stable")
-        r_keys = r_keys[order]
         h_keys = hyp_set[h_sent] * table.num_grams(k) + gram[~is_ref]
-        lo = np.searchsorted(r_keys, h_keys, "left")
-        matches = np.searchsorted(r_keys, h_keys, "right") - lo  # (E_h,)
-        h_entry = np.repeat(np.arange(len(h_keys)), matches)  # (M,)
-        # the j-th match of a hypothesis entry sits at lo + j in the sorted reference keys
-        r_entry = order[
-            np.repeat(lo, matches)
-            + np.arange(len(h_entry))
-            - np.repeat(np.cumsum(matches) - matches, matches)
-        ]
+        h_entry, r_entry = _equal_keys(h_keys, r_keys)  # (M,), (M,)
         hyp_i, ref_r, r_val = h_sent[h_entry], r_ref[r_entry], r_vec[r_entry]
         clipped = np.minimum(h_vec[h_entry], r_val) * r_val  # (M,) clipping is CIDEr-D's "D"
         pair = pair_start[hyp_i] + ref_r - set_start[hyp_set[hyp_i]]
@@ -85,6 +75,24 @@ def cider_d(
         total += val * penalty
     per_hyp = sum_by(pair_hyp, total, num_hyps)  # (N,)
     return per_hyp / len(table.sent) / np.maximum(pairs_per_hyp, 1) * 10.0
+
+
+def _equal_keys(h_keys: np.ndarray, r_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (hypothesis entry, reference entry) pair whose keys are equal, as indices into
+    ``h_keys`` and ``r_keys``: a sort-merge join, so the cost is (E_h + E_r) log E_r, not E_h x E_r.
+    A hypothesis entry's matches come out contiguous, in the references' order."""
+    order = np.argsort(r_keys, kind="stable")
+    r_keys = r_keys[order]
+    lo = np.searchsorted(r_keys, h_keys, "left")
+    matches = np.searchsorted(r_keys, h_keys, "right") - lo  # (E_h,)
+    h_entry = np.repeat(np.arange(len(h_keys)), matches)  # (M,)
+    # the j-th match of a hypothesis entry sits at lo + j in the sorted reference keys
+    r_entry = order[
+        np.repeat(lo, matches)
+        + np.arange(len(h_entry))
+        - np.repeat(np.cumsum(matches) - matches, matches)
+    ]
+    return h_entry, r_entry
 
 
 def idf_weights(df: np.ndarray, num_documents: int) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -98,13 +99,15 @@ class CiderD:
         return int(self._df[len(ngram) - 1][index]) if index >= 0 else 0
 
     def score(
-        self, hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[Sequence[str]]]
+        self, references: Sequence[Sequence[Sequence[str]]], hypotheses: Sequence[Sequence[str]]
     ) -> tuple[float, np.ndarray]:
         """Score token lists; items that share one reference list object count it once.
 
+        References first, as every scoring function of lrcn and pycocoevalcap take them.
+
         Args:
-            hypotheses: N hypothesis token lists.
             references: N lists of reference token lists.
+            hypotheses: N hypothesis token lists.
 
         Returns:
             (mean CIDEr-D, per-item CIDEr-D of shape (N,)).
@@ -116,6 +119,11 @@ class CiderD:
             )
         if any(len(refs) == 0 for refs in references):
             raise ValueError("CiderD.score needs at least one reference per hypothesis")
+        if _swapped(references, hypotheses):
+            raise ValueError(
+                "CiderD.score takes the references first (lists of token lists), then the "
+                "hypotheses (token lists): swap the two arguments"
+            )
         if not hypotheses:
             return 0.0, np.zeros(0)
         # The list objects are alive for the whole call, so their ids are safe keys.
@@ -179,3 +187,12 @@ class CiderD:
         cider = cls.__new__(cls)
         cider._setup(words, codes, df, num_documents, sigma)
         return cider
+
+
+def _swapped(references: Sequence[Sequence[Any]], hypotheses: Sequence[Sequence[Any]]) -> bool:
+    """True when the first item shows the two arguments exchanged: a reference set whose first
+    entry is a token (text) rather than a token list, or a hypothesis made of lists."""
+    first_set = references[0] if references else ()
+    first_hyp = hypotheses[0] if hypotheses else ()
+    set_of_tokens = bool(first_set) and isinstance(first_set[0], str)
+    return set_of_tokens or any(not isinstance(token, str) for token in first_hyp)

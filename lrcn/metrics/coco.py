@@ -126,7 +126,7 @@ def score_files(
     if per_item_path is not None:
         check_writable(Path(per_item_path).parent)
     try:
-        evaluation = evaluate_items(references, hypotheses, metrics, tokenizer)
+        evaluation = evaluate_items(references, hypotheses, metrics=metrics, tokenizer=tokenizer)
     except EmptyReferences as err:
         raise LrcnError(
             f"{annotations_path}: every caption of image_id {err.key!r} is empty (no words after "

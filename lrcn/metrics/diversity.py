@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
+from lrcn.errors import LrcnError
 from lrcn.text.tokenize import tokenize
 
 
@@ -28,16 +29,19 @@ def _mean(values: Sequence[int]) -> float:
 
 
 def caption_statistics(
-    hypotheses: Mapping[Hashable, str],
     references: Mapping[Hashable, Sequence[str]],
+    hypotheses: Mapping[Hashable, str],
+    *,
     training: Iterable[str] | None = None,
     normalise: Callable[[str], list[str]] = tokenize,
 ) -> dict[str, Any]:
     """Copy and diversity statistics of generated captions.
 
+    References first, as every scoring function of lrcn and pycocoevalcap take them.
+
     Args:
-        hypotheses: key -> generated caption.
         references: key -> reference captions (for the references' vocabulary and length).
+        hypotheses: key -> generated caption.
         training: the training captions; without them ``copied_from_train`` is left out.
         normalise: caption -> tokens; captions are equal when their tokens are.
 
@@ -47,6 +51,12 @@ def caption_statistics(
         ``reference_vocabulary`` (distinct words), ``distinct_1``, ``distinct_2``,
         ``mean_length`` and ``reference_mean_length`` (words).
     """
+    for key, caption in hypotheses.items():
+        if not isinstance(caption, str):
+            raise LrcnError(
+                f"The hypothesis for key {key!r} is {type(caption).__name__}, not one caption; "
+                "pass the references first and the hypotheses (a string each) second."
+            )
     generated = [normalise(c) for c in hypotheses.values()]
     refs = [normalise(r) for k in hypotheses for r in references.get(k, ())]
     stats: dict[str, Any] = {}

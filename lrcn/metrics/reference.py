@@ -97,7 +97,7 @@ def leave_one_out_scores(
     hyps, others = _pairs(items, held_out)
     gts = dict(enumerate(others))
     res = {i: [hyp] for i, hyp in enumerate(hyps)}
-    results, unavailable = score_tokens(gts, res, wanted)
+    results, unavailable = score_tokens(gts, res, metrics=wanted)
     out: dict[str, Any] = {LOO_PREFIX + k: v for k, v in results.items()}
     out[LOO_PREFIX + "tokenizer"] = used
     out[LOO_PREFIX + "pairs"] = len(hyps)

@@ -93,8 +93,9 @@ def check_references(references: Mapping, keys: Sequence[Hashable]) -> list[list
         refs = references[key]
         if isinstance(refs, str) or not isinstance(refs, Sequence):
             raise LrcnError(
-                f"The references for key {key!r} must be a list of caption strings, "
-                f"got {type(refs).__name__}; wrap a single caption in a list."
+                f"The references for key {key!r} must be a list of caption strings, got "
+                f"{type(refs).__name__}; wrap a single caption in a list (and pass the references "
+                "first, the hypotheses second)."
             )
         if not refs:
             raise LrcnError(
@@ -196,7 +197,7 @@ def _item_arrays(keys: Sequence[str], item_values: Any, size: int) -> dict[str, 
 
 
 def score_tokens(
-    gts: TokenizedItems, res: TokenizedItems, metrics: Sequence[str]
+    gts: TokenizedItems, res: TokenizedItems, *, metrics: Sequence[str]
 ) -> tuple[dict[str, float], dict[str, str]]:
     """Run each registered scorer in ``metrics`` on tokenized items.
 
@@ -260,6 +261,7 @@ class ItemEvaluation:
 def evaluate_items(
     references: Mapping[Hashable, Sequence[str]],
     hypotheses: Mapping[Hashable, str],
+    *,
     metrics: Sequence[str] | str = DEFAULT_METRICS,
     tokenizer: str = "auto",
 ) -> ItemEvaluation:
@@ -282,12 +284,16 @@ def _bleu_table(gts: TokenizedItems, res: TokenizedItems) -> tuple[Any, int, np.
 def score(
     references: Mapping[Hashable, Sequence[str]],
     hypotheses: Mapping[Hashable, str],
+    *,
     metrics: Sequence[str] = DEFAULT_METRICS,
     tokenizer: str = "auto",
     bootstrap: int = 0,
     seed: int = DEFAULT_SEED,
 ) -> dict[str, Any]:
     """Score captions as coco-caption does, over the keys of ``hypotheses``.
+
+    References come first, as in pycocoevalcap's ``compute_score(gts, res)`` and every scoring
+    function of lrcn; the options are keyword-only, so no call can pass them out of place.
 
     Args:
         references: key -> reference captions (raw text).
@@ -309,12 +315,14 @@ def score(
         LrcnError: unknown metric, missing keys, a caption that is not text, or an item whose
             references hold no word.
     """
-    return evaluate_items(references, hypotheses, metrics, tokenizer).results(bootstrap, seed)
+    evaluation = evaluate_items(references, hypotheses, metrics=metrics, tokenizer=tokenizer)
+    return evaluation.results(bootstrap, seed)
 
 
 def per_item_scores(
     references: Mapping[Hashable, Sequence[str]],
     hypotheses: Mapping[Hashable, str],
+    *,
     tokenizer: str = "auto",
     metrics: Sequence[str] | str = ("bleu", "rouge", "cider"),
 ) -> dict[Hashable, dict[str, float]]:
@@ -326,7 +334,7 @@ def per_item_scores(
     Returns:
         key -> {"Bleu_1".."Bleu_4", "ROUGE_L", "CIDEr", ...} for every key of ``hypotheses``.
     """
-    evaluation = evaluate_items(references, hypotheses, metrics, tokenizer)
+    evaluation = evaluate_items(references, hypotheses, metrics=metrics, tokenizer=tokenizer)
     per_item = evaluation.per_item
     return {
         key: {name: float(values[i]) for name, values in per_item.items()}

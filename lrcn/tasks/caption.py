@@ -98,7 +98,7 @@ class CaptionTask(Task):
         hyps, refs, _ = generate_captions(
             run.model, loader, run.vocab, run.device, 1, run.cfg.eval.max_length
         )
-        metrics = score_captions(hyps, refs, ["bleu", "cider"], "python")
+        metrics = score_captions(refs, hyps, metrics=["bleu", "cider"], tokenizer="python")
         metrics.update(run.val_data.source.task_metrics(hyps))
         metrics["samples"] = [
             {"id": k, "caption": hyps[k], "reference": refs[k][0]} for k in list(hyps)[:4]

@@ -76,36 +76,51 @@ def read_ucf101(
 
     records = []
     for path, split_name in ((train_file, "train"), (test_file, "test")):
-        for number, line in read_lines(path, "UCF101 list"):
-            parts = line.split()
-            class_name, slash, filename = parts[0].partition("/")
-            where = f"UCF101 list {path} line {number}"
-            if not slash or not filename:
-                raise LrcnError(f"{where} is not 'Class/v_Class_gGG_cCC.avi [LABEL]'; fix it.")
-            if class_name not in labels:
-                raise LrcnError(
-                    f"{where} names class {class_name!r}, which is not in {class_file}; use the "
-                    "class index shipped with the same lists."
-                )
-            label = labels[class_name]
-            if len(parts) > 1 and parts[1] != str(label + 1):
-                raise LrcnError(
-                    f"{where} gives label {parts[1]} but {class_file} numbers {class_name} "
-                    f"{label + 1}; use the class index shipped with the same lists."
-                )
-            video = videos / parts[0] if nested else videos / filename
-            records.append(
-                {
-                    "id": Path(filename).stem,
-                    "path": abspath(video),
-                    "split": split_name,
-                    "label": label,
-                    "label_name": class_name,
-                }
-            )
+        records += _read_list(path, split_name, labels, class_file, videos, nested)
     if val_fraction > 0:
         _hold_out_groups(records, val_fraction, seed)
     return verify_files(records, check_files)
+
+
+def _read_list(
+    path: Path,
+    split_name: str,
+    labels: dict[str, int],
+    class_file: Path,
+    videos: Path,
+    nested: bool,
+) -> list[dict]:
+    """One split's list file (``Class/v_Class_gGG_cCC.avi [LABEL]`` lines) -> its records, each
+    label checked against the class index; ``nested``: the videos sit in class folders."""
+    records = []
+    for number, line in read_lines(path, "UCF101 list"):
+        parts = line.split()
+        class_name, slash, filename = parts[0].partition("/")
+        where = f"UCF101 list {path} line {number}"
+        if not slash or not filename:
+            raise LrcnError(f"{where} is not 'Class/v_Class_gGG_cCC.avi [LABEL]'; fix it.")
+        if class_name not in labels:
+            raise LrcnError(
+                f"{where} names class {class_name!r}, which is not in {class_file}; use the "
+                "class index shipped with the same lists."
+            )
+        label = labels[class_name]
+        if len(parts) > 1 and parts[1] != str(label + 1):
+            raise LrcnError(
+                f"{where} gives label {parts[1]} but {class_file} numbers {class_name} "
+                f"{label + 1}; use the class index shipped with the same lists."
+            )
+        video = videos / parts[0] if nested else videos / filename
+        records.append(
+            {
+                "id": Path(filename).stem,
+                "path": abspath(video),
+                "split": split_name,
+                "label": label,
+                "label_name": class_name,
+            }
+        )
+    return records
 
 
 def _hold_out_groups(records: list[dict], fraction: float, seed: int) -> None:
