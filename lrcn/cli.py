@@ -343,8 +343,7 @@ TENSOR_COMMANDS = frozenset(
 def _run_with_tensors(args: argparse.Namespace) -> int:
     """Run a command that computes with torch: a tuned CPU allocator, and Ctrl-C/SIGTERM as a
     checkpoint saved and a sentence."""
-    from lrcn.engine import StopRequested
-    from lrcn.runtime import tune_cpu_allocator
+    from lrcn.runtime import StopRequested, tune_cpu_allocator
 
     tune_cpu_allocator()
     try:

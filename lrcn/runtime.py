@@ -140,3 +140,9 @@ def make_loader(
         # dropout masks would differ from an uninterrupted one's
         generator=torch.Generator().manual_seed(0),
     )
+
+
+class StopRequested(Exception):
+    """SIGINT/SIGTERM arrived during training and a checkpoint has been written (raised by
+    `lrcn.engine.fit`). It lives here, below the engine, so the CLI can catch it for every command
+    without importing the training engine for commands that never train."""

@@ -40,7 +40,7 @@ from lrcn.engine.run import Run
 from lrcn.engine.scst import SelfCriticalLoss
 from lrcn.errors import LrcnError
 from lrcn.io import atomic_path, check_writable, hold_lock, kill_point, remove_stale_temps
-from lrcn.runtime import make_grad_scaler, resolve_device, tune_cpu_allocator
+from lrcn.runtime import StopRequested, make_grad_scaler, resolve_device, tune_cpu_allocator
 from lrcn.state_dicts import fold_biases_into_batchnorm
 from lrcn.text.vocab import Vocabulary
 from lrcn.visualize import log_hparams, log_validation_grid
@@ -51,10 +51,6 @@ except ImportError:  # tensorboard is a dependency, but a broken install must no
     SummaryWriter = None
 
 log = logging.getLogger(__name__)
-
-
-class StopRequested(Exception):
-    """SIGINT/SIGTERM arrived; a checkpoint has been written."""
 
 
 class _StopFlag:
