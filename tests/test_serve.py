@@ -68,6 +68,19 @@ def form(path: Path, **fields: str) -> dict:
     return {"files": {"file": (path.name, path.read_bytes())}, "data": fields}
 
 
+def test_a_model_folder_is_served_as_its_run(untrained_run, images, tmp_path):
+    """`lrcn export`'s folder behind `lrcn serve`: the captions of the run it came from."""
+    from lrcn.export import export_model
+
+    folder = export_model(untrained_run, tmp_path / "model")
+    expected = one_at_a_time(untrained_run, images)
+    with TestClient(make_app(ServedModel(folder), Limits())) as client:
+        for path in images:
+            answer = client.post("/caption", **form(path))
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["caption"] == expected[path.name]
+
+
 def test_served_captions_are_lrcn_captions_of_the_same_files(untrained_run, images):
     app = make_app(ServedModel(untrained_run), Limits())
     with TestClient(app) as client:
