@@ -247,7 +247,9 @@ def iter_captions(
         LrcnError: not a captioner, or ``attention_dir`` with a decoder that does not attend.
     """
 
-    model, cfg, payload = load_models(checkpoint, overrides=overrides)
+    # --beam-size as the override it is, so the config is checked with it (eval.beam_groups)
+    extra = list(overrides or []) + ([f"eval.beam_size={beam_size}"] if beam_size else [])
+    model, cfg, payload = load_models(checkpoint, overrides=extra)
     task = get_task(cfg.task)
     if not task.captions:
         raise LrcnError(f"{payload['path']}: a {task.name} checkpoint {task.cannot_caption}.")

@@ -188,3 +188,50 @@ def test_config_refuses_groups_not_dividing_the_beam_and_takes_off_values():
     cfg = load_config(None, ["eval.no_repeat_ngram=0", "eval.beam_size=4", "eval.beam_groups=2"])
     assert Controls.from_config(cfg.eval) == Controls(beam_groups=2)
     assert Controls.from_config(load_config(None, []).eval).off
+
+
+def _run_with_controls(tiny_shapes_run, tmp_path):
+    """A copy of the tiny run whose saved config decodes with n-gram blocking."""
+    import shutil
+
+    from lrcn.checkpoint import load_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_shapes_run, run)
+    for name in ("best.pt", "last.pt"):
+        path = run / "checkpoints" / name
+        if path.exists():
+            payload = load_checkpoint(path)
+            payload["config"]["eval"]["no_repeat_ngram"] = 2
+            save_checkpoint(path, payload)
+    return run
+
+
+def test_export_records_the_controls_and_onnx_refuses_them(tiny_shapes_run, tmp_path, capsys):
+    import json
+
+    from lrcn.cli import main
+
+    run = _run_with_controls(tiny_shapes_run, tmp_path)
+    assert main(["export", str(run), "--out", str(tmp_path / "onnx"), "--onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "decoding controls" in err and "export without --onnx" in err
+    assert not (tmp_path / "onnx" / "config.json").exists()  # refused before anything is written
+    assert main(["export", str(run), "--out", str(tmp_path / "folder")]) == 0
+    decoding_block = json.loads((tmp_path / "folder" / "config.json").read_text())["decoding"]
+    assert decoding_block["no_repeat_ngram"] == 2 and decoding_block["beam_groups"] == 1
+
+
+def test_lrcn_caption_takes_the_controls_and_refuses_bad_ones(tiny_shapes_run, tmp_path, capsys):
+    from PIL import Image
+
+    from lrcn.cli import main
+
+    image = tmp_path / "a.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(image)
+    base = ["caption", str(image), "--checkpoint", str(tiny_shapes_run)]
+    assert main([*base, "--beam-size", "3", "--set", "eval.no_repeat_ngram=1"]) == 0
+    words = capsys.readouterr().out.strip().split("\t")[1].split()
+    assert len(words) == len(set(words))  # n = 1: no word twice
+    assert main([*base, "--beam-size", "3", "--set", "eval.beam_groups=2"]) == 2
+    assert "`eval.beam_groups` 2 does not divide `eval.beam_size` 3" in capsys.readouterr().err
