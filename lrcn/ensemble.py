@@ -25,7 +25,40 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Ensemble", "EnsembleDecoder", "mean_log_probs"]
+from lrcn.errors import LrcnError
+from lrcn.models.encoders import encoder_spec
+
+__all__ = ["Ensemble", "EnsembleDecoder", "check_members", "mean_log_probs"]
+
+
+def _inputs(cfg: Any) -> tuple:
+    """What the first member's loader gives every member: size, frames, normalisation."""
+    spec = encoder_spec(cfg.encoder.name)
+    return cfg.data.image_size, cfg.data.num_frames, tuple(spec.mean), tuple(spec.std)
+
+
+def check_members(members: Sequence[tuple[Any, dict[str, Any]]]) -> None:
+    """Refuse an ensemble whose members (config, checkpoint payload) differ in task, vocabulary
+    or input (image size, frames, pixel normalisation: all are fed the first's batches).
+
+    Raises:
+        LrcnError: naming the first member's file, the other's and what differs.
+    """
+    cfg, payload = members[0]
+    for other_cfg, other in members[1:]:
+        what = ""
+        if other_cfg.task != cfg.task:
+            what = f"tasks ({cfg.task}, {other_cfg.task})"
+        elif other.get("vocab") != payload.get("vocab"):
+            what = "vocabularies"
+        elif _inputs(other_cfg) != _inputs(cfg):
+            what = "inputs (data.image_size, data.num_frames or the encoder's normalisation)"
+        if what:
+            raise LrcnError(
+                f"{payload['path']} and {other['path']} have different {what}; an ensemble "
+                "averages the next-word probabilities of models of one task and vocabulary fed "
+                "the same pixels, so pass checkpoints of runs on the same data and inputs."
+            )
 
 
 def mean_log_probs(members: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -26,7 +26,7 @@ from lrcn.data.media import (
     read_frames,
 )
 from lrcn.decoding_controls import Controls, decode_with
-from lrcn.ensemble import Ensemble
+from lrcn.ensemble import Ensemble, check_members
 from lrcn.errors import LrcnError
 from lrcn.evaluation_files import (
     check_replaceable,
@@ -96,25 +96,15 @@ def load_models(
     checkpoint file.
 
     Raises:
-        LrcnError: a member is not a captioner, or two members differ in task or vocabulary
-            (naming the two files).
+        LrcnError: a member is not a captioner, or two members differ in task, vocabulary or
+            input (`lrcn.ensemble.check_members`, naming the two files).
     """
     paths = _paths(checkpoints)
     loaded = [load_model(path, overrides=overrides) for path in paths]
     if len(loaded) == 1:
         return loaded[0]
     first_model, cfg, payload = loaded[0]
-    for _, other_cfg, other in loaded[1:]:
-        what = f"tasks ({cfg.task}, {other_cfg.task})" if other_cfg.task != cfg.task else None
-        if what is None and other.get("vocab") != payload.get("vocab"):
-            what = "vocabularies"
-        if what:
-            raise LrcnError(
-                f"{payload['path']} and {other['path']} have different {what}; an ensemble "
-                "averages the next-word "
-                "probabilities of models of one task trained with one vocabulary, so pass "
-                "checkpoints of runs on the same data."
-            )
+    check_members([(c, p) for _, c, p in loaded])
     task = get_task(cfg.task)
     if not task.captions:
         raise LrcnError(
@@ -273,6 +263,11 @@ def _attention_folder(
     model: nn.Module, cfg: Config, payload: dict[str, Any], attention_dir: str | Path
 ) -> Path:
     """``attention_dir``, created and writable; LrcnError when the decoder does not attend."""
+    if "members" in payload:
+        raise LrcnError(
+            f"--attention with {len(payload['members'])} checkpoints: an ensemble's members look "
+            "at their own attention maps, so it has none; drop --attention or pass one checkpoint."
+        )
     if model.attends is None:
         raise LrcnError(
             f"{payload['path']}: decoder.variant {cfg.decoder.variant} does not attend, so it "

@@ -8,6 +8,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from lrcn import decoding, predict
 from lrcn.checkpoint import load_checkpoint, save_checkpoint
@@ -99,16 +100,39 @@ def test_members_with_different_vocabularies_or_tasks_are_refused_naming_both(
     assert str(best) in str(info.value) and str(other) in str(info.value)
     load = predict.load_model
 
-    def as_video(path, **kwargs):
-        model, cfg, payload = load(path, **kwargs)
-        if str(path) == str(other):
-            cfg = copy.deepcopy(cfg)
-            cfg.task = "video_caption"
-        return model, cfg, payload
+    same = tmp_path / "same.pt"  # the same vocabulary: the inputs are what differs
+    shutil.copy(best, same)
 
-    monkeypatch.setattr(predict, "load_model", as_video)
-    with pytest.raises(LrcnError, match=r"different tasks \(caption, video_caption\)"):
-        predict.load_models([best, other])
+    def changed(key, value):
+        def load_changed(path, **kwargs):
+            model, cfg, payload = load(path, **kwargs)
+            if str(path) in (str(other), str(same)):
+                cfg = copy.deepcopy(cfg)
+                section, name = key.split(".") if "." in key else (None, key)
+                setattr(getattr(cfg, section) if section else cfg, name, value)
+            return model, cfg, payload
+
+        return load_changed
+
+    for key, value, what in [
+        ("task", "video_caption", r"different tasks \(caption, video_caption\)"),
+        ("data.image_size", 32, r"different inputs \(data.image_size"),
+        ("encoder.name", "resnet18", r"different inputs \(data.image_size"),
+    ]:
+        monkeypatch.setattr(predict, "load_model", changed(key, value))
+        with pytest.raises(LrcnError, match=what):
+            predict.load_models([best, other if key == "task" else same])
+
+
+def test_caption_attention_with_an_ensemble_is_one_sentence(tiny_shapes_run, tmp_path, capsys):
+    image = tmp_path / "a.png"
+    Image.new("RGB", (64, 64), (20, 200, 30)).save(image)
+    code = main(["caption", str(image), "--checkpoint", str(tiny_shapes_run), "--checkpoint",
+                 str(tiny_shapes_run), "--attention", str(tmp_path / "maps")])  # fmt: skip
+    assert code == 2
+    assert "--attention with 2 checkpoints" in capsys.readouterr().err
+    assert main(["caption", str(image), "--checkpoint", str(tiny_shapes_run), "--checkpoint",
+                 str(tiny_shapes_run)]) == 0  # fmt: skip
 
 
 def test_lrcn_evaluate_of_two_copies_equals_the_model_and_records_both(tiny_shapes_run, tmp_path):
