@@ -215,7 +215,9 @@ def controlled_beam_search(
         parts = []
         for group in groups:
             part = _group_step(log_probs, scores, raw, chosen, group, controls.diversity_strength)
-            live = ~finished.gather(1, part[2])
+            # the words of beams still writing (not finished, not a -inf filler of a group
+            # with fewer candidates than beams) count against the later groups
+            live = ~finished.gather(1, part[2]) & torch.isfinite(part[1])
             chosen.scatter_add_(1, part[3], live.float())
             parts.append(part)
         scores, raw, beam_index, tokens_bk = (torch.cat(p, dim=1) for p in zip(*parts))
