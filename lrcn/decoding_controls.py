@@ -28,10 +28,10 @@ The controls, each applied to the step's log-probabilities of every unfinished r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
+from lrcn.config import EvalConfig
 from lrcn.decoding import PAD_ID, StepDecoder, _forbid, _trim, decode
 from lrcn.errors import LrcnError
 
@@ -48,7 +48,7 @@ class Controls:
     diversity_strength: float = 0.0
 
     @classmethod
-    def from_config(cls, eval_cfg: Any) -> Controls:
+    def from_config(cls, eval_cfg: EvalConfig) -> Controls:
         """The controls of a config's ``eval`` section (``eval.no_repeat_ngram``, ...)."""
         return cls(
             no_repeat_ngram=eval_cfg.no_repeat_ngram,
