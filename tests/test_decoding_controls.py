@@ -235,3 +235,21 @@ def test_lrcn_caption_takes_the_controls_and_refuses_bad_ones(tiny_shapes_run, t
     assert len(words) == len(set(words))  # n = 1: no word twice
     assert main([*base, "--beam-size", "3", "--set", "eval.beam_groups=2"]) == 2
     assert "`eval.beam_groups` 2 does not divide `eval.beam_size` 3" in capsys.readouterr().err
+
+
+def test_controlled_decoding_of_a_batch_equals_one_image_at_a_time():
+    """Batched like lrcn.decoding: every row's controls see only that row's history."""
+    torch.manual_seed(6)
+    decoder = LSTMDecoder(20, 6, 8, 16).eval()
+    features = torch.randn(6, 6)
+    for beam, controls in [
+        (1, Controls(no_repeat_ngram=2, repetition_penalty=1.3)),
+        (4, Controls(no_repeat_ngram=2)),
+        (4, Controls(beam_groups=2, diversity_strength=0.7, repetition_penalty=1.2)),
+    ]:
+        kwargs = dict(max_length=10, beam_size=beam, length_penalty=1.0, controls=controls)
+        batched = decode_with(decoder, features, START, END, **kwargs)
+        single = [
+            decode_with(decoder, features[i : i + 1], START, END, **kwargs)[0] for i in range(6)
+        ]
+        assert batched == single, controls
