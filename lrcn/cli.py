@@ -33,7 +33,12 @@ from lrcn.errors import LrcnError
 def _predict_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
     """PATH..., --checkpoint and repeatable --set KEY=VALUE, shared by caption and classify."""
     p.add_argument("paths", nargs="+")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        action="append",
+        help="caption: repeat it to caption with an ensemble of the checkpoints",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -92,7 +97,12 @@ def _model_parsers(sub: argparse._SubParsersAction) -> None:
     """evaluate, caption, classify and extract-features: the commands that run a model without
     training it."""
     p = sub.add_parser("evaluate", help="score a checkpoint on a split")
-    p.add_argument("--checkpoint", required=True, help=".pt file, run folder or model folder")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        action="append",
+        help=".pt file, run folder or model folder; repeat it to evaluate an ensemble",
+    )
     p.add_argument("--split", default="test")
     p.add_argument("--beam-size", type=int)
     p.add_argument("--out-dir", help="default: <run>/eval")
@@ -268,7 +278,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
     """``lrcn classify``: label and probability per video or frame folder."""
     from lrcn.predict import iter_classifications
 
-    results = iter_classifications(args.checkpoint, args.paths, args.overrides)
+    if len(args.checkpoint) > 1:
+        raise LrcnError(
+            f"lrcn classify takes one --checkpoint, not {len(args.checkpoint)}: ensembles are "
+            "of captioners (lrcn evaluate, lrcn caption); pass one checkpoint."
+        )
+    results = iter_classifications(args.checkpoint[0], args.paths, args.overrides)
     return _print_results("classify", ((f"{p}\t{lab}\t{pr:.4f}", e) for p, lab, pr, e in results))
 
 

@@ -160,6 +160,11 @@ class EvalConfig:
     beam_size: int = 1
     max_length: int = 24
     length_penalty: float = 0.0  # beam: score / length**penalty
+    # decoding controls (lrcn.decoding_controls); the defaults are off and decode as before
+    no_repeat_ngram: int = 0  # n: no caption holds an n-gram twice; 0: off
+    repetition_penalty: float = 1.0  # CTRL's penalty on already generated tokens; 1.0: off
+    beam_groups: int = 1  # diverse beam search: groups of beam_size / beam_groups beams
+    diversity_strength: float = 0.0  # lambda of the groups' Hamming diversity term
     batch_size: int = 128
     metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
     tokenizer: str = "auto"  # one of TOKENIZERS; see lrcn.metrics.tokenizer
@@ -271,6 +276,11 @@ def _validate(cfg: Config, source: str) -> None:
                 f"{source}: `{key}` is {shown(value)}; choose one of {', '.join(allowed)}."
             )
     _check_ranges(cfg, source)
+    if cfg.eval.beam_size % cfg.eval.beam_groups:
+        raise LrcnError(
+            f"{source}: `eval.beam_groups` {cfg.eval.beam_groups} does not divide `eval.beam_size` "
+            f"{cfg.eval.beam_size}; set eval.beam_groups to a divisor of the beam size (1: off)."
+        )
     if cfg.data.dataset == "manifest" and not cfg.data.manifest:
         raise LrcnError(
             f"{source}: `data.dataset: manifest` needs `data.manifest` (a folder made by `lrcn prepare`)."

@@ -37,7 +37,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,9 @@ _IGNORED = {"eval": {"split", "batch_size"}, "data": {"num_workers"}}
 # recorded, but another value may replace the evaluation: it changes what is kept (how many
 # items' attention maps), not what was measured
 _KEPT_ONLY = {"eval.attention_maps"}
+# the decoding controls' off values (lrcn.decoding_controls): not recorded when off
+_CONTROLS_OFF = {"eval.no_repeat_ngram": 0, "eval.repetition_penalty": 1.0, "eval.beam_groups": 1,
+                 "eval.diversity_strength": 0.0}  # fmt: skip
 
 
 def manifest_path(folder: str | os.PathLike, split: str) -> Path:
@@ -74,23 +77,33 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def evaluation_settings(
-    cfg: Config, checkpoint: str | os.PathLike, out_dir: str | os.PathLike, split: str
+    cfg: Config,
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    split: str,
+    members: Sequence[str | os.PathLike] = (),
 ) -> dict[str, Any]:
     """What decides an evaluation's numbers besides the data: flat ``key: value`` pairs.
 
     ``checkpoint`` is the checkpoint file as seen from the output folder's parent (e.g.
     ``checkpoints/best.pt`` for ``<run>/eval``), so a run folder copied or moved whole keeps
-    its evaluations' settings.
+    its evaluations' settings. ``members``: an ensemble's other checkpoints (``ensemble``).
+    The decoding controls are recorded only when on, so an evaluation made before they existed
+    has the settings it would have now.
     """
     where = Path(out_dir).resolve().parent
     settings: dict[str, Any] = {
         "split": split,
         "checkpoint": os.path.relpath(Path(checkpoint).resolve(), where),
     }
+    if members:
+        settings["ensemble"] = [os.path.relpath(Path(m).resolve(), where) for m in members]
     for section in ("eval", "data"):
         for key, value in sorted(dataclasses.asdict(getattr(cfg, section)).items()):
-            if key not in _IGNORED[section]:
-                settings[f"{section}.{key}"] = value
+            name = f"{section}.{key}"
+            off = name in _CONTROLS_OFF and _CONTROLS_OFF[name] == value
+            if key not in _IGNORED[section] and not off:
+                settings[name] = value
     return json.loads(json.dumps(settings))  # as the manifest will hold them (lists, not tuples)
 
 
@@ -181,6 +194,7 @@ def write_evaluation(
     settings: dict[str, Any],
     writers: dict[str, Callable[[Path], None]],
     checkpoint: str | os.PathLike,
+    members: Sequence[str | os.PathLike] = (),
 ) -> dict[str, Any]:
     """Write one split's files as a unit (the module docstring's steps 2-3); call it inside
     :func:`evaluation_folder`.
@@ -189,6 +203,7 @@ def write_evaluation(
         writers: file name -> a function writing that path atomically; a file of the previous
             evaluation of the split that is not among them is removed.
         checkpoint: the checkpoint file evaluated (its sha256 is recorded).
+        members: an ensemble's other checkpoint files (``members``: every file and its sha256).
 
     Returns:
         The finished manifest.
@@ -214,6 +229,11 @@ def write_evaluation(
             (folder / name).unlink()
             kill_point(f"{name}:removed")
     manifest["checkpoint_sha256"] = file_sha256(checkpoint)
+    if members:
+        manifest["members"] = [
+            {"path": str(Path(p).resolve()), "sha256": file_sha256(p)}
+            for p in [checkpoint, *members]
+        ]
     manifest["files"] = {name: file_sha256(folder / name) for name in writers}
     manifest["finished"] = True
     write_json_atomic(manifest_path(folder, split), manifest)

@@ -18,6 +18,7 @@ from typing import Any
 from lrcn import build
 from lrcn.checkpoint import resolve_checkpoint_path
 from lrcn.config import Config
+from lrcn.decoding_controls import Controls
 from lrcn.errors import LrcnError
 from lrcn.evaluation_files import read_evaluation
 from lrcn.io import atomic_path, check_writable, write_json_atomic, write_text_atomic
@@ -52,6 +53,13 @@ def export_model(run: str | os.PathLike, out: str | os.PathLike, onnx: bool = Fa
     """
     path = _checkpoint_of(run)
     model, cfg, payload = load_model(path, device="cpu")
+    if onnx and not Controls.from_config(cfg.eval).off:
+        raise LrcnError(
+            f"{path}: its config sets decoding controls (eval.no_repeat_ngram, "
+            "eval.repetition_penalty or eval.beam_groups), which the ONNX decoding loop does not "
+            "apply; export without --onnx (config.json records them) or export a run trained with "
+            "them off (0, 1.0, 1) and pass them to lrcn evaluate or caption instead."
+        )
     evaluation = _evaluation(run_dir_of(path) / "eval", path)
     folder = _output_folder(Path(out))
     # an existing model folder is replaced: without config.json until every other file is new,
@@ -164,6 +172,11 @@ def folder_config(cfg: Config, payload: dict[str, Any]) -> dict[str, Any]:
             "max_length": cfg.eval.max_length,
             "beam_size": cfg.eval.beam_size,
             "length_penalty": cfg.eval.length_penalty,
+            # lrcn.decoding_controls (the ONNX loop applies none: export refuses them with --onnx)
+            "no_repeat_ngram": cfg.eval.no_repeat_ngram,
+            "repetition_penalty": cfg.eval.repetition_penalty,
+            "beam_groups": cfg.eval.beam_groups,
+            "diversity_strength": cfg.eval.diversity_strength,
         }
         if task.captions
         else None,  # fmt: skip

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from lrcn.data.media import (
     load_image,
     read_frames,
 )
-from lrcn.decoding import decode
+from lrcn.decoding_controls import Controls, decode_with
+from lrcn.ensemble import Ensemble, check_members
 from lrcn.errors import LrcnError
 from lrcn.evaluation_files import (
     check_replaceable,
@@ -78,6 +79,43 @@ def load_model(
     return model, cfg, payload
 
 
+Checkpoints = str | Path | Sequence[str | Path]  # one checkpoint, or an ensemble's
+
+
+def _paths(checkpoints: Checkpoints) -> list[str | Path]:
+    return [checkpoints] if isinstance(checkpoints, (str, Path)) else list(checkpoints)
+
+
+def load_models(
+    checkpoints: Checkpoints, overrides: list[str] | None = None
+) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """`load_model` for one checkpoint; for several, their `lrcn.ensemble.Ensemble`.
+
+    The ensemble decodes with the first checkpoint's config (its ``eval.*`` and ``data.*``
+    settings, the overrides applied to every member) and payload, whose ``members`` lists every
+    checkpoint file.
+
+    Raises:
+        LrcnError: a member is not a captioner, or two members differ in task, vocabulary or
+            input (`lrcn.ensemble.check_members`, naming the two files).
+    """
+    paths = _paths(checkpoints)
+    loaded = [load_model(path, overrides=overrides) for path in paths]
+    if len(loaded) == 1:
+        return loaded[0]
+    first_model, cfg, payload = loaded[0]
+    check_members([(c, p) for _, c, p in loaded])
+    task = get_task(cfg.task)
+    if not task.captions:
+        raise LrcnError(
+            f"{payload['path']}: a {task.name} checkpoint; ensembles of several --checkpoint "
+            "are of captioners only, so pass one checkpoint."
+        )
+    model = Ensemble([m for m, _, _ in loaded]).to(next(first_model.parameters()).device).eval()
+    payload = {**payload, "members": [other["path"] for _, _, other in loaded]}
+    return model, cfg, payload
+
+
 def run_dir_of(checkpoint_path: str | Path) -> Path:
     """The run directory a checkpoint file belongs to (a model folder: itself)."""
     path = Path(checkpoint_path)
@@ -87,7 +125,7 @@ def run_dir_of(checkpoint_path: str | Path) -> Path:
 
 
 def evaluate(
-    checkpoint: str | Path,
+    checkpoint: Checkpoints,
     split: str = "test",
     beam_size: int | None = None,
     overrides: list[str] | None = None,
@@ -106,22 +144,26 @@ def evaluate(
     The split's files are one unit with ``<split>_manifest.json`` (`lrcn.evaluation_files`):
     one ``lrcn evaluate`` at a time per folder, written whole or marked unfinished.
 
+    Several checkpoints are evaluated as one ensemble (`load_models`); the folder defaults to the
+    first's, and the manifest records every member.
+
     Raises:
         LrcnError: another ``lrcn evaluate`` writes into the folder (its PID named), or the
             folder holds a finished evaluation of the split made with other settings.
     """
 
     extra = list(overrides or []) + ([f"eval.beam_size={beam_size}"] if beam_size else [])
-    path = resolve_checkpoint_path(checkpoint)
+    paths = [resolve_checkpoint_path(c) for c in _paths(checkpoint)]
     # fail in the first second, not after decoding the whole split, when the outputs cannot be
     # written, another `lrcn evaluate` writes there, or they would replace another evaluation
-    with evaluation_folder(out_dir or run_dir_of(path) / "eval") as folder:
-        model, cfg, payload = load_model(path, overrides=extra)
-        settings = evaluation_settings(cfg, path, folder, split)
+    with evaluation_folder(out_dir or run_dir_of(paths[0]) / "eval") as folder:
+        model, cfg, payload = load_models(paths, overrides=extra)
+        settings = evaluation_settings(cfg, paths[0], folder, split, members=paths[1:])
         check_replaceable(folder, split, settings)
         metrics, files = get_task(cfg.task).evaluate(model, cfg, payload, split)
-        weights = path / WEIGHTS if path.is_dir() else path  # a model folder: its weights file
-        write_evaluation(folder, split, settings, files, weights)
+        # a model folder: its weights file
+        weights = [p / WEIGHTS if p.is_dir() else p for p in paths]
+        write_evaluation(folder, split, settings, files, weights[0], members=weights[1:])
     return metrics
 
 
@@ -169,7 +211,7 @@ def _expand_image_paths(paths: list[str]) -> list[tuple[str, str | None]]:
 
 @torch.no_grad()
 def iter_captions(
-    checkpoint: str | Path,
+    checkpoint: Checkpoints,
     paths: list[str],
     beam_size: int | None = None,
     overrides: list[str] | None = None,
@@ -189,11 +231,15 @@ def iter_captions(
             ``attention_dir/<stem>.png``, written atomically; the folder is created, existing
             files are replaced, a stem met twice in one call gets ``-2``, ``-3``.
 
+    Several checkpoints caption as one ensemble (`load_models`).
+
     Raises:
         LrcnError: not a captioner, or ``attention_dir`` with a decoder that does not attend.
     """
 
-    model, cfg, payload = load_model(checkpoint, overrides=overrides)
+    # --beam-size as the override it is, so the config is checked with it (eval.beam_groups)
+    extra = list(overrides or []) + ([f"eval.beam_size={beam_size}"] if beam_size else [])
+    model, cfg, payload = load_models(checkpoint, overrides=extra)
     task = get_task(cfg.task)
     if not task.captions:
         raise LrcnError(f"{payload['path']}: a {task.name} checkpoint {task.cannot_caption}.")
@@ -217,6 +263,11 @@ def _attention_folder(
     model: nn.Module, cfg: Config, payload: dict[str, Any], attention_dir: str | Path
 ) -> Path:
     """``attention_dir``, created and writable; LrcnError when the decoder does not attend."""
+    if "members" in payload:
+        raise LrcnError(
+            f"--attention with {len(payload['members'])} checkpoints: an ensemble's members look "
+            "at their own attention maps, so it has none; drop --attention or pass one checkpoint."
+        )
     if model.attends is None:
         raise LrcnError(
             f"{payload['path']}: decoder.variant {cfg.decoder.variant} does not attend, so it "
@@ -233,11 +284,13 @@ def _caption_function(
     over the input (`lrcn.attention_pictures.input_strips`), else None."""
     vocab = Vocabulary.from_dict(payload["vocab"])
     beam = beam_size or cfg.eval.beam_size
+    controls = Controls.from_config(cfg.eval)
+    controls.check(beam)  # before the first file is read: one sentence, not one per batch
     normalisation = build.normalisation(cfg)
 
     def captions_of(batch: dict[str, torch.Tensor]) -> list[tuple[str, np.ndarray | None]]:
         features = model.encode(batch)
-        tokens = decode(
+        tokens = decode_with(
             model.decoder,
             features,
             vocab.start_id,
@@ -245,6 +298,7 @@ def _caption_function(
             max_length=cfg.eval.max_length,
             beam_size=beam,
             length_penalty=cfg.eval.length_penalty,
+            controls=controls,
         )
         strips: list[np.ndarray | None] = [None] * len(tokens)
         if draw:
@@ -339,7 +393,7 @@ def _caption_batch(
 
 
 def caption_files(
-    checkpoint: str | Path,
+    checkpoint: Checkpoints,
     paths: list[str],
     beam_size: int | None = None,
     overrides: list[str] | None = None,

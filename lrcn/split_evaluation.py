@@ -19,6 +19,7 @@ from lrcn.config import Config
 from lrcn.data.datasets import CaptionEvalDataset, make_eval_collate
 from lrcn.data.manifest import read_manifest
 from lrcn.data.media import frames_to_tensor, read_frames
+from lrcn.decoding_controls import Controls
 from lrcn.engine import evaluate_classifier, generate_captions, score_captions
 from lrcn.engine.evaluation import AttentionMaps
 from lrcn.errors import LrcnError
@@ -88,6 +89,7 @@ def evaluate_captions(
         cfg.eval.max_length,
         cfg.eval.length_penalty,
         attention=attention,
+        controls=Controls.from_config(cfg.eval),
     )
     if not hyps:
         raise LrcnError(f"split `{split}` has no readable items; check the data paths.")

@@ -100,6 +100,20 @@ def test_served_captions_are_lrcn_captions_of_the_same_files(untrained_run, imag
         assert page.status_code == 200 and 'id="files"' in page.text
 
 
+def test_served_captions_apply_the_decoding_controls_as_lrcn_caption(untrained_run, images):
+    controls = ["eval.no_repeat_ngram=1", "eval.beam_size=2", "eval.beam_groups=2"]
+    app = make_app(ServedModel(untrained_run, controls), Limits())
+    results = iter_captions(untrained_run, [str(p) for p in images], None, controls)
+    expected = {Path(path).name: caption for path, caption, _ in results}
+    with TestClient(app) as client:
+        for path in images:
+            body = client.post("/caption", **form(path)).json()
+            assert body["caption"] == expected[path.name], path.name
+            assert len(body["words"]) == len(set(body["words"]))  # no word twice (n = 1)
+        answer = client.post("/caption", **form(images[0], beam_size="3"))
+        assert answer.status_code == 400 and "eval.beam_groups 2" in answer.json()["error"]
+
+
 def test_concurrent_callers_share_one_decode_in_the_model_thread(untrained_run, images):
     served = ServedModel(untrained_run)
     threads: list[str] = []

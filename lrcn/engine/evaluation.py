@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lrcn.attention_pictures import caption_strips, grid_shape
-from lrcn.decoding import attention_weights, decode, greedy
+from lrcn.decoding import attention_weights, greedy
+from lrcn.decoding_controls import Controls, decode_with
 from lrcn.errors import LrcnError
 from lrcn.io import atomic_path
 from lrcn.metrics import score
@@ -89,10 +90,13 @@ def generate_captions(
     length_penalty: float = 0.0,
     progress: bool = False,
     attention: AttentionMaps | None = None,
+    controls: Controls | None = None,
 ) -> tuple[dict[str, str], dict[str, list[str]], int]:
     """Decode every item of an eval loader.
 
     Args:
+        controls: n-gram blocking, repetition penalty, diverse beams
+            (`lrcn.decoding_controls`); None or all off decodes as `lrcn.decoding.decode`.
         attention: for an attention captioner, filled with the maps of the decoded captions
             (`lrcn.decoding.attention_weights`, one more teacher-forced pass per batch) until
             it holds ``attention.limit`` items.
@@ -111,7 +115,7 @@ def generate_captions(
         ids, refs = batch.pop("ids"), batch.pop("references")
         batch = move_batch(batch, device)
         features = model.encode(batch)
-        token_ids = decode(
+        token_ids = decode_with(
             model.decoder,
             features,
             vocab.start_id,
@@ -119,6 +123,7 @@ def generate_captions(
             max_length=max_length,
             beam_size=beam_size,
             length_penalty=length_penalty,
+            controls=controls,
         )
         for item_id, tokens, item_refs in zip(ids, token_ids, refs):
             hypotheses[item_id] = " ".join(vocab.decode(tokens))

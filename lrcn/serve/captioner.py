@@ -4,7 +4,7 @@ one batched decode for many callers' inputs.
 Nothing here knows HTTP. `ServedModel.prepare` runs per request (in a thread pool: decoding an
 image is CPU work that must not hold the event loop); `ServedModel.caption` runs one gathered
 batch in the single model thread. Captions are decoded as `lrcn caption` decodes them (the same
-`lrcn.decoding.decode` call and settings): batched beam search gives the captions one-at-a-time
+`lrcn.decoding_controls.decode_with` call and settings, decoding controls included): batched beam search gives the captions one-at-a-time
 decoding would, which the load test checks on every response.
 
 Activity checkpoints (frames -> label) are refused with one sentence that points at
@@ -25,7 +25,7 @@ from PIL import Image
 
 from lrcn import build
 from lrcn.data.media import frames_to_tensor, image_to_tensor
-from lrcn.decoding import decode
+from lrcn.decoding_controls import Controls, decode_with
 from lrcn.engine.evaluation import caption_strips
 from lrcn.errors import LrcnError
 from lrcn.predict import load_model
@@ -83,6 +83,7 @@ class ServedModel:
         self.device = next(self.model.parameters()).device
         self.mean, self.std = build.normalisation(self.cfg)
         self.default_beam = self.cfg.eval.beam_size
+        self.controls = Controls.from_config(self.cfg.eval)
         self.batch_size = max(self.cfg.eval.batch_size, 1)
 
     def info(self) -> dict[str, Any]:
@@ -108,6 +109,11 @@ class ServedModel:
             raise BadUpload(
                 f"{self.path}: decoder.variant {self.cfg.decoder.variant} does not attend, so it "
                 "has no attention maps; leave out attention=1."
+            )
+        if beam_size % self.controls.beam_groups:
+            raise BadUpload(
+                f"beam_size {beam_size} is not a multiple of the server's eval.beam_groups "
+                f"{self.controls.beam_groups} (diverse beam search); send a multiple of it."
             )
         size = self.cfg.data.image_size
         if self.video:
@@ -139,7 +145,7 @@ class ServedModel:
         )  # (B, 3, S, S) / (B, T, 3, S, S)
         batch = {key: pixels}
         features = self.model.encode(batch)
-        tokens = decode(
+        tokens = decode_with(
             self.model.decoder,
             features,
             self.vocab.start_id,
@@ -147,6 +153,7 @@ class ServedModel:
             max_length=self.cfg.eval.max_length,
             beam_size=beam,
             length_penalty=self.cfg.eval.length_penalty,
+            controls=self.controls,
         )
         strips: list[bytes | None] = [None] * len(jobs)
         if attention:
