@@ -111,6 +111,9 @@ def test_beam_one_is_greedy_and_beams_decode(attention_run: Path, tmp_path: Path
         ("shapes", "show_attend_tell"),
         ("moving_shapes", "temporal_attention"),
         ("moving_shapes", "lrcn2f"),
+        ("shapes", "transformer"),
+        ("shapes", "transformer_vector"),
+        ("moving_shapes", "temporal_transformer"),
     ],
 )
 def test_every_built_in_wiring_exports(recipe: str, variant: str, tmp_path: Path):
