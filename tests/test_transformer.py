@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from lrcn import decoding
 from lrcn.build import build_captioner, check_config
+from lrcn.cli import main
 from lrcn.config import load_config
 from lrcn.errors import LrcnError
 from lrcn.models.decoder import LSTMDecoder
@@ -207,7 +208,8 @@ def test_a_checkpoint_round_trip_keeps_the_outputs(tmp_path: Path):
         assert torch.equal(loaded(features, tokens, lengths), decoder(features, tokens, lengths))
 
 
-def test_heads_that_do_not_divide_the_width_are_one_sentence():
+def test_heads_that_do_not_divide_the_width_are_one_sentence(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a refused run leaves nothing behind, but not in the repository
     cfg = load_config(None, ["decoder.variant=transformer", "decoder.hidden_dim=30",
                              "decoder.heads=4"])  # fmt: skip
     with pytest.raises(
@@ -217,3 +219,21 @@ def test_heads_that_do_not_divide_the_width_are_one_sentence():
     check_config(load_config(None, ["decoder.hidden_dim=30", "decoder.heads=4"]))  # LSTM: ignored
     with pytest.raises(LrcnError, match="decoder.heads"):
         load_config(None, ["decoder.heads=0"])
+    assert main(["train", "-c", "shapes_transformer", "decoder.heads=7"]) == 2  # before any work
+    err = capsys.readouterr().err
+    assert "is not a multiple of `decoder.heads` 7" in err and "Traceback" not in err
+
+
+def test_the_decoding_benchmark_runs_and_its_decoders_agree():
+    import importlib.util
+
+    from conftest import REPO
+
+    path = REPO / "scripts" / "benchmarks" / "transformer_decode.py"
+    spec = importlib.util.spec_from_file_location("transformer_decode", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.measure("quick")
+    assert result["captions_identical"]  # cached and recomputed beams choose the same words
+    assert result["words_per_caption"] == [result["words"]]  # <end> unreachable: equal work
+    assert set(result["captions_per_s"]) == {"cached", "recompute", "lstm"}
