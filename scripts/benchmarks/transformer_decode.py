@@ -14,7 +14,8 @@ cached/recompute and cached/lstm, and checks that cached and recomputed captions
 
     OMP_NUM_THREADS=2 .venv/bin/python scripts/benchmarks/transformer_decode.py [--quick] [--out F]
 
-``--quick`` runs a small size (a smoke test, seconds). ``--out`` writes the figures as JSON (atomically).
+Each decoder runs ``--repeats`` times (2), interleaved; the fastest run counts. ``--quick`` runs a
+small size (a smoke test, seconds). ``--out`` writes the figures as JSON (atomically).
 """
 
 from __future__ import annotations
@@ -86,23 +87,29 @@ def _timed(decoder: Any, features: torch.Tensor, size: dict[str, int]) -> tuple[
     """Seconds of one batched beam search and its captions."""
     options = {"max_length": size["words"], "beam_size": size["beam"]}
     with torch.no_grad():
-        beam_search(decoder, features[:2], START, END, **options)  # warm-up
         start = time.perf_counter()
         captions = beam_search(decoder, features, START, END, **options)
     return time.perf_counter() - start, captions
 
 
-def measure(name: str) -> dict[str, Any]:
-    """The three decoders side by side at size ``name``: captions/s and the ratios."""
+def measure(name: str, repeats: int = 2) -> dict[str, Any]:
+    """The three decoders side by side at size ``name``: captions/s and the ratios.
+
+    Each decoder runs ``repeats`` times, interleaved with the others (a shared machine's load
+    falls on all three alike), after a warm-up; the fastest run of each counts."""
     size = SIZES[name]
     features = torch.randn(size["batch"], size["cells"], size["feature"],
                            generator=torch.Generator().manual_seed(0))  # fmt: skip
     transformer = _decoder(size, "transformer")
-    seconds = {
-        "cached": _timed(transformer, features, size),
-        "recompute": _timed(Recompute(transformer), features, size),
-        "lstm": _timed(_decoder(size, "show_attend_tell"), features, size),
-    }
+    decoders = {"cached": transformer, "recompute": Recompute(transformer),
+                "lstm": _decoder(size, "show_attend_tell")}  # fmt: skip
+    for decoder in decoders.values():
+        _timed(decoder, features[:2], size)  # warm-up
+    runs: dict[str, list[tuple[float, list]]] = {k: [] for k in decoders}
+    for _ in range(repeats):
+        for key, decoder in decoders.items():
+            runs[key].append(_timed(decoder, features, size))
+    seconds = {k: min(found, key=lambda run: run[0]) for k, found in runs.items()}
     rate = {k: size["batch"] / s for k, (s, _) in seconds.items()}
     same = seconds["cached"][1] == seconds["recompute"][1]
     words = {len(c) for c in seconds["cached"][1]}
@@ -113,6 +120,7 @@ def measure(name: str) -> dict[str, Any]:
         "cached_over_recompute": rate["cached"] / rate["recompute"],
         "cached_over_lstm": rate["cached"] / rate["lstm"],
         "captions_identical": same,
+        "repeats": repeats,
         "words_per_caption": sorted(words),
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
@@ -125,8 +133,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each (the fastest counts)")
     args = parser.parse_args()
-    result = measure("quick" if args.quick else "coco")
+    result = measure("quick" if args.quick else "coco", args.repeats)
     rate = result["captions_per_s"]
     print(
         f"beam k={result['beam']}, batch {result['batch']}, {result['words']} words, vocab "
