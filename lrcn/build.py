@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from lrcn.models.encoders import (
 )
 from lrcn.models.init import keras_init_
 from lrcn.models.wirings import WIRINGS, available_wirings, get_wiring
+from lrcn.models.wirings.transformer import Transformer
 from lrcn.task import get_task, task_names
 
 
@@ -80,6 +82,20 @@ def check_config(cfg: Config, source: str = "config") -> None:
                     f"{source}: `{key}` is {shown(value)}, which is not registered for task "
                     f"{cfg.task}; choose one of {', '.join(choices)} (or register your own)."
                 )
+    if task.captions:
+        _check_heads(cfg, source)
+
+
+def _check_heads(cfg: Config, source: str) -> None:
+    """A Transformer wiring splits ``decoder.hidden_dim`` among ``decoder.heads``: refuse, in one
+    sentence, a width the heads do not divide (the others ignore both keys)."""
+    hidden, heads = cfg.decoder.hidden_dim, cfg.decoder.heads
+    if issubclass(get_wiring(cfg.decoder.variant), Transformer) and hidden % heads:
+        raise LrcnError(
+            f"{source}: `decoder.hidden_dim` {hidden} is not a multiple of `decoder.heads` "
+            f"{heads} (decoder.variant {cfg.decoder.variant} splits its width among its heads); "
+            f"set decoder.heads to a divisor of {hidden}, e.g. {math.gcd(hidden, heads)}."
+        )
 
 
 def normalisation(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -265,6 +281,8 @@ def build_captioner(cfg: Config, vocab_size: int, encoder: Encoder | None = None
         packed=cfg.decoder.packed,
         attention_dim=cfg.decoder.attention_dim,
         attention_gate=cfg.decoder.attention_gate,
+        heads=cfg.decoder.heads,
+        ff_dim=cfg.decoder.ff_dim,
     )
     cls = VideoCaptioner if video else ImageCaptioner
     model = cls(encoder, decoder, temporal)

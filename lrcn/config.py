@@ -99,6 +99,9 @@ class DecoderConfig:
     attention_dim: int = 0  # size of the additive attention's space; 0: hidden_dim
     attention_gate: bool = False  # Xu et al.'s gating scalar beta = sigmoid(f_beta(h))
     attention_reg: float = 0.0  # lambda of the doubly stochastic regularisation; 0: off
+    # transformer wirings only: attention heads (hidden_dim a multiple) and feed-forward size
+    heads: int = 4
+    ff_dim: int = 0  # 0: 4 * hidden_dim
 
 
 @dataclass

@@ -82,18 +82,20 @@ def export_onnx(model: nn.Module, cfg: Config, payload: dict[str, Any], out: Pat
     model = model.cpu().eval()
     pixels = _example_pixels(cfg, task.video, batch=2)
     with torch.no_grad():
-        names, axes = _state_layout(model, cfg, task.video)
+        names, axes, grows = _state_layout(model, cfg, task.video)
         state = _EncoderGraph(model, names)(pixels)
         tokens = torch.full((2,), Vocabulary.start_id, dtype=torch.long)
+        if any(grows.values()):  # a cache: trace the step from one word in, not from empty
+            state = _StepGraph(model, names)(tokens, *state)[1:]
     variant = cfg.decoder.variant
     out.mkdir(parents=True, exist_ok=True)
-    encoder_axes = {"pixels": {0: "batch"}} | {n: {axes[n]: "batch"} for n in names}
+    dynamic = {n: {axes[n]: "batch"} | {a: "steps" for a in grows[n]} for n in names}
+    encoder_axes = {"pixels": {0: "batch"}} | dynamic
     _export(_EncoderGraph(model, names), (pixels,), ["pixels"], names, encoder_axes,
             out / "encoder.onnx", variant)  # fmt: skip
     step_outputs = ["log_probs", *(f"next_{n}" for n in names)]
-    step_axes = {"tokens": {0: "batch"}, "log_probs": {0: "batch"}}
-    step_axes |= {n: {axes[n]: "batch"} for n in names}
-    step_axes |= {f"next_{n}": {axes[n]: "batch"} for n in names}
+    step_axes = {"tokens": {0: "batch"}, "log_probs": {0: "batch"}} | dynamic
+    step_axes |= {f"next_{n}": dynamic[n] for n in names}
     _export(_StepGraph(model, names), (tokens, *state), ["tokens", *names], step_outputs,
             step_axes, out / "decoder_step.onnx", variant)  # fmt: skip
     write_json_atomic(out / "onnx.json", onnx_metadata(cfg, names, axes))
@@ -144,13 +146,20 @@ def _example_pixels(cfg: Config, video: bool, batch: int) -> torch.Tensor:
     return torch.zeros(batch, *frames, 3, size, size)
 
 
-def _state_layout(model: nn.Module, cfg: Config, video: bool) -> tuple[list[str], dict[str, int]]:
-    """The state's entry names and, for each, the axis that grows with the batch (found by
-    running ``init_state`` at two batch sizes, so a plug-in wiring needs no declaration)."""
+def _state_layout(
+    model: nn.Module, cfg: Config, video: bool
+) -> tuple[list[str], dict[str, int], dict[str, list[int]]]:
+    """The state's entry names and, for each, the axis that grows with the batch and the axes
+    that grow with every word fed (a Transformer's key/value cache; none for an LSTM's state),
+    found by running ``init_state`` at two batch sizes and one ``step``, so a plug-in wiring
+    needs no declaration."""
     shapes = []
     for batch in (2, 3):
         features = model.encode_features(model.cnn_features(_example_pixels(cfg, video, batch)))
-        shapes.append({k: tuple(v.shape) for k, v in model.decoder.init_state(features).items()})
+        state = model.decoder.init_state(features)
+        shapes.append({k: tuple(v.shape) for k, v in state.items()})
+    tokens = torch.full((3,), Vocabulary.start_id, dtype=torch.long)
+    stepped = {k: tuple(v.shape) for k, v in model.decoder.step(tokens, state)[1].items()}
     names = list(shapes[0])
     axes = {}
     for name in names:
@@ -162,7 +171,10 @@ def _state_layout(model: nn.Module, cfg: Config, video: bool) -> tuple[list[str]
                 "without --onnx."
             )
         axes[name] = grown[0]
-    return names, axes
+    grows = {
+        n: [i for i, (a, b) in enumerate(zip(shapes[1][n], stepped[n])) if a != b] for n in names
+    }
+    return names, axes, grows
 
 
 def _export(

@@ -27,7 +27,7 @@ def test_wrong_type_and_choice_and_bad_yaml(tmp_path):
     with pytest.raises(LrcnError, match="train.epochs` must be an integer"):
         load_config(None, ["train.epochs=many"])
     with pytest.raises(LrcnError, match="decoder.variant.*show_tell"):
-        check_config(load_config(None, ["decoder.variant=transformer"]))
+        check_config(load_config(None, ["decoder.variant=mamba"]))
     with pytest.raises(LrcnError, match="data.dataset.*moving_line"):
         check_config(load_config(None, ["task=activity", "data.dataset=shapes"]))
     with pytest.raises(LrcnError, match="eval.metrics.*cider"):

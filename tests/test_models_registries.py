@@ -75,7 +75,7 @@ def test_unknown_names_are_one_sentence_listing_the_registered_ones():
     with pytest.raises(LrcnError, match="encoder.name to one of .*small_cnn.*toy_mean_pool"):
         encoder_spec("resnet9000")
     with pytest.raises(LrcnError, match="decoder.variant to one of .*show_tell.*toy_gru"):
-        LSTMDecoder(10, 4, variant="transformer")
+        LSTMDecoder(10, 4, variant="mamba")
 
 
 def test_seed_cnn_is_a_registered_encoder_with_the_same_init_as_build_seed_cnn():

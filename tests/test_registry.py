@@ -122,6 +122,9 @@ def test_variants_are_every_built_in_wiring() -> None:
         "lrcn2f",
         "show_attend_tell",
         "temporal_attention",
+        "transformer",
+        "temporal_transformer",
+        "transformer_vector",
     }
     assert VARIANTS == WIRINGS.names()[: len(VARIANTS)]
 

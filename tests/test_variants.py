@@ -47,6 +47,10 @@ ATTENTION = [
     ("temporal_attention", "video_mean", ()),
     ("temporal_attention", "video_mean", GATED),
     ("temporal_attention", "video_lstm", ()),  # over the temporal LSTM's output at every frame
+    ("transformer", "image", ()),
+    ("transformer", "image", ("decoder.heads=3", "decoder.ff_dim=20")),
+    ("temporal_transformer", "video_mean", ()),
+    ("temporal_transformer", "video_lstm", ()),
 ]
 EVERY = [(v, i, ()) for v, i in CASES] + ATTENTION
 

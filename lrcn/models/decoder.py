@@ -11,6 +11,9 @@ core between them is a *wiring* looked up by name in `lrcn.models.wirings`:
   the first one's output concatenated with the visual feature.
 - ``show_attend_tell`` / ``temporal_attention`` (Xu et al.; Yao et al.): soft attention over an
   image's grid cells or a video's frames at every step (``decoder.attention_*`` options).
+- ``transformer`` / ``temporal_transformer`` / ``transformer_vector``: pre-LayerNorm Transformer
+  decoder layers cross-attending over the grid, the frames or one pooled vector
+  (``decoder.heads``, ``decoder.ff_dim``).
 
 ``teacher_forcing`` is the one pass every loss takes (plain teacher forcing over packed sequences,
 or scheduled sampling step by step; ``forward`` gives its logits); ``init_state`` + ``step`` decode
@@ -35,6 +38,7 @@ from lrcn.models.wirings import (
     remember_init_,
 )
 from lrcn.models.wirings.base import stack_trace, zero_past
+from lrcn.models.wirings.transformer import Transformer
 
 VARIANTS = available_wirings()  # the built-in wirings (those registered when lrcn is imported)
 _remember_init_ = remember_init_  # the old private name
@@ -81,6 +85,8 @@ class LSTMDecoder(nn.Module):
             LSTM, 2.3x faster, equal within rounding (see `lrcn.models.wirings.run_packed`).
         attention_dim: an attention wiring's attention size (0: ``hidden_dim``); others ignore it.
         attention_gate: an attention wiring's gating scalar (Xu et al. 4.2.1); others ignore it.
+        heads: a Transformer wiring's attention heads (``hidden_dim`` a multiple of it).
+        ff_dim: a Transformer wiring's feed-forward size (0: ``4 * hidden_dim``).
 
     Raises:
         LrcnError: a plug-in wiring that is not a `Wiring` module, sets a module before
@@ -100,12 +106,16 @@ class LSTMDecoder(nn.Module):
         packed: bool = True,
         attention_dim: int = 0,
         attention_gate: bool = False,
+        heads: int = 4,
+        ff_dim: int = 0,
     ) -> None:
         super().__init__()
         wiring_class = get_wiring(variant)
         options: dict[str, object] = {}
-        if wiring_class.attends is not None:  # only they take attention options
+        if wiring_class.attends is not None and not issubclass(wiring_class, Transformer):
             options = {"attention_dim": attention_dim, "attention_gate": attention_gate}
+        if issubclass(wiring_class, Transformer):  # only they have heads and a feed-forward
+            options = {"heads": heads, "ff_dim": ff_dim}
         self.vocab_size, self.variant, self.hidden_dim = vocab_size, variant, hidden_dim
         # Creation order (embed, visual_proj, dropout, the wiring's modules, out, then the wiring's
         # re-initialisation) fixes the random init: keep it.

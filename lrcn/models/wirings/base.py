@@ -152,13 +152,19 @@ class Wiring(nn.Module):
         ``decoder.attention_reg``); None: the wiring has none."""
         return None
 
-    @staticmethod
-    def reorder_state(state: State, index: torch.Tensor) -> State:
+    def batch_axis(self, name: str) -> int:
+        """The axis of state entry ``name`` that holds the batch (what ``reorder_state`` selects
+        on). By default recurrent states are (num_layers, B, H) and the entry ``visual`` is
+        (B, E); a wiring whose state is shaped otherwise (a Transformer's key/value cache, batch
+        first) says so here rather than overriding ``reorder_state``."""
+        return 0 if name == "visual" else 1
+
+    def reorder_state(self, state: State, index: torch.Tensor) -> State:
         """Select (or repeat) rows of a state: beam search's bookkeeping. index: (B',) long.
 
-        Recurrent states are (num_layers, B, H); the entry ``visual`` is (B, E).
+        Each entry is indexed on its ``batch_axis``.
         """
-        return {k: v.index_select(0 if k == "visual" else 1, index) for k, v in state.items()}
+        return {k: v.index_select(self.batch_axis(k), index) for k, v in state.items()}
 
 
 WIRINGS: Registry[type[Wiring]] = Registry(

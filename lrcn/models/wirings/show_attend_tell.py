@@ -152,10 +152,9 @@ class ShowAttendTell(Wiring):
         (`doubly_stochastic_penalty`)."""
         return doubly_stochastic_penalty(trace["alpha"])
 
-    @staticmethod
-    def reorder_state(state: State, index: torch.Tensor) -> State:
-        """Rows ``index`` of every entry: LSTM states on dim 1, the rest on dim 0."""
-        return {k: v.index_select(1 if k in ("h", "c") else 0, index) for k, v in state.items()}
+    def batch_axis(self, name: str) -> int:
+        """LSTM states ``h``, ``c`` hold the batch on axis 1, the rest on axis 0."""
+        return 1 if name in ("h", "c") else 0
 
 
 def _first_rows(state: State, n: int) -> State:
