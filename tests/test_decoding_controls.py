@@ -237,10 +237,12 @@ def test_lrcn_caption_takes_the_controls_and_refuses_bad_ones(tiny_shapes_run, t
     assert "`eval.beam_groups` 2 does not divide `eval.beam_size` 3" in capsys.readouterr().err
 
 
-def test_controlled_decoding_of_a_batch_equals_one_image_at_a_time():
-    """Batched like lrcn.decoding: every row's controls see only that row's history."""
+@pytest.mark.parametrize("variant", ["show_tell", "transformer_vector"])
+def test_controlled_decoding_of_a_batch_equals_one_image_at_a_time(variant):
+    """Batched like lrcn.decoding: every row's controls see only that row's history, for an LSTM
+    state and for a transformer's growing key/value cache (reordered on its own batch axis)."""
     torch.manual_seed(6)
-    decoder = LSTMDecoder(20, 6, 8, 16).eval()
+    decoder = LSTMDecoder(20, 6, 8, 16, variant=variant).eval()
     features = torch.randn(6, 6)
     for beam, controls in [
         (1, Controls(no_repeat_ngram=2, repetition_penalty=1.3)),
