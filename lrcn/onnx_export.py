@@ -44,6 +44,10 @@ class _EncoderGraph(nn.Module):
     def __init__(self, model: nn.Module, names: list[str]) -> None:
         super().__init__()
         self.model, self.names = model, names
+        # torch.onnx.export puts the graph in eval mode and afterwards back in the mode it found
+        # it in, recursively: a wrapper left in nn.Module's default training mode would leave the
+        # caller's model training (BatchNorm then normalises by the batch and updates its stats)
+        self.eval()
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(B, 3, H, W) or (B, T, 3, H, W) -> the state's tensors."""
@@ -58,6 +62,7 @@ class _StepGraph(nn.Module):
     def __init__(self, model: nn.Module, names: list[str]) -> None:
         super().__init__()
         self.decoder, self.names = model.decoder, names
+        self.eval()  # as _EncoderGraph: the export must not leave the decoder training
 
     def forward(self, tokens: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """tokens (B,) -> log_probs (B, V) and the state after feeding them."""

@@ -135,6 +135,17 @@ def test_every_built_in_wiring_exports(recipe: str, variant: str, tmp_path: Path
     (tmp_path / "vocab.json").write_text(json.dumps(vocab.to_dict()))
     ort = OnnxCaptioner(out)
     frames = (2,) if recipe == "moving_shapes" else ()
+    # the caller's model is left as it was (eval mode, so BatchNorm uses its running statistics)
+    # and the encoder graph computes what it computes, on pixels that are not the tracer's zeros
+    assert not [name for name, module in model.named_modules() if module.training]
+    random = np.random.default_rng(0).random((3, *frames, 3, 32, 32), dtype=np.float32)
+    with torch.no_grad():
+        want = model.decoder.init_state(model.encode_features(model.cnn_features(torch.from_numpy(random))))  # fmt: skip
+    got = ort.initial_state(random)
+    for name, value in want.items():
+        # the same float32 ops in another summation order: rounding of about 1e-7 relative on
+        # values of order 1; 1e-4 is loose for that and far below a wrong computation's 1e-1
+        assert np.allclose(got[name], value.numpy(), atol=1e-4), name
     pixels = np.zeros((3, *frames, 3, 32, 32), dtype=np.float32)
     state = ort.initial_state(pixels)
     log_probs, state = ort.step(np.ones(3, dtype=np.int64), state)
