@@ -119,6 +119,7 @@ def test_reward_counts_document_frequency_over_the_training_split(tmp_path: Path
     )
     loss_fn = SelfCriticalLoss.from_run(run)
     assert loss_fn.baseline == "mean" and loss_fn.cider.num_documents == len(CORPUS)
+    assert loss_fn.max_length == cfg.eval.max_length  # samples as long as evaluation's captions
     assert loss_fn.cider.document_frequency(["circle"]) == 2  # CORPUS items 0 and 1
     assert loss_fn.cider.document_frequency(["square"]) == 2  # items 1 and 3
 

@@ -167,6 +167,8 @@ class SelfCriticalLoss:
         num_samples: captions sampled per image.
         max_length: most words per sampled or greedy caption (``<end>`` excluded).
         log_every: calls between INFO lines with the mean reward and baseline.
+        baseline: ``greedy`` (the image's greedy caption's reward) or ``mean`` (the mean reward of
+            the image's other samples; needs ``num_samples >= 2``), see the module docstring.
     """
 
     def __init__(
