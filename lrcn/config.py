@@ -150,8 +150,9 @@ class TrainConfig:
         0.0  # probability of feeding the model's own word, reached after the ramp
     )
     scheduled_sampling_ramp_epochs: int = 5  # linear ramp from 0 over this many epochs
-    scst: bool = False  # self-critical sequence training (reward CIDEr-D, greedy baseline)
+    scst: bool = False  # self-critical sequence training (reward CIDEr-D, see scst_baseline)
     scst_samples: int = 5  # sampled captions per image
+    scst_baseline: str = "greedy"  # greedy (Rennie et al.) | mean (of the image's other samples)
     progress: bool = True  # tqdm bars
 
 
@@ -271,6 +272,7 @@ def _validate(cfg: Config, source: str) -> None:
         "train.optimizer": (cfg.train.optimizer, ("adamw", "adam")),
         "train.scheduler": (cfg.train.scheduler, ("cosine", "step", "none")),
         "train.init": (cfg.train.init, ("pytorch", "keras")),
+        "train.scst_baseline": (cfg.train.scst_baseline, ("greedy", "mean")),
         "eval.tokenizer": (cfg.eval.tokenizer, TOKENIZERS),
     }
     for key, (value, allowed) in choices.items():
@@ -283,6 +285,11 @@ def _validate(cfg: Config, source: str) -> None:
         raise LrcnError(
             f"{source}: `eval.beam_groups` {cfg.eval.beam_groups} does not divide `eval.beam_size` "
             f"{cfg.eval.beam_size}; set eval.beam_groups to a divisor of the beam size (1: off)."
+        )
+    if cfg.train.scst and cfg.train.scst_baseline == "mean" and cfg.train.scst_samples < 2:
+        raise LrcnError(
+            f"{source}: `train.scst_baseline: mean` compares each sample with the image's other "
+            f"samples but `train.scst_samples` is {cfg.train.scst_samples}; set it to at least 2."
         )
     if cfg.data.dataset == "manifest" and not cfg.data.manifest:
         raise LrcnError(

@@ -191,6 +191,8 @@ class _Trainer:
         if self.writer is not None and st.step % max(cfg.train.log_every_steps, 1) == 0:
             self.writer.add_scalar("train/loss", loss, st.step)
             self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], st.step)
+            for key, value in getattr(self.loss_fn, "pop_stats", dict)().items():
+                self.writer.add_scalar(f"scst/{key}", value, st.step)  # means since the last log
         every = cfg.train.checkpoint_every_steps
         kill_point("step")
         if every and st.step % every == 0 and st.batch_in_epoch % cfg.train.grad_accum_steps == 0:

@@ -1,10 +1,20 @@
-"""Self-critical sequence training (Rennie et al., CVPR 2017): CIDEr-D as a reward, greedy as baseline.
+"""Self-critical sequence training (Rennie et al., CVPR 2017): CIDEr-D as a reward.
 
 After cross-entropy training (``train.init_from``), each image gets ``train.scst_samples`` captions
-sampled from the model; each sample's reward is its CIDEr-D against the image's references, and
-the baseline is the CIDEr-D of the caption the model would output at test time (greedy). The
-loss ``-mean((reward - baseline) * log p(sample))`` raises the probability of samples that beat
-greedy decoding and lowers the others, optimising the evaluation metric directly.
+sampled from the model at temperature 1, as long as evaluation's (``eval.max_length``); each
+sample's reward is its CIDEr-D against the image's references, with document frequencies counted
+over the training split (``cider_df.json``). The baseline (``train.scst_baseline``) is either
+
+- ``greedy``: the CIDEr-D of the caption the model would output at test time (Rennie et al.), or
+- ``mean``: the mean reward of the image's *other* samples ("new self-critical", Luo 2020): no
+  greedy decode, and a baseline that never includes the sample it is compared with.
+
+The loss ``-mean((reward - baseline) * log p(sample))``, ``log p`` summed over the sampled tokens
+up to and including ``<end>`` and the mean taken over the B*K captions (per caption, as Rennie et
+al. and ruotianluo's code do), raises the probability of samples that beat the baseline and lowers
+the others, optimising the evaluation metric directly. ``pop_stats`` gives the means since its last
+call of the reward, the baseline, the share of samples beating it and the sampling entropy per
+token; fit logs them to TensorBoard under ``scst/``.
 
 Modes: the baseline is decoded with the model in eval mode (BatchNorm running statistics, no
 dropout), so it is exactly what evaluation would output; the samples come from the model in
@@ -39,7 +49,65 @@ from lrcn.text.vocab import SPECIALS, Vocabulary
 log = logging.getLogger(__name__)
 
 DF_FILE = "cider_df.json"
+BASELINES = ("greedy", "mean")
+STATS = ("reward", "baseline", "beat_baseline", "entropy", "sample_length")
 Words = list[str]
+
+
+def mean_of_others(reward: np.ndarray) -> np.ndarray:
+    """Each sample's baseline under ``mean``: the mean reward of its image's other samples.
+
+    Args:
+        reward: (B, K) rewards, K >= 2.
+
+    Returns:
+        (B, K): ``(sum_j reward[b, j] - reward[b, k]) / (K - 1)``.
+    """
+    K = reward.shape[1]
+    if K < 2:
+        raise ValueError("the mean baseline needs at least 2 samples per image")
+    return (reward.sum(axis=1, keepdims=True) - reward) / (K - 1)
+
+
+class _EntropyProbe:
+    """A step decoder that passes every call through and keeps each step's log-probabilities
+    (detached), so the sampling entropy is measured on the very distributions drawn from; it uses
+    only the ``init_state``/``step``/``reorder_state`` interface, so any decoder works."""
+
+    def __init__(self, decoder: nn.Module, start_id: int, pad_id: int) -> None:
+        self.decoder, self.start_id, self.pad_id = decoder, start_id, pad_id
+        self.steps: list[torch.Tensor] = []
+
+    def init_state(self, features: torch.Tensor) -> decoding.State:
+        return self.decoder.init_state(features)
+
+    def step(
+        self, tokens: torch.Tensor, state: decoding.State
+    ) -> tuple[torch.Tensor, decoding.State]:
+        log_probs, state = self.decoder.step(tokens, state)
+        self.steps.append(log_probs.detach())
+        return log_probs, state
+
+    def reorder_state(self, state: decoding.State, index: torch.Tensor) -> decoding.State:
+        return self.decoder.reorder_state(state, index)
+
+    def entropy(self, ids: torch.Tensor, end_id: int) -> tuple[float, float]:
+        """(mean entropy in nats per generated token, mean tokens per sample incl. ``<end>``) of
+        the rows ``ids`` (N, T): a step counts for a row until and including its first ``<end>``."""
+        if not self.steps:
+            return 0.0, 0.0
+        T = len(self.steps)
+        ended = (ids[:, :T] == end_id).long().cumsum(1)  # (N, T)
+        live = (ended - (ids[:, :T] == end_id).long()) == 0  # not ended before step t
+        total = 0.0
+        for t, log_probs in enumerate(self.steps):
+            policy = torch.log_softmax(
+                decoding._forbid(log_probs, self.start_id, self.pad_id), dim=-1
+            )
+            h = -(policy.exp() * policy.nan_to_num(neginf=0.0)).sum(-1)  # (N,)
+            total += float(h[live[:, t]].sum())
+        count = float(live.sum())
+        return total / max(count, 1.0), count / ids.shape[0]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -99,6 +167,8 @@ class SelfCriticalLoss:
         num_samples: captions sampled per image.
         max_length: most words per sampled or greedy caption (``<end>`` excluded).
         log_every: calls between INFO lines with the mean reward and baseline.
+        baseline: ``greedy`` (the image's greedy caption's reward) or ``mean`` (the mean reward of
+            the image's other samples; needs ``num_samples >= 2``), see the module docstring.
     """
 
     def __init__(
@@ -108,14 +178,20 @@ class SelfCriticalLoss:
         num_samples: int = 5,
         max_length: int = 24,
         log_every: int = 20,
+        baseline: str = "greedy",
     ) -> None:
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
-        self.vocab, self.cider = vocab, cider
+        if baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+        if baseline == "mean" and num_samples < 2:
+            raise ValueError("the mean baseline needs num_samples >= 2")
+        self.vocab, self.cider, self.baseline = vocab, cider, baseline
         self.num_samples, self.max_length, self.log_every = num_samples, max_length, log_every
         self.calls = 0
         self.last_stats: dict[str, float] = {}
-        self._totals = np.zeros(2)  # reward, baseline sums since the last log line
+        self._totals = np.zeros(len(STATS))  # sums of STATS since the last log line
+        self._pending = np.zeros(len(STATS) + 1)  # sums of STATS and calls since pop_stats
 
     @classmethod
     def from_run(cls, run: Run) -> SelfCriticalLoss:
@@ -128,6 +204,12 @@ class SelfCriticalLoss:
         if cfg.train.scst_samples < 1:
             raise LrcnError(
                 f"train.scst_samples is {cfg.train.scst_samples}; sample at least 1 caption per image."
+            )
+        baseline = getattr(cfg.train, "scst_baseline", "greedy")
+        if baseline not in BASELINES or (baseline == "mean" and cfg.train.scst_samples < 2):
+            raise LrcnError(
+                f"train.scst_baseline is {baseline!r} with train.scst_samples "
+                f"{cfg.train.scst_samples}; choose greedy, or mean with at least 2 samples."
             )
         if not cfg.train.init_from:
             log.warning(
@@ -146,6 +228,7 @@ class SelfCriticalLoss:
             cfg.train.scst_samples,
             cfg.eval.max_length,
             max(cfg.train.log_every_steps, 1),
+            baseline,
         )
 
     # ---- words ---------------------------------------------------------------------------------
@@ -165,14 +248,14 @@ class SelfCriticalLoss:
     def rewards(
         self,
         samples: Sequence[Sequence[Words]],
-        greedy: Sequence[Words],
+        greedy: Sequence[Words] | None,
         references: Sequence[list[Words]],
     ) -> tuple[np.ndarray, np.ndarray]:
         """CIDEr-D of every sample and of the greedy caption, all against the same references.
 
         Args:
             samples: per image, its sampled captions (K each).
-            greedy: per image, its greedy caption.
+            greedy: per image, its greedy caption; None (the mean baseline): 0 for each.
             references: per image, its reference captions.
 
         Returns:
@@ -185,11 +268,15 @@ class SelfCriticalLoss:
             return reward, baseline
         # One call, one reference list object per image: CiderD scores every hypothesis of an
         # image against that one set, so a sample equal to the greedy caption gets its score.
-        hyps = [list(s) for i in scored for s in samples[i]] + [list(greedy[i]) for i in scored]
-        refs = [references[i] for i in scored for _ in range(K)] + [references[i] for i in scored]
+        hyps = [list(s) for i in scored for s in samples[i]]
+        refs = [references[i] for i in scored for _ in range(K)]
+        if greedy is not None:
+            hyps += [list(greedy[i]) for i in scored]
+            refs += [references[i] for i in scored]
         _, per_item = self.cider.score(refs, hyps)
         reward[scored] = per_item[: len(scored) * K].reshape(len(scored), K)
-        baseline[scored] = per_item[len(scored) * K :]
+        if greedy is not None:
+            baseline[scored] = per_item[len(scored) * K :]
         return reward, baseline
 
     # ---- decoding ------------------------------------------------------------------------------
@@ -213,7 +300,7 @@ class SelfCriticalLoss:
         return [self.words(c) for c in ids]
 
     def sample(
-        self, decoder: LSTMDecoder, visual: torch.Tensor
+        self, decoder: LSTMDecoder | _EntropyProbe, visual: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample K captions per image with gradients (``lrcn.decoding.sample_sequences``).
 
@@ -236,26 +323,42 @@ class SelfCriticalLoss:
 
     # ---- the loss ------------------------------------------------------------------------------
     def policy_loss(
-        self, captioner: nn.Module, batch: dict, references: list[list[Words]], greedy: list[Words]
+        self,
+        captioner: nn.Module,
+        batch: dict,
+        references: list[list[Words]],
+        greedy: list[Words] | None,
     ) -> torch.Tensor:
-        """REINFORCE with the greedy baseline: the part of the step that carries gradients."""
+        """REINFORCE with the configured baseline: the part of the step that carries gradients."""
         visual = captioner.encode(batch)  # (B, D)
         B, K = visual.shape[0], self.num_samples
-        ids, log_prob = self.sample(captioner.decoder, visual)  # (B*K, T), (B*K,)
+        probe = _EntropyProbe(captioner.decoder, self.vocab.start_id, self.vocab.pad_id)
+        ids, log_prob = self.sample(probe, visual)  # (B*K, T), (B*K,)
         rows = [self.words(r) for r in ids.tolist()]
         samples = [rows[b * K : (b + 1) * K] for b in range(B)]
-        reward, baseline = self.rewards(samples, greedy, references)  # (B, K), (B,)
+        reward, greedy_reward = self.rewards(samples, greedy, references)  # (B, K), (B,)
+        baseline = self.baselines(reward, greedy_reward)  # (B, K)
         advantage = torch.as_tensor(
-            (reward - baseline[:, None]).reshape(-1), dtype=log_prob.dtype, device=log_prob.device
+            (reward - baseline).reshape(-1), dtype=log_prob.dtype, device=log_prob.device
         )  # (B*K,)
-        self._record(float(reward.mean()), float(baseline.mean()))
+        entropy, length = probe.entropy(ids, self.vocab.end_id)
+        beat = float((reward > baseline).mean()) if reward.size else 0.0
+        self._record(
+            dict(zip(STATS, (reward.mean(), baseline.mean(), beat, entropy, length), strict=True))
+        )
         return -(advantage * log_prob).mean()
+
+    def baselines(self, reward: np.ndarray, greedy_reward: np.ndarray) -> np.ndarray:
+        """(B, K) baseline of each sample: its image's greedy reward, or its other samples' mean."""
+        if self.baseline == "mean":
+            return mean_of_others(reward)
+        return np.broadcast_to(greedy_reward[:, None], reward.shape)
 
     def __call__(self, model: nn.Module, batch: dict) -> torch.Tensor:
         """The SCST loss of one training batch (``model``: a captioner, or its DDP wrapper)."""
         captioner = _unwrap(model)
         references = self.references(batch)
-        greedy = self.greedy_words(captioner, batch)
+        greedy = self.greedy_words(captioner, batch) if self.baseline == "greedy" else None
         if not isinstance(model, nn.parallel.DistributedDataParallel):
             return self.policy_loss(captioner, batch, references, greedy)
         # DDP all-reduces only the gradients of a forward that ran through it, and its
@@ -267,17 +370,34 @@ class SelfCriticalLoss:
         finally:
             del wrapper.forward
 
-    def _record(self, reward: float, baseline: float) -> None:
+    def pop_stats(self) -> dict[str, float]:
+        """Means of ``STATS`` over the calls since the last ``pop_stats`` ({} if none), for
+        TensorBoard: what the reward does during training, not just the loss."""
+        calls = self._pending[-1]
+        if not calls:
+            return {}
+        means = dict(zip(STATS, (self._pending[:-1] / calls).tolist(), strict=True))
+        self._pending[:] = 0
+        return means
+
+    def _record(self, stats: dict[str, float]) -> None:
         self.calls += 1
-        self.last_stats = {"reward": reward, "baseline": baseline}
-        self._totals += (reward, baseline)
-        log.debug("scst: reward %.4f, baseline %.4f", reward, baseline)
+        self.last_stats = {k: float(v) for k, v in stats.items()}
+        values = np.array([self.last_stats[k] for k in STATS])
+        self._totals += values
+        self._pending += (*values, 1.0)
+        log.debug("scst: %s", self.last_stats)
         if self.calls % self.log_every == 0:
-            mean_reward, mean_baseline = self._totals / self.log_every
+            mean = dict(zip(STATS, self._totals / self.log_every, strict=True))
             log.info(
-                "scst: mean CIDEr-D reward %.4f, greedy baseline %.4f (last %d batches)",
-                mean_reward,
-                mean_baseline,
+                "scst: mean CIDEr-D reward %.4f, %s baseline %.4f, %.0f%% beat it, entropy %.3f "
+                "nats/token, %.1f tokens (last %d batches)",
+                mean["reward"],
+                self.baseline,
+                mean["baseline"],
+                100 * mean["beat_baseline"],
+                mean["entropy"],
+                mean["sample_length"],
                 self.log_every,
             )
             self._totals[:] = 0
