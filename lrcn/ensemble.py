@@ -27,6 +27,7 @@ from torch import nn
 
 from lrcn.errors import LrcnError
 from lrcn.models.encoders import encoder_spec
+from lrcn.task import get_task
 
 __all__ = ["Ensemble", "EnsembleDecoder", "check_members", "mean_log_probs"]
 
@@ -47,7 +48,7 @@ def check_members(members: Sequence[tuple[Any, dict[str, Any]]]) -> None:
     cfg, payload = members[0]
     for other_cfg, other in members[1:]:
         what = ""
-        if other_cfg.task != cfg.task:
+        if get_task(other_cfg.task) is not get_task(cfg.task):  # the registry's objects
             what = f"tasks ({cfg.task}, {other_cfg.task})"
         elif other.get("vocab") != payload.get("vocab"):
             what = "vocabularies"
