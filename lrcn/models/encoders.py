@@ -207,6 +207,7 @@ class EncoderSpec:
         std: per-channel standard deviation.
         pretrained: whether ``weights=imagenet`` exists for it.
         grid: how to read its spatial grid (attention decoders); None when it has none.
+        input_multiple: image sides must be a multiple of this (a ViT's patch size).
     """
 
     builder: Builder
@@ -214,6 +215,7 @@ class EncoderSpec:
     std: tuple[float, ...]
     pretrained: bool = False
     grid: GridSpec | None = None
+    input_multiple: int = 1
 
     @property
     def in_channels(self) -> int:
