@@ -1,0 +1,245 @@
+"""Vision Transformer encoders: ``small_vit`` trained from scratch and timm's ViT/DeiT by name.
+
+``small_vit`` is the ViT counterpart of ``small_cnn`` for the embedded datasets: 8 x 8 pixel
+patches (an 8 x 8 grid of tokens at 64 px), learned positions, four pre-LN Transformer layers;
+the feature vector is the mean of the patch tokens projected to ``encoder.feature_dim``. It is
+pretrained on the shapes attributes like the CNN (configs/shapes_vit_pretrain.yaml).
+
+``vit_tiny``, ``vit_small``, ``vit_base``, ``deit_tiny``, ``deit_small`` and ``deit_base`` are
+timm's ``*_patch16_224`` models (``timm.create_model(name, pretrained=False, num_classes=0)``,
+the pooled CLS token as the feature). ``encoder.weights=imagenet`` reads timm's weights from the
+Hugging Face cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``) or from
+``$TORCH_HOME/hub/checkpoints/<timm name>.safetensors|.pth`` without any download; a path names a
+local ``.safetensors`` or ``.pth`` state_dict. Positions are resampled when ``data.image_size``
+differs from the weights' 224 px.
+
+Every one of them offers its patch tokens as the attention grid (B, D, rows, cols), without the
+CLS token, and refuses at config check an image side that is not a multiple of its patch size.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lrcn.errors import LrcnError
+from lrcn.models.encoders import (
+    HALF,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    EncoderSpec,
+    GridSpec,
+    _load_local,
+    register_encoder,
+)
+
+SMALL_VIT_PATCH = 8
+TIMM_PATCH = 16
+# registered name -> timm model name; ViT's augreg weights expect inputs scaled by 0.5 / 0.5,
+# DeiT's the ImageNet mean and std (each model's timm pretrained_cfg)
+TIMM_VITS = {
+    "vit_tiny": ("vit_tiny_patch16_224", HALF, HALF),
+    "vit_small": ("vit_small_patch16_224", HALF, HALF),
+    "vit_base": ("vit_base_patch16_224", HALF, HALF),
+    "deit_tiny": ("deit_tiny_patch16_224", IMAGENET_MEAN, IMAGENET_STD),
+    "deit_small": ("deit_small_patch16_224", IMAGENET_MEAN, IMAGENET_STD),
+    "deit_base": ("deit_base_patch16_224", IMAGENET_MEAN, IMAGENET_STD),
+}
+
+
+class SmallViT(nn.Module):
+    """Patch embedding, learned positions and pre-LN Transformer layers, for small images."""
+
+    def __init__(
+        self,
+        feature_dim: int = 256,
+        image_size: int = 64,
+        patch_size: int = SMALL_VIT_PATCH,
+        width: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+    ) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise LrcnError(
+                f"small_vit cuts images into {patch_size}x{patch_size} patches, but data.image_size "
+                f"is {image_size}; set data.image_size to a multiple of {patch_size}."
+            )
+        self.image_size = image_size
+        self.side = image_size // patch_size
+        self.width = width
+        self.patches = nn.Conv2d(3, width, patch_size, stride=patch_size)
+        self.positions = nn.Parameter(torch.zeros(1, self.side * self.side, width))
+        nn.init.trunc_normal_(self.positions, std=0.02)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                width,
+                heads,
+                4 * width,
+                dropout=0.0,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(width)
+        self.fc = nn.Linear(width, feature_dim)
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, S, S) -> normalised patch tokens (B, N, W), N = (S / patch)^2."""
+        if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
+            raise LrcnError(
+                f"small_vit was built for {self.image_size}x{self.image_size} images, got "
+                f"{tuple(images.shape[-2:])}; set data.image_size to match."
+            )
+        x = self.patches(images).flatten(2).transpose(1, 2)  # (B, W, s, s) -> (B, N, W)
+        x = x + self.positions
+        for layer in self.layers:
+            x = layer(x)  # (B, N, W)
+        return self.norm(x)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, S, S) -> features (B, D): the patch tokens' mean, projected."""
+        return self.fc(self.tokens(images).mean(1))  # (B, N, W) -> (B, W) -> (B, D)
+
+    def grid_map(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, S, S) -> the patch tokens as a map (B, W, S/patch, S/patch)."""
+        tokens = self.tokens(images)  # (B, N, W)
+        return tokens.transpose(1, 2).unflatten(2, (self.side, self.side))  # (B, W, s, s)
+
+
+def _timm_grid(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """A timm ViT's final-normed patch tokens, CLS (and any register) tokens dropped:
+    (B, 3, H, W) -> (B, D, H/16, W/16)."""
+    tokens = net.forward_features(images)  # (B, prefix + N, D)
+    rows, cols = images.shape[-2] // TIMM_PATCH, images.shape[-1] // TIMM_PATCH
+    patches = tokens[:, net.num_prefix_tokens :]  # (B, N, D)
+    return patches.transpose(1, 2).unflatten(2, (rows, cols))  # (B, D, rows, cols)
+
+
+SMALL_VIT_GRID = GridSpec(lambda net, x: net.grid_map(x), lambda net: net.width)
+TIMM_VIT_GRID = GridSpec(_timm_grid, lambda net: net.num_features)
+
+
+def _small_vit(
+    weights: str, feature_dim: int = 256, image_size: int = 64, **_: object
+) -> tuple[nn.Module, int]:
+    """small_vit; ``weights`` a path: a state_dict saved from it (the ``encoder.pt`` of a
+    ``task: attributes`` run) or an lrcn checkpoint holding one."""
+    net = SmallViT(feature_dim=feature_dim, image_size=image_size)
+    if weights not in ("none", ""):
+        _load_local(net, weights, "small_vit")
+    return net, feature_dim
+
+
+register_encoder(
+    "small_vit",
+    EncoderSpec(_small_vit, HALF, HALF, grid=SMALL_VIT_GRID, input_multiple=SMALL_VIT_PATCH),
+)
+
+
+def _cache_candidates(timm_name: str) -> list[Path]:
+    """Where ``encoder.weights=imagenet`` looks, in order: the Hugging Face cache's snapshot of
+    the model's hub repository, then the torch hub checkpoints folder."""
+    from timm.models import get_pretrained_cfg
+
+    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    hub_cache = Path(os.environ.get("HF_HUB_CACHE", home / "hub"))
+    torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    found: list[Path] = []
+    hub_id = getattr(get_pretrained_cfg(timm_name), "hf_hub_id", None)
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache  # reads the cache only, no network
+
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            hit = try_to_load_from_cache(hub_id, filename, cache_dir=hub_cache)
+            if isinstance(hit, str):
+                found.append(Path(hit))
+    checkpoints = torch_home / "hub" / "checkpoints"
+    found += [checkpoints / f"{timm_name}{ext}" for ext in (".safetensors", ".pth")]
+    repo = hub_cache / f"models--{str(hub_id).replace('/', '--')}"  # the cache's own layout
+    return [path for path in found if path.is_file()] or [repo, checkpoints]
+
+
+def _read_state(file: Path, name: str) -> dict[str, torch.Tensor]:
+    """A state_dict from a .safetensors or a .pth file (weights_only: no code runs)."""
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(file))
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt or pickled code: refused either way
+        raise LrcnError(
+            f"{file}: not a loadable state_dict for {name} ({exc.__class__.__name__}); re-save it "
+            "with torch.save(model.state_dict()) or safetensors."
+        ) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise LrcnError(f"{file}: holds no state_dict for {name}; pass weights saved from {name}.")
+    return state
+
+
+def _load_timm(net: nn.Module, file: Path, name: str) -> None:
+    """Fill ``net`` from ``file``: classifier head dropped, positions resampled to its size."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    state = _read_state(file, name)
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}  # num_classes=0
+    try:
+        net.load_state_dict(checkpoint_filter_fn(state, net))
+    except (RuntimeError, TypeError, AttributeError, KeyError) as exc:
+        first = str(exc).splitlines()[0][:200]
+        raise LrcnError(
+            f"{file}: its keys or shapes do not match {name} ({first}); pass weights saved from {name}."
+        ) from None
+
+
+def _timm_vit(name: str, timm_name: str):  # noqa: ANN202 - a builder, see register_encoder
+    def build(weights: str, image_size: int = 224, **_: object) -> tuple[nn.Module, int]:
+        try:
+            import timm
+        except ImportError:
+            raise LrcnError(
+                f"encoder {name} needs timm; pip install 'lrcn[timm]' or choose another encoder.name."
+            ) from None
+        net = timm.create_model(timm_name, pretrained=False, num_classes=0, img_size=image_size)
+        if weights == "imagenet":
+            found = _cache_candidates(timm_name)
+            if not found[0].is_file():
+                raise LrcnError(
+                    f"the ImageNet weights of {name} ({timm_name}) are not in the Hugging Face "
+                    f"cache ({found[0]}) nor at {found[1]}/{timm_name}.safetensors and nothing is "
+                    f"downloaded; place the file there or pass encoder.weights=/path/to/{timm_name}.safetensors."
+                )
+            _load_timm(net, found[0], name)
+        elif weights not in ("none", ""):
+            file = Path(weights)
+            if not file.is_file():
+                raise LrcnError(
+                    f"{file}: encoder weights file not found; pass an existing file or "
+                    "encoder.weights=imagenet|none."
+                )
+            _load_timm(net, file, name)
+        return net, net.num_features
+
+    return build
+
+
+for _name, (_timm_name, _mean, _std) in TIMM_VITS.items():
+    register_encoder(
+        _name,
+        EncoderSpec(
+            _timm_vit(_name, _timm_name),
+            _mean,
+            _std,
+            pretrained=True,
+            grid=TIMM_VIT_GRID,
+            input_multiple=TIMM_PATCH,
+        ),
+    )
