@@ -13,6 +13,7 @@ from test_grid_store import grid_cfg, live_grids, stored
 
 from lrcn import build
 from lrcn.build import build_source
+from lrcn.cli import main
 from lrcn.config import load_config
 from lrcn.engine import fit
 from lrcn.errors import LrcnError
@@ -94,6 +95,46 @@ def test_a_few_stage_1_steps_reduce_the_attribute_loss(tmp_path: Path) -> None:
     assert again.trunk.positions.shape == (1, 16, 128)
 
 
+@pytest.fixture(scope="module")
+def vit_stage_1(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch tiny stage-1 run of shapes_vit_pretrain: its folder, holding encoder.pt."""
+    run = tmp_path_factory.mktemp("vit-stage-1")
+    fit(load_config(VIT_PRETRAIN, [*TINY, "train.epochs=1"]), run)
+    return run
+
+
+@pytest.mark.parametrize("recipe", ["shapes_attention", "shapes_transformer"])
+def test_grid_wirings_caption_over_the_stage_1_small_vit(
+    recipe: str, vit_stage_1: Path, tmp_path: Path
+) -> None:
+    """The attention and Transformer decoders read small_vit's 4 x 4 grid of 128 unchanged."""
+    from lrcn.predict import evaluate, load_model
+
+    overrides = [
+        "encoder.name=small_vit",
+        f"encoder.weights={vit_stage_1 / 'encoder.pt'}",
+        "encoder.feature_dim=32",
+        "data.image_size=32",
+        "data.train_size=32",
+        "data.val_size=4",
+        "data.test_size=4",
+        "train.epochs=1",
+        "train.batch_size=16",
+        "train.progress=false",
+        "decoder.embed_dim=16",
+        "decoder.hidden_dim=32",
+        "eval.metrics=bleu",
+        "eval.tokenizer=python",
+    ]
+    summary = fit(load_config(REPO / "configs" / f"{recipe}.yaml", overrides), tmp_path)
+    assert summary["steps"] == 2 and 0 < summary["history"][0]["train_loss"] < float("inf")
+    model, _, _ = load_model(tmp_path / "checkpoints" / "last.pt")
+    assert model.attends == "grid" and model.encoder.name == "small_vit"
+    assert model.encoder.grid(torch.zeros(1, 3, 32, 32)).shape == (1, 16, 128)
+    metrics = evaluate(tmp_path, split="val", out_dir=tmp_path / "eval")
+    assert metrics["items"] == 4 and isinstance(metrics["Bleu_4"], float)
+
+
 def test_grid_store_extraction_with_small_vit(tmp_path: Path) -> None:
     cfg = grid_cfg(tmp_path, "encoder.name=small_vit")  # 32 px: a 4 x 4 grid of 128
     info = extract_features(cfg, "train")
@@ -103,13 +144,21 @@ def test_grid_store_extraction_with_small_vit(tmp_path: Path) -> None:
     torch.testing.assert_close(stored(source), live_grids(cfg, "train"), **FP16)
 
 
-def test_an_image_size_the_patches_do_not_divide_is_one_sentence_at_config_check() -> None:
+def test_an_image_size_the_patches_do_not_divide_is_one_sentence_at_config_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     cfg = load_config(VIT_PRETRAIN, ["data.image_size=60"])
     with pytest.raises(LrcnError, match=r"data.image_size. 60 is not a multiple of encoder "
                        r"small_vit's 8-pixel patches; set data.image_size to e.g. 56\.$"):  # fmt: skip
         build.check_config(cfg, "vit.yaml")
     with pytest.raises(LrcnError, match="vit.yaml: `data.image_size` 200 .* deit_tiny's 16-pixel"):
         build.check_config(load_config(VIT_PRETRAIN, ["encoder.name=deit_tiny", "data.image_size=200"]), "vit.yaml")  # fmt: skip
+    run = tmp_path / "run"
+    assert (
+        main(["train", "-c", str(VIT_PRETRAIN), "--run-dir", str(run), "data.image_size=60"]) == 2
+    )
+    assert capsys.readouterr().err.strip().endswith("set data.image_size to e.g. 56.")
+    assert not run.exists()  # refused before anything was written
 
 
 def test_missing_imagenet_weights_are_one_sentence_without_a_download(
