@@ -215,3 +215,30 @@ def test_positions_are_resampled_from_224_and_bad_files_are_one_sentence(
     garbage.write_bytes(b"not tensors")
     with pytest.raises(LrcnError, match="not a loadable state_dict for vit_tiny"):
         create_encoder("vit_tiny", weights=str(garbage), image_size=32)
+
+
+@pytest.mark.parametrize("place", ["hugging_face_cache", "torch_hub_checkpoints"])
+def test_imagenet_weights_are_read_from_the_caches(
+    timm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, place: str
+) -> None:
+    from safetensors.torch import save_file
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torch.manual_seed(3)
+    source = timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=32).eval()
+    if place == "hugging_face_cache":  # the hub client's layout: refs/main names the snapshot
+        repo = tmp_path / "hf" / "hub" / "models--timm--vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text("0" * 40)
+        file = repo / "snapshots" / ("0" * 40) / "model.safetensors"
+    else:
+        file = tmp_path / "torch" / "hub" / "checkpoints" / "vit_tiny_patch16_224.safetensors"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    save_file(source.state_dict(), str(file))
+    torch.manual_seed(4)
+    loaded = create_encoder("vit_tiny", weights="imagenet", image_size=32).eval()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # the same weights through the same modules: equal bit for bit
+        assert torch.equal(loaded(images), source(images))

@@ -20,6 +20,7 @@ CLS token, and refuses at config check an image side that is not a multiple of i
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -116,7 +117,7 @@ def _timm_grid(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """A timm ViT's final-normed patch tokens, CLS (and any register) tokens dropped:
     (B, 3, H, W) -> (B, D, H/16, W/16)."""
     tokens = net.forward_features(images)  # (B, prefix + N, D)
-    rows, cols = images.shape[-2] // TIMM_PATCH, images.shape[-1] // TIMM_PATCH
+    rows, cols = net.patch_embed.grid_size  # (H/16, W/16), fixed at data.image_size
     patches = tokens[:, net.num_prefix_tokens :]  # (B, N, D)
     return patches.transpose(1, 2).unflatten(2, (rows, cols))  # (B, D, rows, cols)
 
@@ -142,27 +143,34 @@ register_encoder(
 )
 
 
-def _cache_candidates(timm_name: str) -> list[Path]:
+def _cached_weights(timm_name: str) -> tuple[Path | None, Path, Path]:
     """Where ``encoder.weights=imagenet`` looks, in order: the Hugging Face cache's snapshot of
-    the model's hub repository, then the torch hub checkpoints folder."""
+    the model's hub repository, then the torch hub checkpoints folder.
+
+    Returns:
+        The first weights file found there (None: none), the cache folder of the hub repository
+        and the checkpoints folder, for the message when nothing is found.
+    """
     from timm.models import get_pretrained_cfg
 
     home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
     hub_cache = Path(os.environ.get("HF_HUB_CACHE", home / "hub"))
     torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-    found: list[Path] = []
-    hub_id = getattr(get_pretrained_cfg(timm_name), "hf_hub_id", None)
-    if hub_id:
+    checkpoints = torch_home / "hub" / "checkpoints"
+    hub_id = str(getattr(get_pretrained_cfg(timm_name), "hf_hub_id", None) or f"timm/{timm_name}")
+    candidates: list[Path] = []
+    try:
         from huggingface_hub import try_to_load_from_cache  # reads the cache only, no network
-
+    except ImportError:  # no hub client: only the torch hub folder can hold them
+        pass
+    else:
         for filename in ("model.safetensors", "pytorch_model.bin"):
             hit = try_to_load_from_cache(hub_id, filename, cache_dir=hub_cache)
             if isinstance(hit, str):
-                found.append(Path(hit))
-    checkpoints = torch_home / "hub" / "checkpoints"
-    found += [checkpoints / f"{timm_name}{ext}" for ext in (".safetensors", ".pth")]
-    repo = hub_cache / f"models--{str(hub_id).replace('/', '--')}"  # the cache's own layout
-    return [path for path in found if path.is_file()] or [repo, checkpoints]
+                candidates.append(Path(hit))
+    candidates += [checkpoints / f"{timm_name}{ext}" for ext in (".safetensors", ".pth")]
+    found = next((path for path in candidates if path.is_file()), None)
+    return found, hub_cache / f"models--{hub_id.replace('/', '--')}", checkpoints
 
 
 def _read_state(file: Path, name: str) -> dict[str, torch.Tensor]:
@@ -200,7 +208,9 @@ def _load_timm(net: nn.Module, file: Path, name: str) -> None:
         ) from None
 
 
-def _timm_vit(name: str, timm_name: str):  # noqa: ANN202 - a builder, see register_encoder
+def _timm_vit(name: str, timm_name: str) -> Callable[..., tuple[nn.Module, int]]:
+    """The builder of registered encoder ``name``: timm's ``timm_name`` without its classifier."""
+
     def build(weights: str, image_size: int = 224, **_: object) -> tuple[nn.Module, int]:
         try:
             import timm
@@ -210,14 +220,15 @@ def _timm_vit(name: str, timm_name: str):  # noqa: ANN202 - a builder, see regis
             ) from None
         net = timm.create_model(timm_name, pretrained=False, num_classes=0, img_size=image_size)
         if weights == "imagenet":
-            found = _cache_candidates(timm_name)
-            if not found[0].is_file():
+            found, hub_folder, checkpoints = _cached_weights(timm_name)
+            if found is None:
                 raise LrcnError(
                     f"the ImageNet weights of {name} ({timm_name}) are not in the Hugging Face "
-                    f"cache ({found[0]}) nor at {found[1]}/{timm_name}.safetensors and nothing is "
-                    f"downloaded; place the file there or pass encoder.weights=/path/to/{timm_name}.safetensors."
+                    f"cache ({hub_folder}) nor at {checkpoints}/{timm_name}.safetensors and nothing "
+                    "is downloaded; place the file there or pass "
+                    f"encoder.weights=/path/to/{timm_name}.safetensors."
                 )
-            _load_timm(net, found[0], name)
+            _load_timm(net, found, name)
         elif weights not in ("none", ""):
             file = Path(weights)
             if not file.is_file():
