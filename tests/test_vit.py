@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_features import FP16
 from test_grid_store import grid_cfg, live_grids, stored
 
@@ -242,3 +244,19 @@ def test_imagenet_weights_are_read_from_the_caches(
     images = torch.randn(2, 3, 32, 32)
     with torch.no_grad():  # the same weights through the same modules: equal bit for bit
         assert torch.equal(loaded(images), source(images))
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(1, 512), name=st.sampled_from(["small_vit", "vit_tiny", "deit_base"]))
+def test_config_check_refuses_exactly_the_sizes_the_patches_do_not_divide(
+    size: int, name: str
+) -> None:
+    cfg = load_config(VIT_PRETRAIN, [f"encoder.name={name}", f"data.image_size={size}"])
+    patch = encoder_spec(name).input_multiple
+    if size % patch == 0:
+        build.check_config(cfg)  # accepted: nothing raised
+        return
+    with pytest.raises(LrcnError) as caught:
+        build.check_config(cfg)
+    suggested = int(str(caught.value).rsplit(" ", 1)[-1].rstrip("."))
+    assert suggested % patch == 0 and suggested > 0  # the fix it names is itself accepted

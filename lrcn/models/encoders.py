@@ -4,7 +4,8 @@
 (B, C, H, W) -> features (B, D): torchvision backbones (their pooled penultimate layer),
 EfficientNet-Lite0 with ImageNet weights that install offline, the small CNN for the embedded
 datasets and the Keras seed's CNN. Each entry also names the input normalisation its weights
-expect (``encoder_spec(name).mean`` / ``.std``).
+expect (``encoder_spec(name).mean`` / ``.std``). The Vision Transformers (``small_vit``, timm's
+ViT/DeiT) register themselves from `lrcn.models.vit`.
 
 Register a new one the way timm registers models, from anywhere (a plugin, a test file)::
 
