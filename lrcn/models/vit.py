@@ -2,8 +2,10 @@
 
 ``small_vit`` is the ViT counterpart of ``small_cnn`` for the embedded datasets: 8 x 8 pixel
 patches (an 8 x 8 grid of tokens at 64 px), learned positions, four pre-LN Transformer layers;
-the feature vector is the mean of the patch tokens projected to ``encoder.feature_dim``. It is
-pretrained on the shapes attributes like the CNN (configs/shapes_vit_pretrain.yaml).
+the feature vector is the patch tokens flattened in order through one linear layer to
+``encoder.feature_dim``, as small_cnn flattens its map: a mean over the tokens loses where things
+are (at 4 epochs of 1,500 shapes images, row accuracy 0.37 mean-pooled against 0.73 flattened).
+It is pretrained on the shapes attributes like the CNN (configs/shapes_vit_pretrain.yaml).
 
 ``vit_tiny``, ``vit_small``, ``vit_base``, ``deit_tiny``, ``deit_small`` and ``deit_base`` are
 timm's ``*_patch16_224`` models (``timm.create_model(name, pretrained=False, num_classes=0)``,
@@ -88,7 +90,8 @@ class SmallViT(nn.Module):
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(width)
-        self.fc = nn.Linear(width, feature_dim)
+        # flattened, not pooled: the feature keeps *where* things are, like small_cnn's
+        self.fc = nn.Linear(self.side * self.side * width, feature_dim)
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, S, S) -> normalised patch tokens (B, N, W), N = (S / patch)^2."""
@@ -104,8 +107,8 @@ class SmallViT(nn.Module):
         return self.norm(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, S, S) -> features (B, D): the patch tokens' mean, projected."""
-        return self.fc(self.tokens(images).mean(1))  # (B, N, W) -> (B, W) -> (B, D)
+        """Images (B, 3, S, S) -> features (B, D): the patch tokens in order, projected."""
+        return self.fc(self.tokens(images).flatten(1))  # (B, N, W) -> (B, N * W) -> (B, D)
 
     def grid_map(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, S, S) -> the patch tokens as a map (B, W, S/patch, S/patch)."""
