@@ -38,6 +38,7 @@ from lrcn.models.encoders import (
     _load_local,
     register_encoder,
 )
+from lrcn.models.wirings.transformer import attend
 
 SMALL_VIT_PATCH = 8
 TIMM_PATCH = 16
@@ -51,6 +52,30 @@ TIMM_VITS = {
     "deit_small": ("deit_small_patch16_224", IMAGENET_MEAN, IMAGENET_STD),
     "deit_base": ("deit_base_patch16_224", IMAGENET_MEAN, IMAGENET_STD),
 }
+
+
+class EncoderLayer(nn.Module):
+    """Pre-LayerNorm: x + SelfAttn(LN(x)), + FF(LN(x)); written out, not
+    ``nn.TransformerEncoderLayer``, whose fused eval-mode kernel ONNX cannot export."""
+
+    def __init__(self, width: int, heads: int, ff_dim: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.attn_norm = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.attn_out = nn.Linear(width, width)
+        self.ff_norm = nn.LayerNorm(width)
+        self.ff = nn.Sequential(nn.Linear(width, ff_dim), nn.GELU(), nn.Linear(ff_dim, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, N, W) -> (B, N, W), every token attending to every other."""
+        _, N, W = x.shape  # the batch as -1 below: an ONNX graph keeps it dynamic
+        q, k, v = (
+            self.qkv(self.attn_norm(x)).reshape(-1, N, 3, self.heads, W // self.heads).unbind(2)
+        )
+        out, _ = attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=False)
+        x = x + self.attn_out(out.transpose(1, 2).reshape(-1, N, W))  # (B, h, N, d) -> (B, N, W)
+        return x + self.ff(self.ff_norm(x))
 
 
 class SmallViT(nn.Module):
@@ -77,18 +102,7 @@ class SmallViT(nn.Module):
         self.patches = nn.Conv2d(3, width, patch_size, stride=patch_size)
         self.positions = nn.Parameter(torch.zeros(1, self.side * self.side, width))
         nn.init.trunc_normal_(self.positions, std=0.02)
-        self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(
-                width,
-                heads,
-                4 * width,
-                dropout=0.0,
-                activation="gelu",
-                batch_first=True,
-                norm_first=True,
-            )
-            for _ in range(depth)
-        )
+        self.layers = nn.ModuleList(EncoderLayer(width, heads, 4 * width) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         # flattened, not pooled: the feature keeps *where* things are, like small_cnn's
         self.fc = nn.Linear(self.side * self.side * width, feature_dim)
@@ -113,7 +127,8 @@ class SmallViT(nn.Module):
     def grid_map(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, S, S) -> the patch tokens as a map (B, W, S/patch, S/patch)."""
         tokens = self.tokens(images)  # (B, N, W)
-        return tokens.transpose(1, 2).unflatten(2, (self.side, self.side))  # (B, W, s, s)
+        # (B, N, W) -> (B, W, s, s); the batch as -1: an ONNX graph keeps it dynamic
+        return tokens.transpose(1, 2).reshape(-1, self.width, self.side, self.side)
 
 
 def _timm_grid(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -122,7 +137,7 @@ def _timm_grid(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
     tokens = net.forward_features(images)  # (B, prefix + N, D)
     rows, cols = net.patch_embed.grid_size  # (H/16, W/16), fixed at data.image_size
     patches = tokens[:, net.num_prefix_tokens :]  # (B, N, D)
-    return patches.transpose(1, 2).unflatten(2, (rows, cols))  # (B, D, rows, cols)
+    return patches.transpose(1, 2).reshape(-1, net.num_features, rows, cols)  # (B, D, rows, cols)
 
 
 SMALL_VIT_GRID = GridSpec(lambda net, x: net.grid_map(x), lambda net: net.width)
