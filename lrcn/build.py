@@ -82,8 +82,20 @@ def check_config(cfg: Config, source: str = "config") -> None:
                     f"{source}: `{key}` is {shown(value)}, which is not registered for task "
                     f"{cfg.task}; choose one of {', '.join(choices)} (or register your own)."
                 )
+    _check_image_size(cfg, source)
     if task.captions:
         _check_heads(cfg, source)
+
+
+def _check_image_size(cfg: Config, source: str) -> None:
+    """A ViT cuts images into patches: refuse, in one sentence, a side its patch does not divide."""
+    multiple = encoder_spec(cfg.encoder.name).input_multiple
+    if cfg.data.image_size % multiple:
+        fit = max(multiple, cfg.data.image_size // multiple * multiple)
+        raise LrcnError(
+            f"{source}: `data.image_size` {cfg.data.image_size} is not a multiple of encoder "
+            f"{cfg.encoder.name}'s {multiple}-pixel patches; set data.image_size to e.g. {fit}."
+        )
 
 
 def _check_heads(cfg: Config, source: str) -> None:

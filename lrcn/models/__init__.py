@@ -24,6 +24,7 @@ from lrcn.models.encoders import (
 )
 from lrcn.models.init import keras_init_
 from lrcn.models.time_distributed import TimeDistributed
+from lrcn.models.vit import SmallViT
 from lrcn.models.wirings import (
     WIRINGS,
     Wiring,
@@ -44,6 +45,7 @@ __all__ = [
     "ImageCaptioner",
     "LSTMDecoder",
     "MeanPool",
+    "SmallViT",
     "TemporalLSTM",
     "TimeDistributed",
     "VideoCaptioner",

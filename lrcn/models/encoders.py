@@ -4,7 +4,8 @@
 (B, C, H, W) -> features (B, D): torchvision backbones (their pooled penultimate layer),
 EfficientNet-Lite0 with ImageNet weights that install offline, the small CNN for the embedded
 datasets and the Keras seed's CNN. Each entry also names the input normalisation its weights
-expect (``encoder_spec(name).mean`` / ``.std``).
+expect (``encoder_spec(name).mean`` / ``.std``). The Vision Transformers (``small_vit``, timm's
+ViT/DeiT) register themselves from `lrcn.models.vit`.
 
 Register a new one the way timm registers models, from anywhere (a plugin, a test file)::
 
@@ -207,6 +208,7 @@ class EncoderSpec:
         std: per-channel standard deviation.
         pretrained: whether ``weights=imagenet`` exists for it.
         grid: how to read its spatial grid (attention decoders); None when it has none.
+        input_multiple: image sides must be a multiple of this (a ViT's patch size).
     """
 
     builder: Builder
@@ -214,6 +216,7 @@ class EncoderSpec:
     std: tuple[float, ...]
     pretrained: bool = False
     grid: GridSpec | None = None
+    input_multiple: int = 1
 
     @property
     def in_channels(self) -> int:
